@@ -1,0 +1,3 @@
+"""Built-in schedulers (placeholder until its issue lands)."""
+
+from __future__ import annotations

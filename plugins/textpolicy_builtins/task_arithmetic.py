@@ -1,0 +1,3 @@
+"""Built-in task_arithmetic plugin (placeholder until its issue lands)."""
+
+from __future__ import annotations

@@ -1,0 +1,84 @@
+"""The ``tp`` command line. Click lives only here; each command is its own module.
+
+Commands are imported lazily so ``tp --help`` stays instant (numpy, torch, scipy, wandb and
+tinker are imported inside command bodies). Every ``TextPolicyError`` raised by library code is
+turned into a one-line ``Error: ...`` message and its exit code here, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from textpolicy import __version__
+from textpolicy.errors import TextPolicyError
+
+# command name -> "module:attribute" (module relative to textpolicy.cli)
+COMMANDS: dict[str, str] = {
+    "run": "run_cmd:run",
+    "sweep": "sweep_cmd:sweep",
+    "campaign": "campaign_cmd:campaign",
+    "train": "train_cmd:train",
+    "analyze": "analyze_cmd:analyze",
+    "power": "power_cmd:power",
+    "follow": "follow_cmd:follow",
+    "serve": "serve_cmd:serve",
+    "plugins": "plugins_cmd:plugins",
+    "pipelines": "plugins_cmd:pipelines",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when invoked (or listed in help)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if self._available(name)]
+
+    def _available(self, name: str) -> bool:
+        module_name = COMMANDS[name].split(":")[0]
+        return importlib.util.find_spec(f"textpolicy.cli.{module_name}") is not None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not self._available(cmd_name):
+            return None
+        module_name, attr = target.split(":")
+        module = importlib.import_module(f"textpolicy.cli.{module_name}")
+        command: click.Command = getattr(module, attr)
+        return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            import difflib
+
+            close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=1)
+            if close and "No such command" in str(exc):
+                raise click.UsageError(
+                    f"No such command {args[0]!r} (did you mean {close[0]!r}?)", ctx) from None
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TextPolicyError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tp")
+def main() -> None:
+    """textpolicy: fair, reproducible A/B experiments between RL advantage pipelines.
+
+    \b
+    Typical use:
+      tp run examples/quickstart.toml      # sweep -> campaign -> analysis
+      tp analyze results/my_campaign       # significance report of finished runs
+    """

@@ -1,0 +1,1 @@
+"""Engines: where sampling and training happen (``local`` embedded, ``tinker`` remote)."""

@@ -1,0 +1,43 @@
+"""Exception types raised by textpolicy.
+
+Library code raises these; the CLI edge (``textpolicy.cli``) turns every
+``TextPolicyError`` into a one-line message and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TextPolicyError(Exception):
+    """Base class of every error textpolicy raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(TextPolicyError):
+    """A user-supplied value (flag, spec key, parameter) is invalid. Exit code 2."""
+
+    exit_code = 2
+
+
+class PluginError(TextPolicyError):
+    """A plugin could not be loaded or registers something invalid."""
+
+
+class UnknownComponentError(ConfigError):
+    """A component name (stage, pipeline, task, ...) is not registered."""
+
+
+class RolloutError(TextPolicyError):
+    """Rollout arrays are inconsistent or hold values a stage cannot accept."""
+
+
+class EngineError(TextPolicyError):
+    """An engine (local, tinker) failed to perform a primitive."""
+
+
+class TaskError(TextPolicyError):
+    """A task could not load or grade its data."""
+
+
+class AnalysisError(TextPolicyError):
+    """Run directories cannot be analysed as requested."""

@@ -1,0 +1,320 @@
+"""Plugin manager and component registry.
+
+Built-in plugins are registered explicitly from ``textpolicy_builtins.BUILTIN_PLUGINS``, so they
+never depend on package metadata and disabling external plugins never removes them. External
+plugins come from the ``textpolicy`` entry-point group and are loaded one by one: a plugin that
+fails to import or register is recorded in ``Registry.load_errors`` (shown by ``tp plugins``)
+and never stops the others from loading.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+import attrs
+import pluggy
+
+from textpolicy import hookspecs, records
+from textpolicy.errors import PluginError, UnknownComponentError
+
+ENTRY_POINT_GROUP = "textpolicy"
+DISABLE_ENV = "TEXTPOLICY_DISABLE_PLUGINS"
+TRACE_ENV = "TEXTPOLICY_TRACE_HOOKS"
+
+hookimpl = pluggy.HookimplMarker("textpolicy")
+
+T = TypeVar("T")
+
+# kind -> (hook name, human name)
+KINDS: dict[str, tuple[str, str]] = {
+    "stages": ("textpolicy_register_stages", "advantage stage"),
+    "planning_detectors": ("textpolicy_register_planning_detectors", "planning detector"),
+    "schedulers": ("textpolicy_register_schedulers", "scheduler"),
+    "rewards": ("textpolicy_register_rewards", "reward function"),
+    "significance_tests": ("textpolicy_register_significance_tests", "significance test"),
+    "pipelines": ("textpolicy_register_pipelines", "pipeline"),
+    "engines": ("textpolicy_register_engines", "engine"),
+    "tasks": ("textpolicy_register_tasks", "task"),
+}
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@attrs.frozen
+class PluginInfo:
+    """One loaded (or failed) plugin, as ``tp plugins`` shows it."""
+
+    name: str
+    source: str  # "builtin" or "entry-point"
+    version: str | None
+    registers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    error: str | None = None
+
+
+class ComponentTable(Generic[T]):
+    """Name → record for one component kind, with helpful lookup errors."""
+
+    def __init__(self, kind: str, items: Mapping[str, T], aliases: Mapping[str, str]) -> None:
+        self.kind = kind
+        self._items = dict(items)
+        self._aliases = dict(aliases)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items or name in self._aliases
+
+    def __iter__(self) -> Any:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def values(self) -> list[T]:
+        return [self._items[n] for n in self.names()]
+
+    def get(self, name: str) -> T:
+        """Return the record called ``name`` (or an alias of it); raise a helpful error."""
+        canonical = self._aliases.get(name, name)
+        try:
+            return self._items[canonical]
+        except KeyError:
+            human = KINDS[self.kind][1]
+            known = [*self._items, *self._aliases]
+            raise UnknownComponentError(
+                f"unknown {human} {name!r}{did_you_mean(name, known)}; "
+                f"known: {', '.join(sorted(known))}"
+            ) from None
+
+
+class Registry:
+    """Every registered component of every kind, built once from a plugin manager."""
+
+    def __init__(self, pm: pluggy.PluginManager, infos: list[PluginInfo]) -> None:
+        self.pm = pm
+        self._infos = infos
+        self._tables: dict[str, ComponentTable[Any]] = {}
+        owners: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
+        errors: list[str] = []
+        contributed: dict[str, dict[str, list[str]]] = {}
+        for kind, (hook_name, human) in KINDS.items():
+            items: dict[str, Any] = {}
+            aliases: dict[str, str] = {}
+            hook = getattr(pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+                try:
+                    produced = list(impl.function() or ())
+                except Exception as exc:  # a broken plugin is reported, never fatal
+                    errors.append(f"{plugin_name}: {hook_name} failed: {exc}")
+                    continue
+                for record in produced:
+                    name = getattr(record, "name", None)
+                    if not isinstance(name, str):
+                        raise PluginError(
+                            f"plugin {plugin_name!r}: {hook_name} returned {record!r}, "
+                            f"not a textpolicy.records {human} record")
+                    if name in items or name in aliases:
+                        raise PluginError(
+                            f"duplicate {human} name {name!r}: registered by "
+                            f"{owners[kind][name]!r} and {plugin_name!r}")
+                    items[name] = record
+                    owners[kind][name] = plugin_name
+                    contributed.setdefault(plugin_name, {}).setdefault(kind, []).append(name)
+                    for alias in getattr(record, "aliases", ()):
+                        if alias in items or alias in aliases:
+                            raise PluginError(
+                                f"duplicate {human} name {alias!r} (alias of {name!r}) "
+                                f"from {plugin_name!r}")
+                        aliases[alias] = name
+                        owners[kind][alias] = plugin_name
+            self._tables[kind] = ComponentTable(kind, items, aliases)
+        self.owners = owners
+        by_name = {info.name: info for info in infos}
+        for plugin_name, kinds in contributed.items():
+            if plugin_name in by_name:
+                by_name[plugin_name] = attrs.evolve(
+                    by_name[plugin_name],
+                    registers=tuple((k, tuple(v)) for k, v in sorted(kinds.items())))
+        for message in errors:
+            plugin_name = message.split(":", 1)[0]
+            if plugin_name in by_name:
+                old = by_name[plugin_name]
+                by_name[plugin_name] = attrs.evolve(
+                    old, error=f"{old.error}; {message}" if old.error else message)
+        self.plugins: tuple[PluginInfo, ...] = tuple(by_name.values())
+
+    @property
+    def load_errors(self) -> list[str]:
+        return [f"{p.name}: {p.error}" for p in self.plugins if p.error]
+
+    def table(self, kind: str) -> ComponentTable[Any]:
+        return self._tables[kind]
+
+    @property
+    def stages(self) -> ComponentTable[records.AdvantageStage]:
+        return self._tables["stages"]
+
+    @property
+    def planning_detectors(self) -> ComponentTable[records.PlanningDetector]:
+        return self._tables["planning_detectors"]
+
+    @property
+    def schedulers(self) -> ComponentTable[records.Scheduler]:
+        return self._tables["schedulers"]
+
+    @property
+    def rewards(self) -> ComponentTable[records.RewardFunction]:
+        return self._tables["rewards"]
+
+    @property
+    def significance_tests(self) -> ComponentTable[records.SignificanceTest]:
+        return self._tables["significance_tests"]
+
+    @property
+    def pipelines(self) -> ComponentTable[records.NamedPipeline]:
+        return self._tables["pipelines"]
+
+    @property
+    def engines(self) -> ComponentTable[records.EnginePlugin]:
+        return self._tables["engines"]
+
+    @property
+    def tasks(self) -> ComponentTable[records.TaskPlugin]:
+        return self._tables["tasks"]
+
+
+def _dist_version(dist_name: str | None) -> str | None:
+    if not dist_name:
+        return None
+    try:
+        return importlib.metadata.version(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _disabled_entry_points() -> tuple[bool, set[str]]:
+    value = os.environ.get(DISABLE_ENV, "").strip()
+    if value.lower() in {"1", "true", "yes", "all", "*"}:
+        return True, set()
+    return False, {v.strip() for v in value.split(",") if v.strip()}
+
+
+def create_plugin_manager(
+    extra_plugins: Iterable[tuple[str, object]] = (), *, load_entry_points: bool = True
+) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+    """Make a fresh plugin manager: built-ins, then entry points, then ``extra_plugins``.
+
+    ``extra_plugins`` are ``(name, plugin object)`` pairs registered after the others (tests
+    use this for throw-away plugins). Raises ``PluginError`` when a hook implementation's name
+    matches no spec (a misspelt hook would otherwise be silently ignored).
+    """
+    from textpolicy_builtins import BUILTIN_PLUGINS
+
+    pm = pluggy.PluginManager("textpolicy")
+    pm.add_hookspecs(hookspecs)
+    infos: list[PluginInfo] = []
+    own_version = _dist_version("textpolicy")
+    for module in BUILTIN_PLUGINS:
+        name = module.__name__
+        pm.register(module, name=name)
+        infos.append(PluginInfo(name=name, source="builtin", version=own_version))
+
+    disable_all, disabled = _disabled_entry_points()
+    if load_entry_points and not disable_all:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in disabled or pm.has_plugin(ep.name):
+                continue
+            dist = getattr(ep, "dist", None)
+            version = getattr(dist, "version", None)
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+                _check_hook_names(pm, ep.name)
+            except Exception as exc:  # a broken plugin is reported, never fatal
+                if pm.has_plugin(ep.name):
+                    pm.unregister(name=ep.name)
+                infos.append(PluginInfo(
+                    name=ep.name, source="entry-point", version=version,
+                    error=f"{type(exc).__name__}: {exc}"))
+                continue
+            infos.append(PluginInfo(name=ep.name, source="entry-point", version=version))
+
+    for name, plugin in extra_plugins:
+        pm.register(plugin, name=name)
+        infos.append(PluginInfo(name=name, source="extra", version=None))
+    _check_hook_names(pm, None)
+    if os.environ.get(TRACE_ENV):
+        def before(hook_name: str, impls: Any, kwargs: Any) -> None:
+            print(f"[textpolicy] hook {hook_name} -> {[i.plugin_name for i in impls]}",
+                  file=sys.stderr)
+
+        def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
+            pass
+
+        pm.add_hookcall_monitoring(before, after)
+    return pm, infos
+
+
+def _check_hook_names(pm: pluggy.PluginManager, only: str | None) -> None:
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin!r}: {exc}") from None
+    if only is None:
+        return
+
+
+def build_registry(
+    extra_plugins: Iterable[tuple[str, object]] = (), *, load_entry_points: bool = True
+) -> Registry:
+    """Build a fresh registry (tests use this with throw-away plugins)."""
+    pm, infos = create_plugin_manager(extra_plugins, load_entry_points=load_entry_points)
+    return Registry(pm, infos)
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built lazily on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = build_registry()
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget the process-wide registry (the next ``get_registry`` rebuilds it)."""
+    global _REGISTRY
+    _REGISTRY = None
+
+
+def structure_params(params_cls: type, values: Mapping[str, Any], *, where: str) -> Any:
+    """Build a plugin's frozen parameter object from a mapping, with one-line errors.
+
+    Unknown keys get a "did you mean"; wrong types and validator failures name the key,
+    the value and what is allowed. ``where`` prefixes every message (e.g. ``stage 'gtpo'``).
+    """
+    from textpolicy.errors import ConfigError
+
+    fields = {f.name: f for f in attrs.fields(params_cls)} if attrs.has(params_cls) else {}
+    for key in values:
+        if key not in fields:
+            raise ConfigError(
+                f"{where}: unknown parameter {key!r}{did_you_mean(key, fields)}; "
+                f"allowed: {', '.join(fields) or '(none)'}")
+    try:
+        return params_cls(**dict(values))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None

@@ -1,0 +1,138 @@
+"""Frozen records that plugins register through the hooks of ``textpolicy.hookspecs``.
+
+Every component kind has one record type. A record carries the component's name, the callable
+(or factory) that implements it, the frozen attrs class of its parameters, and a one-line doc.
+Parameter classes are plain ``@attrs.frozen`` classes whose fields all have defaults; specs and
+``load_pipeline(**params)`` are validated against them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import attrs
+
+StageLevel = Literal["episode", "token"]
+
+
+@attrs.frozen
+class NoParams:
+    """Parameter class of components that take no parameters."""
+
+
+def _check_name(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value or not all(c.isalnum() or c in "_-.+" for c in value):
+        raise ValueError(f"invalid component name {value!r} for {attribute.name}")
+
+
+@attrs.frozen
+class AdvantageStage:
+    """An advantage stage.
+
+    ``level == "episode"``: ``fn(rollouts, ctx, params) -> ndarray[N]`` scalar advantages per
+    completion, computed strictly within each group (``rollouts.group_ids``).
+
+    ``level == "token"``: ``fn(credit, rollouts, ctx, params) -> TokenCredit`` transforms the
+    token-level credit (advantages ``[N, T]`` and signal ``[N, T]``) of each completion.
+
+    ``needs`` lists what the stage reads from the step context: ``"planning_mask"``,
+    ``"sepa_lambda"`` (drives which detectors/schedulers a pipeline instantiates).
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    level: StageLevel
+    fn: Callable[..., Any]
+    params: type = NoParams
+    doc: str = ""
+    needs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class PlanningDetector:
+    """``fn(tokens[N, T], lengths[N], vocab, params) -> bool[N, T]`` planning-token mask."""
+
+    name: str = attrs.field(validator=_check_name)
+    fn: Callable[..., Any]
+    params: type = NoParams
+    doc: str = ""
+
+
+@attrs.frozen
+class Scheduler:
+    """``factory(params) -> object`` with ``observe(obs)``, ``value(step)``, ``state_dict()``,
+    ``load_state_dict(state)`` (see ``textpolicy.pipeline.SchedulerProtocol``)."""
+
+    name: str = attrs.field(validator=_check_name)
+    factory: Callable[..., Any]
+    params: type = NoParams
+    doc: str = ""
+
+
+@attrs.frozen
+class RewardFunction:
+    """``fn(completion: str, example, params) -> textpolicy.tasks.base.Grade``."""
+
+    name: str = attrs.field(validator=_check_name)
+    fn: Callable[..., Any]
+    params: type = NoParams
+    doc: str = ""
+
+
+@attrs.frozen
+class SignificanceTest:
+    """``fn(data: textpolicy.analysis.AnalysisInput, params) -> TestResult``.
+
+    ``role`` is ``"primary"`` (may decide the recommendation), ``"secondary"`` or
+    ``"generation_level"`` (pseudo-replicated, reported for comparison with the seed document).
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    fn: Callable[..., Any]
+    params: type = NoParams
+    role: Literal["primary", "secondary", "generation_level"] = "secondary"
+    doc: str = ""
+
+
+@attrs.frozen
+class StageRef:
+    """One stage of a pipeline with its parameter overrides (validated at load time)."""
+
+    stage: str
+    params: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=lambda d: tuple(
+        sorted(dict(d).items())))
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
+@attrs.frozen
+class NamedPipeline:
+    """An ordered list of stages with default parameters: exactly one episode-level stage
+    first, then zero or more token-level stages. ``aliases`` are extra names (the seed
+    document's ``--algorithm full`` maps onto ``maxrl+gtpo_sepa_hicra``)."""
+
+    name: str = attrs.field(validator=_check_name)
+    stages: tuple[StageRef, ...] = attrs.field(converter=tuple)
+    doc: str = ""
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class EnginePlugin:
+    """``factory(**options) -> textpolicy.engines.base.Engine``."""
+
+    name: str = attrs.field(validator=_check_name)
+    factory: Callable[..., Any]
+    doc: str = ""
+
+
+@attrs.frozen
+class TaskPlugin:
+    """``factory(params) -> textpolicy.tasks.base.Task``."""
+
+    name: str = attrs.field(validator=_check_name)
+    factory: Callable[..., Any]
+    params: type = NoParams
+    doc: str = ""

@@ -1,0 +1,1 @@
+"""Tasks: prompt sources with graders (``arithmetic`` built in, ``math`` from MATH files)."""

@@ -1,0 +1,1 @@
+"""Training: one run = engine + task + pipeline + schedulers, writing the run files."""
