@@ -1,0 +1,232 @@
+"""``tp train``: train one run (one arm, one seed) into a run directory.
+
+The flags are the seed document's ``train_math`` flags plus ``--engine``, ``--task``,
+``--seed``, ``--eval-every``, ``--eval-samples`` and a few more. Settings left out take the
+task's defaults (``textpolicy.training.defaults``). Re-running the same command resumes the run
+from its last checkpoint. Heavy imports happen inside the command body.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from textpolicy.errors import ConfigError
+
+# flag -> (stage, parameter) of the advantage pipeline
+STAGE_FLAGS: dict[str, tuple[str, str]] = {
+    "gtpo_beta": ("gtpo", "beta"),
+    "hicra_alpha": ("hicra", "alpha"),
+    "sepa_steps": ("sepa", "ramp_steps"),
+    "sepa_schedule": ("sepa", "schedule"),
+    "sepa_delay_steps": ("sepa", "delay_steps"),
+    "sepa_correct_rate_gate": ("sepa", "correct_rate_gate"),
+}
+
+LOSS_CHOICES = ("importance_sampling", "ppo", "cross_entropy")
+AGGREGATION_CHOICES = ("token-sum", "token-mean", "seq-mean-token-mean",
+                       "seq-mean-token-sum-norm")
+
+
+class UsageLineError(click.ClickException):
+    """A bad flag or value, shown as one ``Error: ...`` line (exit 2), no usage block."""
+
+    exit_code = 2
+
+
+class OneLineCommand(click.Command):
+    """A command whose usage errors are one line: ``Error: Invalid value for '--lr': ...``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise UsageLineError(exc.format_message()) from None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_options(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are JSON when they parse as JSON, else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def build_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``make_config`` settings of a ``tp train`` invocation (only what was given)."""
+    if params["algorithm"] and params["pipeline"]:
+        raise ConfigError("--algorithm and --pipeline are alternatives; give one of them")
+    settings: dict[str, Any] = {
+        "log_dir": params["log_dir"],
+        "task": params["task"],
+        "engine": params["engine"],
+        "pipeline": params["algorithm"] or params["pipeline"] or "grpo",
+        "seed": params["seed"],
+    }
+    engine_options = _parse_options(params["engine_option"], "--engine-option")
+    if params["base_url"] is not None:
+        engine_options["base_url"] = params["base_url"]
+    if engine_options:
+        settings["engine_options"] = engine_options
+    task_params = _parse_options(params["task_option"], "--task-option")
+    if task_params:
+        settings["task_params"] = task_params
+    for key in ("model", "lr", "max_steps", "batch_size", "group_size", "max_tokens",
+                "temperature", "save_every", "eval_every", "eval_samples", "eval_prompts",
+                "eval_temperature", "max_examples", "loss", "loss_aggregation", "condition"):
+        if params[key] is not None:
+            settings[key] = params[key]
+    if params["lora_rank"] is not None:
+        settings["lora_rank"] = params["lora_rank"] or None  # 0 = full fine-tune
+    stage_params: dict[str, dict[str, Any]] = {}
+    for key, (stage, name) in STAGE_FLAGS.items():
+        if params[key] is not None:
+            stage_params.setdefault(stage, {})[name] = params[key]
+    if stage_params:
+        settings["pipeline_params"] = stage_params
+    return settings
+
+
+def check_stage_flags(settings: dict[str, Any], given: Sequence[str]) -> None:
+    """Stage flags are only valid for pipelines that contain the stage (ConfigError)."""
+    if not settings.get("pipeline_params"):
+        return
+    from textpolicy.pipeline import load_pipeline
+
+    pipeline = load_pipeline(settings["pipeline"])
+    stages = pipeline.stage_names
+    for key in given:
+        stage, _name = STAGE_FLAGS[key]
+        if stage not in stages:
+            raise ConfigError(
+                f"{_flag(key)} sets the {stage!r} stage, which pipeline "
+                f"{settings['pipeline']!r} does not have (its stages: {', '.join(stages)}); "
+                f"drop the flag or pick a pipeline with {stage!r}")
+
+
+def _positive_float() -> click.FloatRange:
+    return click.FloatRange(min=0.0, min_open=True)
+
+
+@click.command(cls=OneLineCommand, context_settings={"show_default": True})
+@click.option("--log-dir", required=True,
+              help="Run directory (re-running the same command resumes it).")
+@click.option("--algorithm", type=click.Choice(["grpo", "full"]), default=None,
+              help="Seed-document name of the advantage pipeline (default: grpo).")
+@click.option("--pipeline", default=None,
+              help="Any pipeline name, alias or composition 'maxrl>gtpo>hicra' (`tp pipelines`).")
+@click.option("--task", default="arithmetic", help="Task (arithmetic | math | plugin).")
+@click.option("--engine", default="local", help="Engine (local | tinker | plugin).")
+@click.option("--model", default=None, help="Model name or path. [default: the task's model]")
+@click.option("--base-url", default=None, help="Engine service URL (tinker engine).")
+@click.option("--engine-option", multiple=True, metavar="KEY=VALUE",
+              help="Extra engine option, e.g. device=cuda (repeatable).")
+@click.option("--task-option", multiple=True, metavar="KEY=VALUE",
+              help="Task parameter (repeatable).")
+@click.option("--seed", type=click.IntRange(min=0), default=0,
+              help="Seed of data order, init, sampling and eval seeds.")
+@click.option("--lr", type=_positive_float(), default=None,
+              help="Learning rate. [default: task default; math 4e-5, arithmetic 1e-3]")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="Training steps. [default: 100]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Prompts per step. [default: 4]")
+@click.option("--group-size", type=click.IntRange(min=1), default=None,
+              help="Completions per prompt. [default: 8]")
+@click.option("--lora-rank", type=click.IntRange(min=0), default=None,
+              help="LoRA rank, 0 = full fine-tune. [default: math 64, arithmetic 0]")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+              help="Max completion tokens. [default: math 2048, arithmetic 4]")
+@click.option("--temperature", type=_positive_float(), default=None,
+              help="Sampling temperature. [default: math 0.7, arithmetic 1.0]")
+@click.option("--save-every", type=click.IntRange(min=0), default=None,
+              help="Checkpoint interval in steps (0: only at the end). [default: 20]")
+@click.option("--eval-every", type=click.IntRange(min=0), default=None,
+              help="Held-out eval interval (0: none). [default: math 0, arithmetic 10]")
+@click.option("--eval-samples", type=click.IntRange(min=1), default=None,
+              help="Samples per eval prompt. [default: 4]")
+@click.option("--eval-prompts", type=click.IntRange(min=1), default=None,
+              help="Use only the first N eval prompts. [default: all]")
+@click.option("--eval-temperature", type=_positive_float(), default=None,
+              help="Eval sampling temperature. [default: 1.0]")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None,
+              help="Limit the training set to N examples. [default: all]")
+@click.option("--loss", type=click.Choice(LOSS_CHOICES), default=None,
+              help="Engine loss. [default: importance_sampling]")
+@click.option("--loss-aggregation", type=click.Choice(AGGREGATION_CHOICES), default=None,
+              help="How token advantages are normalised. [default: token-sum]")
+@click.option("--gtpo-beta", type=click.FloatRange(min=0.0), default=None,
+              help="GTPO entropy weighting (pipelines with gtpo). [default: 0.1]")
+@click.option("--hicra-alpha", type=click.FloatRange(min=0.0), default=None,
+              help="HICRA amplification (pipelines with hicra). [default: 0.2]")
+@click.option("--sepa-steps", type=click.IntRange(min=0), default=None,
+              help="SEPA ramp steps (pipelines with sepa). [default: 100]")
+@click.option("--sepa-schedule", type=click.Choice(["linear", "auto"]), default=None,
+              help="SEPA schedule. [default: linear]")
+@click.option("--sepa-delay-steps", type=click.IntRange(min=0), default=None,
+              help="SEPA delay steps. [default: 10]")
+@click.option("--sepa-correct-rate-gate", type=click.FloatRange(min=0.0, max=1.0),
+              default=None, help="Min correct rate before SEPA starts. [default: 0.1]")
+@click.option("--condition", default=None,
+              help="Label written into metrics rows. [default: the pipeline name]")
+@click.option("--progress", type=click.Choice(["auto", "bar", "plain", "off"]),
+              default="auto", help="Progress display on stderr.")
+def train(**params: Any) -> None:
+    """Train one run: sample, grade, compute advantages, update, log, checkpoint.
+
+    \b
+    Examples:
+      tp train --log-dir results/arith_grpo --max-steps 40 --seed 1
+      tp train --task math --engine tinker --algorithm full --lr 5e-5 \\
+          --max-steps 100 --batch-size 4 --group-size 8 --lora-rank 64 \\
+          --log-dir results/tinker_ab_v1/candidate
+    """
+    from textpolicy.training import make_config, run_training
+
+    settings = build_settings(params)
+    check_stage_flags(settings, [k for k in STAGE_FLAGS if params[k] is not None])
+    config = make_config(**settings)
+
+    stop = threading.Event()
+    received: list[int] = []
+
+    def handle(signum: int, _frame: Any) -> None:
+        if received:  # a second signal: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            raise KeyboardInterrupt
+        received.append(signum)
+        stop.set()
+        click.echo("stopping after the current step (again to abort)...", err=True)
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        outcome = run_training(config, stop=stop, progress=params["progress"])
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if outcome.note:
+        click.echo(outcome.note, err=True)
+    summary = f"{outcome.status}: {outcome.steps_done}/{config.max_steps} steps in {config.log_dir}"
+    if outcome.final_eval:
+        summary += "; final eval " + ", ".join(
+            f"{k} {v:.3f}" for k, v in sorted(outcome.final_eval.items()))
+    click.echo(summary)
+    if outcome.status == "stopped":
+        sys.exit(130)

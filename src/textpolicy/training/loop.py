@@ -1,0 +1,554 @@
+"""The training loop: one run = engine + task + pipeline, writing the run directory's files.
+
+Per step ``s`` (0-based):
+
+1. a fresh sampling client from the current weights (reused from the eval that just ran on the
+   same weights, if any);
+2. the step's ``batch_size`` prompts are all submitted (``sample(num_samples=group_size)``)
+   before any is awaited, each with its own seed derived from ``(seed, step, group)``;
+3. completions are decoded and graded (``task.grade_many``); the Rollouts hold ALL completions,
+   uniform-reward groups included;
+4. the pipeline runs once; the loss-aggregation mode is folded into the token advantages;
+5. one datum per completion whose token advantages are not all zero (next-token shifted by
+   ``build_rl_datum``); ``forward_backward`` and ``optim_step`` are submitted back to back and
+   then awaited (a step without trainable datum trains nothing and still logs a row);
+6. at the boundary ``k = s + 1``: the held-out eval at ``k`` when due (its rows go to
+   eval.jsonl), the step's rows (generations, steps, metrics) are written and fsynced, then a
+   checkpoint at ``k`` when due (state first, the checkpoint row last).
+
+Eval at step ``k`` means after ``k`` training steps (0 = the initial model). The metrics row of
+step ``s`` carries ``eval_pass@1`` (and ``eval_pass@<n>``) of the eval at ``s`` — the weights its
+samples came from — and the last row also carries ``final_eval_pass@1`` of the eval at
+``max_steps``. Resume: see :mod:`textpolicy.training.runfiles`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import inspect
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+
+from textpolicy.engines.base import (
+    AdamParams,
+    Datum,
+    Engine,
+    SampledSequence,
+    SamplingClient,
+    SamplingParams,
+    Tokenizer,
+    TrainingClient,
+    build_rl_datum,
+)
+from textpolicy.errors import ConfigError, EngineError
+from textpolicy.plugins import Registry, get_registry, structure_params
+from textpolicy.rollouts import Rollouts
+from textpolicy.tasks.base import Example, Task
+from textpolicy.training.config import TrainConfig
+from textpolicy.training.data import DataOrder
+from textpolicy.training.evaluation import EvalResult, result_from_rows, run_eval
+from textpolicy.training.progress import PROGRESS_MODES, Reporter, make_reporter
+from textpolicy.training.run_record import (
+    build_record,
+    check_resumable,
+    config_dict,
+    config_differences,
+    redact,
+)
+from textpolicy.training.runfiles import (
+    CHECKPOINT_DIR,
+    CONFIG,
+    EVAL,
+    GENERATIONS,
+    METRICS,
+    STEPS,
+    RunFiles,
+    fsync_tree,
+    read_jsonl,
+)
+from textpolicy.training.seeds import train_sampling_seed
+
+#: how many top-k logprobs are requested when the pipeline's signal is ``entropy``.
+ENTROPY_TOPK = 20
+
+#: the keys of every metrics row (eval keys are added on eval steps).
+METRIC_KEYS: tuple[str, ...] = (
+    "step", "loss", "mean_reward", "correct_rate", "running_correct_rate",
+    "max_token_hit_rate", "sepa_lambda", "sepa_gate_open", "num_datums", "step_time_s",
+    "condition", "lr", "mean_completion_tokens", "planning_token_share",
+    "credit_moved_share",
+)
+
+
+@attrs.frozen
+class RunOutcome:
+    """What :func:`run_training` returns.
+
+    Attributes:
+        log_dir: the run directory.
+        steps_done: training steps completed (over every session of the run).
+        status: ``"finished"`` (``max_steps`` reached) or ``"stopped"`` (``stop`` was set;
+            re-run to resume).
+        resumed_from: the checkpoint step this session started from (None: fresh start).
+        final_eval: pass@k of the final held-out eval, when one ran.
+        last_metrics: the last metrics row written in this session (None if none).
+        note: a human-readable remark (e.g. why nothing was done).
+    """
+
+    log_dir: str
+    steps_done: int
+    status: str
+    resumed_from: int | None = None
+    final_eval: Mapping[str, float] | None = None
+    last_metrics: Mapping[str, Any] | None = None
+    note: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the components
+
+
+def make_task(config: TrainConfig, registry: Registry | None = None) -> Task:
+    """The task named by ``config.task`` with ``config.task_params``."""
+    reg = registry if registry is not None else get_registry()
+    record = reg.tasks.get(config.task)
+    params = structure_params(record.params, config.task_params, where=f"task {record.name!r}")
+    task: Task = record.factory(params)
+    return task
+
+
+def make_engine(config: TrainConfig, registry: Registry | None = None) -> Engine:
+    """The engine named by ``config.engine``, made with ``**config.engine_options``."""
+    reg = registry if registry is not None else get_registry()
+    record = reg.engines.get(config.engine)
+    options = dict(config.engine_options)
+    try:
+        inspect.signature(record.factory).bind(**options)
+    except TypeError:
+        try:
+            accepted = [p for p in inspect.signature(record.factory).parameters
+                        if p not in ("self", "args", "kwargs")]
+        except (TypeError, ValueError):
+            accepted = []
+        raise ConfigError(
+            f"engine {record.name!r} does not accept the options "
+            f"{sorted(redact(options))}; allowed: {', '.join(accepted) or '(none)'}") from None
+    except ValueError:
+        pass  # no signature available: let the factory judge
+    engine: Engine = record.factory(**options)
+    return engine
+
+
+def _engine_description(engine: Engine, config: TrainConfig) -> dict[str, Any]:
+    info: dict[str, Any] = {"name": getattr(engine, "name", config.engine),
+                            "options": redact(config.engine_options)}
+    describe = getattr(engine, "describe", None)
+    if callable(describe):
+        try:
+            extra = describe()
+        except Exception:  # a description is informative only
+            extra = None
+        if isinstance(extra, Mapping):
+            info.update(redact(extra))
+    return info
+
+
+def _task_description(task: Task) -> dict[str, Any]:
+    out = dict(task.describe())
+    out.setdefault("name", task.name)
+    out["fingerprint"] = dict(task.fingerprint())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Random state
+
+
+def _rng_state() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state())
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": {"bit_generator": np_state[0], "key": np.asarray(np_state[1]).tolist(),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        state["torch"] = base64.b64encode(
+            torch.get_rng_state().numpy().tobytes()).decode("ascii")
+    return state
+
+
+def _restore_rng(state: Mapping[str, Any] | None) -> None:
+    if not state:
+        return
+    py = state.get("python")
+    if py:
+        random.setstate((int(py[0]), tuple(int(v) for v in py[1]), py[2]))
+    npst = state.get("numpy")
+    if npst:
+        np.random.set_state((npst["bit_generator"], np.asarray(npst["key"], dtype=np.uint32),
+                             int(npst["pos"]), int(npst["has_gauss"]),
+                             float(npst["cached_gaussian"])))
+    torch = sys.modules.get("torch")
+    if torch is not None and state.get("torch"):
+        raw = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
+        torch.set_rng_state(torch.from_numpy(raw))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _eval_due(config: TrainConfig, k: int) -> bool:
+    return config.eval_every > 0 and (k % config.eval_every == 0 or k == config.max_steps)
+
+
+def _checkpoint_due(config: TrainConfig, k: int) -> bool:
+    return k == config.max_steps or (config.save_every > 0 and k % config.save_every == 0)
+
+
+class _Run:
+    """State of one session of one run (between ``run_training``'s setup and teardown)."""
+
+    def __init__(self, config: TrainConfig, task: Task, pipeline: Any, files: RunFiles,
+                 tc: TrainingClient, reporter: Reporter, condition: str) -> None:
+        self.config = config
+        self.task = task
+        self.pipeline = pipeline
+        self.files = files
+        self.tc = tc
+        self.reporter = reporter
+        self.condition = condition
+        self.tok: Tokenizer = tc.get_tokenizer()
+        eos = getattr(self.tok, "eos_token_id", None)
+        self.stop_ids: tuple[int, ...] = (int(eos),) if eos is not None else ()
+        examples = list(task.train_examples(config.seed))
+        if config.max_examples is not None:
+            examples = examples[: config.max_examples]
+        self.data = DataOrder(examples, config.seed)
+        self.eval_examples: list[Example] = (
+            list(task.eval_examples(config.eval_prompts)) if config.eval_every > 0 else [])
+        self._prompt_cache: dict[str, list[int]] = {}
+        self.vocab: Any = None
+        if pipeline.needs_vocab:
+            from textpolicy.vocab import TokenVocab
+
+            self.vocab = TokenVocab.from_tokenizer(self.tok)
+        self.topk = ENTROPY_TOPK if getattr(pipeline, "signal", "surprisal") == "entropy" else 0
+        self.correct_total = 0
+        self.completions_total = 0
+        self.sampler: SamplingClient | None = None  # a sampler on the current weights
+
+    # -- helpers ------------------------------------------------------------------------------
+    def prompt_ids(self, ex: Example) -> list[int]:
+        ids = self._prompt_cache.get(ex.id)
+        if ids is None:
+            ids = list(self.task.render_prompt(ex, self.tok))
+            self._prompt_cache[ex.id] = ids
+        return ids
+
+    def current_sampler(self, k: int) -> SamplingClient:
+        if self.sampler is None:
+            self.sampler = self.tc.sampling_client(f"step{k}")
+        return self.sampler
+
+    def evaluate(self, k: int) -> EvalResult:
+        examples = self.eval_examples
+        prompts = {ex.id: self.prompt_ids(ex) for ex in examples}
+        result = run_eval(
+            self.current_sampler(k), self.task, self.tok, examples, prompts, step=k,
+            samples=self.config.eval_samples, temperature=self.config.eval_temperature,
+            max_tokens=self.config.max_tokens, seed=self.config.seed,
+            stop_token_ids=self.stop_ids)
+        self.files.append(EVAL, result.rows)
+        return result
+
+    def checkpoint(self, k: int) -> dict[str, Any]:
+        name = f"step_{k}"
+        state_path = str(self.tc.save_state(name).result())
+        fsync_tree(state_path)
+        sampler_path = None
+        save_sampler = getattr(self.tc, "save_weights_for_sampler", None)
+        if callable(save_sampler):
+            sampler_path = str(save_sampler(name).result())
+        row = {
+            "step": k,
+            "name": name,
+            "state_path": state_path,
+            "sampler_path": sampler_path,
+            "pipeline_state": self.pipeline.state_dict(),
+            "rng_state": _rng_state(),
+            "data_cursor": k * self.config.batch_size,
+            "loop_state": {"correct_total": self.correct_total,
+                           "completions_total": self.completions_total},
+            "saved_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+        self.files.append_checkpoint(row)
+        return row
+
+    # -- one training step --------------------------------------------------------------------
+    def train_step(self, step: int) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                             dict[str, Any], float]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        sampler = self.current_sampler(step)
+        batch = self.data.batch(step, cfg.batch_size)
+        prompts = [self.prompt_ids(ex) for ex in batch]
+        futures = [
+            sampler.sample(p, cfg.group_size,
+                           SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                                          seed=train_sampling_seed(cfg.seed, step, g),
+                                          stop_token_ids=self.stop_ids),  # type: ignore[arg-type]
+                           topk_logprobs=self.topk)
+            for g, p in enumerate(prompts)]
+        groups: list[list[SampledSequence]] = [f.result() for f in futures]
+        self.sampler = None  # the weights are about to change
+        for g, seqs in enumerate(groups):
+            if len(seqs) != cfg.group_size:
+                raise EngineError(
+                    f"step {step}: the engine returned {len(seqs)} samples for prompt {g}, "
+                    f"expected {cfg.group_size}")
+        flat = [(g, j, seq) for g, seqs in enumerate(groups) for j, seq in enumerate(seqs)]
+        texts = [self.tok.decode(list(seq.tokens), skip_special_tokens=True)
+                 for _g, _j, seq in flat]
+        grades = self.task.grade_many(
+            [(batch[g], text) for (g, _j, _s), text in zip(flat, texts, strict=True)])
+        rollouts = Rollouts.from_lists(
+            group_ids=[g for g, _j, _s in flat],
+            rewards=[gr.reward for gr in grades],
+            correct=[gr.correct for gr in grades],
+            tokens=[seq.tokens for _g, _j, seq in flat],
+            logprobs=[seq.logprobs for _g, _j, seq in flat],
+            topk_logprobs=(
+                [[[lp for _id, lp in pos] for pos in (seq.topk_logprobs or ())]
+                 for _g, _j, seq in flat] if self.topk else None),
+        )
+        result = self.pipeline(rollouts, step=step, vocab=self.vocab)
+        from textpolicy.pipeline import aggregate_advantages
+
+        adv = aggregate_advantages(result.token_advantages, rollouts.lengths,
+                                   cfg.loss_aggregation, horizon=cfg.max_tokens)
+        lengths = rollouts.lengths
+        trainable = (np.abs(adv) > 0).any(axis=1) & (lengths > 0)
+        datums: list[Datum] = [
+            build_rl_datum(prompts[flat[i][0]], flat[i][2].tokens, flat[i][2].logprobs,
+                           adv[i, : lengths[i]])
+            for i in np.flatnonzero(trainable)]
+        loss = 0.0
+        if datums:
+            fb = self.tc.forward_backward(datums, cfg.loss)
+            opt = self.tc.optim_step(AdamParams(learning_rate=cfg.lr))
+            loss = float(fb.result().loss)
+            opt.result()
+        step_time = time.perf_counter() - t0
+
+        n = rollouts.num_completions
+        correct = rollouts.correct
+        n_correct = int(correct.sum())
+        self.correct_total += n_correct
+        self.completions_total += n
+        diag = result.diagnostics
+        metrics: dict[str, Any] = {
+            "step": step,
+            "loss": loss,
+            "mean_reward": float(rollouts.rewards.mean()) if n else 0.0,
+            "correct_rate": n_correct / n if n else 0.0,
+            "running_correct_rate": (self.correct_total / self.completions_total
+                                     if self.completions_total else 0.0),
+            "max_token_hit_rate": (sum(seq.stop_reason == "length" for _g, _j, seq in flat) / n
+                                   if n else 0.0),
+            "sepa_lambda": float(diag.get("sepa_lambda", 0.0)),
+            "sepa_gate_open": float(diag.get("sepa_gate_open", 0.0)),
+            "num_datums": len(datums),
+            "step_time_s": step_time,
+            "condition": self.condition,
+            "lr": cfg.lr,
+            "mean_completion_tokens": float(lengths.mean()) if n else 0.0,
+            "planning_token_share": float(diag.get("planning_token_share", 0.0)),
+            "credit_moved_share": float(diag.get("credit_moved_share", 0.0)),
+        }
+        generations = [
+            {"step": step, "prompt_id": batch[g].id, "prompt": batch[g].prompt,
+             "completion": texts[i], "reward": float(grades[i].reward),
+             "num_tokens": len(seq.tokens),
+             "metadata": {"correctness": bool(grades[i].correct), "group": g, "sample": j,
+                          "stop_reason": seq.stop_reason}}
+            for i, (g, j, seq) in enumerate(flat)]
+        steps_row = {"step": step, "mean_reward": metrics["mean_reward"],
+                     "correct_count": n_correct, "total_count": n, "condition": self.condition}
+        return metrics, generations, steps_row, step_time
+
+
+def _load_pipeline(config: TrainConfig) -> Any:
+    from textpolicy.pipeline import load_pipeline
+
+    return load_pipeline(config.pipeline, **dict(config.pipeline_params))
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+    engine: Engine | None = None,
+    progress: str = "auto",
+) -> RunOutcome:
+    """Train one run into ``config.log_dir`` (resuming from its last checkpoint if any).
+
+    ``on_step(row)`` is called after each metrics row is written; ``stop`` is checked between
+    steps (a set event ends the session cleanly after the current step, with a checkpoint);
+    ``engine`` reuses an engine the caller made (it is not closed here); ``progress`` is one
+    of ``auto`` | ``bar`` | ``plain`` | ``off``.
+    """
+    if progress not in PROGRESS_MODES:
+        raise ConfigError(f"progress {progress!r} is not one of {', '.join(PROGRESS_MODES)}")
+    registry = get_registry()
+    task = make_task(config, registry)
+    pipeline = _load_pipeline(config)
+    model = config.model or task.default_model
+    condition = config.condition or config.pipeline
+    files = RunFiles(config.log_dir)
+    where = str(files.path(CONFIG))
+
+    stored = files.read_config()
+    checkpoint: dict[str, Any] | None = None
+    if stored is not None:
+        checkpoint = files.last_checkpoint()
+        done = int(checkpoint["step"]) if checkpoint else 0
+        if checkpoint is not None and done >= config.max_steps:
+            diff = config_differences(stored.get("config") or {}, config_dict(config))
+            note = f"{config.log_dir}: run already complete at step {done}"
+            if diff:
+                note += f" (config differs in {', '.join(diff)}; nothing was re-run)"
+            return RunOutcome(log_dir=config.log_dir, steps_done=done, status="finished",
+                              resumed_from=done, final_eval=_final_eval(files, config, done),
+                              note=note)
+        check_resumable(stored, config, where)
+    elif files.has_any_rows():
+        raise ConfigError(f"{config.log_dir} holds run files but no config.json; "
+                          f"use another --log-dir")
+
+    owns_engine = engine is None
+    if engine is None:
+        engine = make_engine(config, registry)
+    reporter = make_reporter(progress)
+    tc: TrainingClient | None = None
+    run: _Run | None = None
+    try:
+        if stored is None:
+            record = build_record(
+                config, condition=condition, model=model, pipeline=pipeline.describe(),
+                task=_task_description(task), engine=_engine_description(engine, config))
+            files.write_config(record)
+        start = int(checkpoint["step"]) if checkpoint else 0
+        files.recover(start)
+        random.seed(config.seed)
+        np.random.seed(config.seed % (2**32))
+        if checkpoint is not None:
+            tc = engine.resume_training_client(str(checkpoint["state_path"]))
+            pipeline.load_state_dict(checkpoint.get("pipeline_state") or {})
+            _restore_rng(checkpoint.get("rng_state"))
+        else:
+            tc = engine.create_training_client(model, lora_rank=config.lora_rank,
+                                               seed=config.seed)
+        run = _Run(config, task, pipeline, files, tc, reporter, condition)
+        if checkpoint is not None:
+            loop_state = checkpoint.get("loop_state") or {}
+            run.correct_total = int(loop_state.get("correct_total", 0))
+            run.completions_total = int(loop_state.get("completions_total", 0))
+        return _train(run, start, resumed=checkpoint is not None, on_step=on_step, stop=stop)
+    finally:
+        reporter.close()
+        files.close()
+        if tc is not None:
+            tc.close()
+        if owns_engine:
+            engine.close()
+
+
+def _final_eval(files: RunFiles, config: TrainConfig, step: int) -> dict[str, float] | None:
+    if config.eval_every <= 0:
+        return None
+    rows = [r for r in read_jsonl(files.path(EVAL)) if r.get("step") == step]
+    if not rows:
+        return None
+    return result_from_rows(step, rows, config.eval_samples).metrics(prefix="")
+
+
+def _train(run: _Run, start: int, *, resumed: bool,
+           on_step: Callable[[dict[str, Any]], None] | None,
+           stop: threading.Event | None) -> RunOutcome:
+    cfg = run.config
+    files = run.files
+    run.reporter.start(total=cfg.max_steps, done=start,
+                       description=f"{run.condition} seed {cfg.seed}")
+    if cfg.temperature != 1.0 and start == 0 and not resumed:
+        run.reporter.note(
+            f"note: sampling at temperature {cfg.temperature}; the importance-sampling loss "
+            f"uses the sampler's logprobs at that temperature (see docs/training.md)")
+
+    pending: EvalResult | None = None  # the eval at the step about to be trained
+    if _eval_due(cfg, start):
+        rows = [r for r in read_jsonl(files.path(EVAL)) if r.get("step") == start]
+        if rows:
+            pending = result_from_rows(start, rows, cfg.eval_samples)
+        else:
+            pending = run.evaluate(start)
+            files.sync()
+    last_row: dict[str, Any] | None = None
+    final_eval: dict[str, float] | None = None
+    steps_done = start
+    last_checkpoint = start if resumed else -1
+    for step in range(start, cfg.max_steps):
+        if stop is not None and stop.is_set():
+            break
+        metrics, generations, steps_row, _t = run.train_step(step)
+        k = step + 1
+        next_eval = run.evaluate(k) if _eval_due(cfg, k) else None
+        if pending is not None:
+            metrics.update(pending.metrics())
+        if k == cfg.max_steps and next_eval is not None:
+            metrics.update(next_eval.metrics(prefix="final_eval_"))
+            final_eval = next_eval.metrics(prefix="")
+        files.append(GENERATIONS, generations)
+        files.append(STEPS, [steps_row])
+        files.append(METRICS, [metrics])
+        files.sync()
+        steps_done = k
+        pending = next_eval
+        last_row = metrics
+        if on_step is not None:
+            on_step(dict(metrics))
+        run.reporter.update(metrics)
+        if _checkpoint_due(cfg, k) or (stop is not None and stop.is_set()):
+            run.checkpoint(k)
+            last_checkpoint = k
+    if steps_done < cfg.max_steps and last_checkpoint != steps_done:
+        run.checkpoint(steps_done)
+    status = "finished" if steps_done >= cfg.max_steps else "stopped"
+    if status == "stopped":
+        run.reporter.note(f"stopped at step {steps_done} with a checkpoint; run the same "
+                          f"command again to resume")
+    return RunOutcome(log_dir=cfg.log_dir, steps_done=steps_done, status=status,
+                      resumed_from=start if resumed else None, final_eval=final_eval,
+                      last_metrics=last_row)
+
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "METRIC_KEYS",
+    "RunOutcome",
+    "make_engine",
+    "make_task",
+    "run_training",
+]

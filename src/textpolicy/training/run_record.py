@@ -1,0 +1,127 @@
+"""``config.json``: the resolved configuration of a run, versions, and what identifies its data.
+
+Never holds an API key: engine options whose name looks like a credential (``*key*``,
+``*token*``, ``*secret*``, ``*password*``, ``*credential*``) are written as ``"<redacted>"``,
+and no environment variable is read into it. On resume the stored ``config`` must equal the
+new one except for the keys in ``RESUMABLE_KEYS``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import platform
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from textpolicy.errors import ConfigError
+from textpolicy.training.config import TrainConfig
+from textpolicy.training.seeds import describe_seeds
+
+REDACTED = "<redacted>"
+_SECRET = re.compile(r"key|token|secret|password|passwd|credential|auth", re.IGNORECASE)
+
+#: config keys that may differ when a run is resumed: where the run lives and how far it goes.
+RESUMABLE_KEYS: frozenset[str] = frozenset({"log_dir", "max_steps"})
+#: engine options that may differ on resume (a server's address, the device).
+RESUMABLE_ENGINE_OPTIONS: frozenset[str] = frozenset({"base_url", "device"})
+
+
+def redact(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy of ``options`` with credential-like keys (at any depth) replaced by a marker."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if _SECRET.search(str(key)):
+            out[key] = REDACTED
+        elif isinstance(value, Mapping):
+            out[key] = redact(value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    """``TrainConfig.to_dict()`` with secrets redacted, as plain JSON values."""
+    data = config.to_dict()
+    data["engine_options"] = redact(data.get("engine_options") or {})
+    data["task_params"] = redact(data.get("task_params") or {})
+    result: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    return result
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    return {
+        "textpolicy": _version("textpolicy"),
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "tinker": _version("tinker"),
+        "numpy": _version("numpy"),
+        "python": platform.python_version(),
+    }
+
+
+def build_record(
+    config: TrainConfig,
+    *,
+    condition: str,
+    model: str,
+    pipeline: Mapping[str, Any],
+    task: Mapping[str, Any],
+    engine: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The JSON object written to ``config.json`` at the start of a run."""
+    return {
+        "config": config_dict(config),
+        "seed": config.seed,
+        "condition": condition,
+        "model": model,
+        "pipeline": dict(pipeline),
+        "task": dict(task),
+        "engine": redact(engine),
+        "randomness": describe_seeds(config.seed),
+        "versions": versions(),
+        "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def config_differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Keys of ``config`` whose values differ (ignoring ``RESUMABLE_KEYS``), sorted."""
+    keys = set(stored) | set(new)
+    diff = [k for k in keys if k not in RESUMABLE_KEYS and k != "engine_options"
+            and stored.get(k) != new.get(k)]
+    old_opts = dict(stored.get("engine_options") or {})
+    new_opts = dict(new.get("engine_options") or {})
+    for k in set(old_opts) | set(new_opts):
+        if k not in RESUMABLE_ENGINE_OPTIONS and old_opts.get(k) != new_opts.get(k):
+            diff.append(f"engine_options.{k}")
+    return sorted(diff)
+
+
+def check_resumable(stored_record: Mapping[str, Any], config: TrainConfig, where: str) -> None:
+    """Raise ``ConfigError`` naming every key whose value differs from the stored run."""
+    stored = stored_record.get("config")
+    if not isinstance(stored, Mapping):
+        raise ConfigError(f"{where}: has no 'config' object; not a textpolicy run directory")
+    new = config_dict(config)
+    diff = config_differences(stored, new)
+    if diff:
+        parts = [f"{k}: {_lookup(stored, k)!r} -> {_lookup(new, k)!r}" for k in diff]
+        raise ConfigError(
+            f"{where} belongs to a run with a different configuration ({'; '.join(parts)}); "
+            f"re-run with the same settings to resume, or use another --log-dir")
+
+
+def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = data
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value

@@ -1,0 +1,43 @@
+"""Seeds derived from a run's one seed: every random choice of a run flows from ``config.seed``.
+
+``derive_seed(seed, "train", step, group)`` is a stable 31-bit integer (hash of the parts, the
+same on every machine and Python version), so seed s gives every arm the same data order, the
+same initial weights and the same sampling seeds, and eval prompts get the same sampling seeds
+in every arm and at every eval step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+SEED_BITS = 31
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A stable non-negative 31-bit seed for ``(seed, *parts)``."""
+    text = "\x1f".join(str(p) for p in (seed, *parts))
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << SEED_BITS) - 1)
+
+
+def train_sampling_seed(seed: int, step: int, group: int) -> int:
+    """Sampling seed of prompt ``group`` of training step ``step``."""
+    return derive_seed(seed, "train-sample", step, group)
+
+
+def eval_sampling_seed(seed: int, prompt_id: str) -> int:
+    """Sampling seed of one held-out prompt: identical across arms and eval steps."""
+    return derive_seed(seed, "eval-sample", prompt_id)
+
+
+def describe_seeds(seed: int) -> dict[str, object]:
+    """What config.json records about the run's randomness."""
+    return {
+        "seed": seed,
+        "data_order": f"task.train_examples({seed}); epoch e > 0 reshuffled with "
+                      f"numpy.random.default_rng([{seed}, e])",
+        "engine_init": seed,
+        "train_sampling": "derive_seed(seed, 'train-sample', step, group)",
+        "eval_sampling": "derive_seed(seed, 'eval-sample', prompt_id)",
+        "derive_seed": "blake2b-64 of the parts joined by U+001F, low 31 bits",
+    }
