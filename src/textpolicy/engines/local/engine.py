@@ -1,0 +1,135 @@
+"""``LocalEngine``: the embedded engine (torch + transformers, + peft for LoRA).
+
+``create_training_client(model, lora_rank=, seed=)`` accepts the built-in tiny model's name
+``TINY_MODEL`` (built and cached on first use) or any local Hugging Face checkpoint folder.
+Full fine-tuning when ``lora_rank`` is None or 0; otherwise peft LoRA of rank r on every linear
+layer (``target_modules="all-linear"``, alpha ``lora_alpha``, no dropout) whose random init
+comes from ``seed``.
+
+Options (``engine_options`` of a run): ``device`` (``auto`` | ``cpu`` | ``cuda``), ``state_dir``
+(where ``save_state(name)`` writes; default ``<cache>/states/<client id>``; an absolute name is
+used as is), ``max_decode_batch`` (sequences per decode loop; default all of a flush),
+``train_tokens_per_batch`` (padded tokens per forward/backward micro-batch), ``lora_alpha``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from textpolicy.engines.local.cache import cache_root
+from textpolicy.engines.local.hf import load_causal_lm, load_tokenizer, resolve_device
+from textpolicy.engines.local.state import load_optimizer, read_state_meta
+from textpolicy.engines.local.tiny import TINY_MODEL, tiny_model_path
+from textpolicy.engines.local.training_client import LocalTrainingClient
+from textpolicy.errors import ConfigError
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """The checkpoint folder for ``TINY_MODEL`` (cached build) or a local HF checkpoint."""
+    if name_or_path == TINY_MODEL:
+        return tiny_model_path()
+    path = Path(name_or_path).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"model {name_or_path!r}: the local engine needs {TINY_MODEL!r} or a local Hugging "
+            "Face checkpoint folder (with config.json); hub names are not downloaded")
+    return path.resolve()
+
+
+class LocalEngine:
+    """The embedded engine. See the module docstring for its options."""
+
+    name = "local"
+
+    def __init__(self, device: str = "auto", state_dir: str | os.PathLike[str] | None = None,
+                 max_decode_batch: int | None = None, train_tokens_per_batch: int = 16384,
+                 lora_alpha: int = 32) -> None:
+        self.device, self.dtype = resolve_device(str(device))
+        if max_decode_batch is not None and int(max_decode_batch) < 1:
+            raise ConfigError(f"engine option max_decode_batch={max_decode_batch!r}: must be >= 1")
+        if int(train_tokens_per_batch) < 1:
+            raise ConfigError(
+                f"engine option train_tokens_per_batch={train_tokens_per_batch!r}: must be >= 1")
+        if int(lora_alpha) <= 0:
+            raise ConfigError(f"engine option lora_alpha={lora_alpha!r}: must be > 0")
+        self.state_dir = Path(state_dir).expanduser() if state_dir else None
+        self.max_decode_batch = int(max_decode_batch) if max_decode_batch else None
+        self.train_tokens_per_batch = int(train_tokens_per_batch)
+        self.lora_alpha = int(lora_alpha)
+        self._clients: list[LocalTrainingClient] = []
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "device": str(self.device), "dtype": str(self.dtype),
+                "max_decode_batch": self.max_decode_batch,
+                "train_tokens_per_batch": self.train_tokens_per_batch,
+                "lora_alpha": self.lora_alpha}
+
+    def create_training_client(self, base_model: str, *, lora_rank: int | None,
+                               seed: int) -> LocalTrainingClient:
+        if lora_rank is not None and lora_rank < 0:
+            raise ConfigError(f"lora_rank={lora_rank}: must be >= 0 (0 or None: full fine-tune)")
+        path = resolve_model(base_model)
+        model = self._load(path, lora_rank or None, seed, adapter=None)
+        return self._client(model, load_tokenizer(path), base_model, lora_rank or None, seed)
+
+    def resume_training_client(self, state_path: str) -> LocalTrainingClient:
+        path = Path(state_path).expanduser().resolve()
+        meta = read_state_meta(path)
+        base_model = str(meta["base_model"])
+        rank = meta.get("lora_rank") or None
+        seed = int(meta.get("seed", 0))
+        if rank:
+            base_path = resolve_model(base_model)
+            model = self._load(base_path, int(rank), seed, adapter=path / "adapter",
+                               alpha=int(meta.get("lora_alpha", self.lora_alpha)))
+            tokenizer = load_tokenizer(base_path)
+        else:
+            model = self._load(path / "model", None, seed, adapter=None)
+            tokenizer = load_tokenizer(path / "model")
+        client = self._client(model, tokenizer, base_model, rank, seed,
+                              alpha=int(meta.get("lora_alpha", self.lora_alpha)))
+        load_optimizer(client, path)
+        client.optim_steps = int(meta.get("optim_steps", 0))
+        return client
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _client(self, model: Any, tokenizer: Any, base_model: str, rank: int | None, seed: int,
+                alpha: int | None = None) -> LocalTrainingClient:
+        root = self.state_dir or cache_root() / "states" / f"{time.time_ns()}-{os.getpid()}"
+        client = LocalTrainingClient(
+            model=model, tokenizer=tokenizer, base_model=base_model, lora_rank=rank,
+            lora_alpha=self.lora_alpha if alpha is None else alpha, seed=seed,
+            device=self.device, state_root=root, max_decode_batch=self.max_decode_batch,
+            train_tokens_per_batch=self.train_tokens_per_batch)
+        self._clients.append(client)
+        return client
+
+    def _load(self, path: Path, rank: int | None, seed: int, adapter: Path | None,
+              alpha: int | None = None) -> Any:
+        import torch
+
+        model = load_causal_lm(path, torch.device("cpu"), self.dtype)
+        if rank:
+            from peft import LoraConfig, PeftModel, get_peft_model
+
+            if adapter is not None:
+                model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+            else:
+                config = LoraConfig(r=rank, lora_alpha=alpha or self.lora_alpha,
+                                    target_modules="all-linear", lora_dropout=0.0, bias="none",
+                                    task_type="CAUSAL_LM")
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    model = get_peft_model(model, config)
+        else:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        return model.to(self.device)

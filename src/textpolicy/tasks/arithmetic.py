@@ -1,0 +1,130 @@
+"""The built-in ``arithmetic`` task: single-digit addition for the built-in tiny model.
+
+* Examples: the 100 prompts ``a+b=`` (a, b in 0..9) with id ``arith/a+b`` and answer the
+  digits of a + b. A completion is the answer followed by the end-of-sequence token.
+* Split (fixed, the same for every seed and arm): the 30 examples whose SHA-256 of the id is
+  smallest are held out for evaluation (16 of them have two-digit answers), the other 70 are
+  training prompts. The tiny model's warm start (the "base model") was trained with diffuse
+  labels on all 100 prompts, so held-out eval measures how much RL sharpens the policy on
+  prompts RL never trained on — not whether it can learn unseen facts.
+* Training order: a permutation of the 70 training examples drawn from the run's seed (every arm
+  with seed s sees the same order); the training loop cycles through it.
+* Reward ``exact_match``: 1.0 when the completion is exactly the answer (leading/trailing
+  whitespace ignored); when the completion text still contains the tokenizer's end-of-sequence
+  text (decoded without skipping special tokens) it must be exactly answer + eos. Truncated or
+  extra output scores 0. Correctness = reward == 1.
+* ``max_tokens`` (default 4): enough for two digits and eos; runs should sample no more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from textpolicy.engines.base import Tokenizer
+from textpolicy.errors import ConfigError
+from textpolicy.tasks.base import Example, Grade
+
+TINY_MODEL = "textpolicy/tiny-arithmetic"  # == textpolicy.engines.local.TINY_MODEL
+GENERATOR = "arithmetic-v1"
+NUM_EVAL = 30
+
+
+@attrs.frozen
+class ArithmeticParams:
+    """Parameters of the arithmetic task."""
+
+    max_tokens: int = 4
+    eos_text: str = "<eos>"
+
+
+def all_examples() -> list[Example]:
+    """The 100 single-digit additions in a-major order."""
+    return [Example(id=f"arith/{a}+{b}", prompt=f"{a}+{b}=", answer=str(a + b),
+                    metadata={"a": a, "b": b, "answer_digits": len(str(a + b))})
+            for a in range(10) for b in range(10)]
+
+
+def eval_ids() -> frozenset[str]:
+    """The fixed held-out ids: the NUM_EVAL smallest SHA-256 digests of the ids."""
+    ranked = sorted(all_examples(), key=lambda e: hashlib.sha256(e.id.encode()).hexdigest())
+    return frozenset(e.id for e in ranked[:NUM_EVAL])
+
+
+def exact_match(completion: str, answer: str, eos_text: str = "<eos>") -> Grade:
+    """Exact-match grade of one completion (see the module docstring for the eos rule)."""
+    text = completion.strip()
+    ok = text == answer + eos_text if eos_text and eos_text in text else text == answer
+    return Grade(reward=1.0 if ok else 0.0, correct=ok, format_ok=ok or text.isdigit())
+
+
+def _digest(ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+class ArithmeticTask:
+    """Single-digit addition with a fixed 70/30 train/held-out split."""
+
+    name = "arithmetic"
+    default_model = TINY_MODEL
+
+    def __init__(self, params: ArithmeticParams | None = None) -> None:
+        self.params = params or ArithmeticParams()
+        if self.params.max_tokens < 1:
+            raise ConfigError(f"task arithmetic: max_tokens={self.params.max_tokens}: must be >= 1")
+        held_out = eval_ids()
+        examples = all_examples()
+        self._train = [e for e in examples if e.id not in held_out]
+        self._eval = [e for e in examples if e.id in held_out]
+
+    @property
+    def max_tokens(self) -> int:
+        return self.params.max_tokens
+
+    def train_examples(self, seed: int) -> Sequence[Example]:
+        order = np.random.default_rng([int(seed), 0x41524954]).permutation(len(self._train))
+        return [self._train[i] for i in order]
+
+    def eval_examples(self, limit: int | None = None) -> Sequence[Example]:
+        return list(self._eval if limit is None else self._eval[:limit])
+
+    def render_prompt(self, example: Example, tokenizer: Tokenizer) -> list[int]:
+        if getattr(tokenizer, "chat_template", None):
+            rendered: Any = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+                [{"role": "user", "content": example.prompt}], add_generation_prompt=True,
+                tokenize=True)
+            if isinstance(rendered, Mapping) or hasattr(rendered, "input_ids"):
+                rendered = rendered["input_ids"]
+            return [int(t) for t in rendered]
+        ids = tokenizer.encode(example.prompt, add_special_tokens=False)
+        bos = getattr(tokenizer, "bos_token_id", None)
+        return ([int(bos)] if bos is not None else []) + [int(t) for t in ids]
+
+    def grade(self, example: Example, completion: str) -> Grade:
+        return exact_match(completion, example.answer, self.params.eos_text)
+
+    def grade_many(self, pairs: Sequence[tuple[Example, str]]) -> list[Grade]:
+        return [self.grade(example, completion) for example, completion in pairs]
+
+    def fingerprint(self) -> Mapping[str, Any]:
+        return {"generator": GENERATOR, "num_train": len(self._train),
+                "num_eval": len(self._eval),
+                "train_ids_sha256": _digest([e.id for e in self._train]),
+                "eval_ids_sha256": _digest([e.id for e in self._eval])}
+
+    def describe(self) -> Mapping[str, Any]:
+        return {"name": self.name, "default_model": self.default_model,
+                "params": attrs.asdict(self.params),
+                "split": f"fixed: {len(self._eval)} held-out ids by smallest sha256(id)",
+                "grader": {"name": "exact_match", "version": 1,
+                           "policy": "answer (+ eos when present in the text), whitespace "
+                                     "stripped; anything else scores 0"}}
+
+
+def describe_json(task: ArithmeticTask) -> str:
+    return json.dumps(task.describe(), sort_keys=True)
