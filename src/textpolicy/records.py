@@ -8,7 +8,7 @@ Parameter classes are plain ``@attrs.frozen`` classes whose fields all have defa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import attrs
@@ -19,6 +19,10 @@ StageLevel = Literal["episode", "token"]
 @attrs.frozen
 class NoParams:
     """Parameter class of components that take no parameters."""
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
 
 
 def _check_name(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -45,7 +49,7 @@ class AdvantageStage:
     fn: Callable[..., Any]
     params: type = NoParams
     doc: str = ""
-    needs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    needs: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
 
 @attrs.frozen
@@ -94,17 +98,24 @@ class SignificanceTest:
     doc: str = ""
 
 
+def _sorted_items(values: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(dict(values).items()))
+
+
 @attrs.frozen
 class StageRef:
     """One stage of a pipeline with its parameter overrides (validated at load time)."""
 
     stage: str
-    params: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=lambda d: tuple(
-        sorted(dict(d).items())))
+    params: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_sorted_items)
 
     @property
     def param_dict(self) -> dict[str, Any]:
         return dict(self.params)
+
+
+def _stage_tuple(values: Iterable[StageRef]) -> tuple[StageRef, ...]:
+    return tuple(values)
 
 
 @attrs.frozen
@@ -114,9 +125,9 @@ class NamedPipeline:
     document's ``--algorithm full`` maps onto ``maxrl+gtpo_sepa_hicra``)."""
 
     name: str = attrs.field(validator=_check_name)
-    stages: tuple[StageRef, ...] = attrs.field(converter=tuple)
+    stages: tuple[StageRef, ...] = attrs.field(converter=_stage_tuple)
     doc: str = ""
-    aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
 
 @attrs.frozen
