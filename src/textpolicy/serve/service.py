@@ -415,8 +415,10 @@ class TinkerService:
                 client = session.engine.resume_training_client(local)
                 model.client = client
                 meta = self._checkpoint_meta(path)
-                model.base_model = model.base_model or meta.get("base_model", "")
-                model.lora_rank = meta.get("lora_rank")
+                engine_base = str(getattr(client, "base_model", "") or "")
+                served = {v: k for k, v in self.models.items()}.get(engine_base, engine_base)
+                model.base_model = model.base_model or meta.get("base_model") or served
+                model.lora_rank = meta.get("lora_rank", getattr(client, "lora_rank", None))
                 model.tokenizer_id = self._tokenizer_dir(model.base_model or "checkpoint", client)
                 return {"type": "load_weights", "path": path, "model_id": model_id}
 

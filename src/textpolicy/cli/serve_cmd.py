@@ -1,0 +1,100 @@
+"""``tp serve``: the local engine behind Tinker's wire protocol (for tests, CI, offline work)."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+
+DEFAULT_PORT = 8765
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind. Anything but loopback exposes the engine to the network "
+                   "(every tml- key is accepted).")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+              help="Port; 0 picks a free one (printed on the first line).")
+@click.option("--model", "models", multiple=True, metavar="[NAME=]PATH",
+              help="Also serve this local Hugging Face checkpoint (repeatable). The built-in "
+                   "tiny model is always served as 'textpolicy/tiny-arithmetic'.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Device of the local engine.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where checkpoints and their tinker:// names are kept "
+                   "[default: <textpolicy cache>/serve].")
+@click.option("--delay-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Fault injection: delay every request by this many milliseconds.")
+@click.option("--fail-request", multiple=True, metavar="[ENDPOINT:]N",
+              help="Fault injection: answer HTTP 500 to the N-th request (or the N-th request "
+                   "to ENDPOINT, e.g. forward_backward:2). Repeatable.")
+@click.option("--poison-request", multiple=True, metavar="[ENDPOINT:]N",
+              help="Fault injection: accept the N-th request but fail its future; a training "
+                   "model then fails every later request (a poisoned client). Repeatable.")
+@click.option("--verbose", is_flag=True, help="Log every HTTP request to stderr.")
+def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir: Path | None,
+          delay_ms: float, fail_request: tuple[str, ...], poison_request: tuple[str, ...],
+          verbose: bool) -> None:
+    """Serve the local engine over Tinker's wire protocol.
+
+    \b
+    The unmodified tinker SDK works against it:
+      tp serve --port 8765 &
+      TINKER_API_KEY=tml-local tp train --engine tinker \\
+          --base-url http://127.0.0.1:8765 --task arithmetic
+
+    It is for correctness tests, CI and offline work: it is no evidence of Tinker's own
+    numerics, queueing or speed.
+    """
+    from textpolicy.engines.local import LocalEngine
+    from textpolicy.engines.local.cache import cache_root
+    from textpolicy.serve import FaultPlan, FaultRule, TinkerServer, served_models
+
+    faults = FaultPlan(
+        fail=[FaultRule.parse(t, flag="--fail-request") for t in fail_request],
+        poison=[FaultRule.parse(t, flag="--poison-request") for t in poison_request],
+        delay_s=delay_ms / 1000.0,
+    )
+    served = served_models(models)
+    root = (state_dir or cache_root() / "serve").expanduser()
+    states = root / "states"
+
+    def make_engine() -> LocalEngine:
+        return LocalEngine(device=device, state_dir=states)
+
+    try:
+        server = TinkerServer(make_engine, models=served, state_dir=root, host=host, port=port,
+                              faults=faults, verbose=verbose)
+    except OSError as exc:
+        from textpolicy.errors import ConfigError
+
+        raise ConfigError(f"--host {host} --port {port}: cannot listen ({exc.strerror})") from None
+    where = "loopback only" if _is_loopback(host) else "NOT loopback: reachable from the network"
+    click.echo(f"tp serve listening on {server.url} ({where})")
+    click.echo(f"  models: {', '.join(served)}; state: {root}")
+    sys.stdout.flush()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        click.echo("tp serve stopped")

@@ -1,0 +1,450 @@
+"""The ``tinker`` engine: textpolicy's engine interface on the real ``tinker`` SDK (pinned).
+
+- The SDK's own types: ``ModelInput.from_ints``, ``Datum`` with ``TensorData`` inputs (already
+  next-token shifted by ``build_rl_datum``), ``AdamParams``, ``SamplingParams``; the loss is
+  Tinker's summed loss (``metrics["loss:sum"]``).
+- Every call returns the SDK's future at once: the training loop submits all sampling requests
+  of a step before awaiting any, and forward_backward + optim_step back to back.
+- Checkpoints are ``save_state`` (weights + Adam state, a ``tinker://`` path); resume is
+  ``create_training_client_from_state_with_optimizer``.
+- Recovery: a failed request poisons a Tinker training client. The wrapper keeps the last saved
+  state and every weight-changing request made since; when a request fails (server-side, not a
+  user error) it makes a new training client from that state (or, before the first save, a fresh
+  LoRA client with the same seed), replays the logged requests in order and then the failed
+  one, so training continues where it was. At most ``max_recoveries`` times per request.
+- Credentials: the API key comes only from the environment or the SDK's own credential store
+  (``TINKER_API_KEY``, ``TINKER_CREDENTIAL_CMD``, ``~/.tinker/credentials.json``); this module
+  never reads it into anything that is written or logged. ``base_url`` (engine option, from
+  ``tp train --base-url``) falls back to ``$TINKER_BASE_URL``, then Tinker's production URL.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from textpolicy.engines.base import (
+    AdamParams,
+    Datum,
+    ForwardBackwardResult,
+    SampledSequence,
+    SamplingParams,
+)
+from textpolicy.errors import ConfigError, EngineError
+
+log = logging.getLogger(__name__)
+
+PINNED_SDK_VERSION = "0.38.0"
+
+
+def installed_sdk_version() -> str | None:
+    try:
+        return importlib.metadata.version("tinker")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_sdk_version() -> None:
+    """Warn when the installed SDK is not the pinned one (its API changes between minors)."""
+    version = installed_sdk_version()
+    if version is None:
+        raise EngineError("the tinker engine needs the tinker SDK: pip install "
+                          f"tinker=={PINNED_SDK_VERSION}")
+    if version != PINNED_SDK_VERSION:
+        warnings.warn(f"textpolicy is tested with tinker=={PINNED_SDK_VERSION}, but "
+                      f"{version} is installed; its API may differ", RuntimeWarning,
+                      stacklevel=3)
+
+
+def _has_credentials() -> bool:
+    if os.environ.get("TINKER_API_KEY") or os.environ.get("TINKER_CREDENTIAL_CMD"):
+        return True
+    try:
+        from tinker.lib.credentials import JsonCredentialStore, default_credentials_path
+
+        return JsonCredentialStore(default_credentials_path()).get_default_key() is not None
+    except Exception:
+        return False
+
+
+def _check_reachable(url: str, timeout: float = 5.0) -> None:
+    """Fail fast (instead of the SDK's minutes of retries) when nothing listens at ``url``."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"engine option base_url={url!r}: expected http(s)://host[:port]")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise EngineError(f"cannot reach Tinker at {url}: {exc.strerror or exc} "
+                          "(is `tp serve` running, or --base-url right?)") from None
+
+
+# ------------------------------------------------------------------------ conversions
+def to_sdk_datum(datum: Datum) -> Any:
+    from tinker import types
+
+    inputs: dict[str, Any] = {}
+    for key, value in datum.loss_fn_inputs.items():
+        arr = np.asarray(value)
+        arr = arr.astype(np.int64 if np.issubdtype(arr.dtype, np.integer) else np.float32,
+                         copy=False)
+        inputs[key] = types.TensorData.from_numpy(np.ascontiguousarray(arr))
+    return types.Datum(model_input=types.ModelInput.from_ints(list(datum.model_input)),
+                       loss_fn_inputs=inputs)
+
+
+def to_sdk_sampling_params(params: SamplingParams) -> Any:
+    from tinker import types
+
+    return types.SamplingParams(
+        max_tokens=params.max_tokens,
+        seed=params.seed,
+        stop=list(params.stop_token_ids) or None,
+        temperature=params.temperature,
+        top_k=params.top_k,
+        top_p=params.top_p,
+    )
+
+
+def to_sdk_adam(params: AdamParams) -> Any:
+    from tinker import types
+
+    return types.AdamParams(learning_rate=params.learning_rate, beta1=params.beta1,
+                            beta2=params.beta2, eps=params.eps,
+                            weight_decay=params.weight_decay,
+                            grad_clip_norm=params.grad_clip_norm)
+
+
+def from_sdk_sequence(seq: Any) -> SampledSequence:
+    logprobs = seq.logprobs
+    if logprobs is None:
+        raise EngineError("Tinker returned a sampled sequence without logprobs")
+    topk = seq.topk_logprobs
+    topk_tuples = None
+    if topk is not None:
+        topk_tuples = tuple(tuple((int(t), float(lp)) for t, lp in (row or ())) for row in topk)
+    return SampledSequence(tokens=seq.tokens, logprobs=logprobs,
+                           stop_reason=seq.stop_reason, topk_logprobs=topk_tuples)
+
+
+def from_sdk_fb_output(out: Any) -> ForwardBackwardResult:
+    metrics = {str(k): float(v) for k, v in out.metrics.items()}
+    if "loss:sum" not in metrics:
+        raise EngineError(f"Tinker forward_backward returned no loss:sum (metrics: {metrics})")
+    return ForwardBackwardResult(loss=metrics["loss:sum"], metrics=metrics)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    from tinker.lib.telemetry import is_user_error
+
+    return bool(is_user_error(exc))
+
+
+# ------------------------------------------------------------------------------ futures
+class _MappedFuture:
+    """An SDK future whose value is converted on ``result()``."""
+
+    def __init__(self, fut: Any, convert: Callable[[Any], Any]) -> None:
+        self._fut = fut
+        self._convert = convert
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._convert(self._fut.result(timeout))
+
+
+class _Op:
+    """One request of a training client; ``send(sdk_client)`` (re)submits it."""
+
+    def __init__(self, kind: str, send: Callable[[Any], Any], *, logged: bool) -> None:
+        self.kind = kind
+        self.send = send
+        self.logged = logged
+        self.future: Any = None
+        self.generation = -1
+
+
+class _OpFuture:
+    def __init__(self, client: TinkerTrainingClient, op: _Op,
+                 convert: Callable[[Any], Any]) -> None:
+        self._client = client
+        self._op = op
+        self._convert = convert
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._convert(self._client._await(self._op, timeout))
+
+
+# ----------------------------------------------------------------------------- clients
+class TinkerSamplingClient:
+    def __init__(self, sdk_client: Any) -> None:
+        self._sc = sdk_client
+
+    def sample(self, prompt_ids: Sequence[int], num_samples: int, params: SamplingParams, *,
+               topk_logprobs: int = 0) -> _MappedFuture:
+        from tinker import types
+
+        prompt = types.ModelInput.from_ints(list(prompt_ids))
+        sdk_params = to_sdk_sampling_params(params)
+
+        def submit() -> Any:
+            return self._sc.sample(prompt, num_samples, sdk_params,
+                                   topk_sample_logprobs=topk_logprobs)
+
+        first = submit()
+
+        def convert(response: Any) -> list[SampledSequence]:
+            return [from_sdk_sequence(s) for s in response.sequences]
+
+        return _MappedFuture(_RetryOnce(first, submit), convert)
+
+    def compute_logprobs(self, sequences: Sequence[Sequence[int]]) -> Any:
+        from tinker import types
+
+        futures = [self._sc.compute_logprobs(types.ModelInput.from_ints(list(s)))
+                   for s in sequences]
+
+        class _All:
+            def result(self, timeout: float | None = None) -> list[list[float]]:
+                return [[0.0 if v is None else float(v) for v in f.result(timeout)]
+                        for f in futures]
+
+        return _All()
+
+
+class _RetryOnce:
+    """A sampling future resubmitted once when its request failed server-side (a sampling
+    client is not poisoned by a failed sample)."""
+
+    def __init__(self, fut: Any, submit: Callable[[], Any]) -> None:
+        self._fut = fut
+        self._submit = submit
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return self._fut.result(timeout)
+        except TimeoutError:
+            raise
+        except Exception as exc:
+            if _is_user_error(exc):
+                raise EngineError(f"Tinker rejected a sampling request: {exc}") from None
+            log.warning("tinker: a sampling request failed (%s); retrying it once", exc)
+            self._fut = self._submit()
+            try:
+                return self._fut.result(timeout)
+            except TimeoutError:
+                raise
+            except Exception as again:
+                raise EngineError(f"Tinker sampling failed twice: {again}") from None
+
+
+class TinkerTrainingClient:
+    """A Tinker LoRA training client that survives being poisoned (see the module docs)."""
+
+    def __init__(self, engine: TinkerEngine, sdk_client: Any, *, base_model: str,
+                 lora_rank: int, seed: int, state_path: str | None) -> None:
+        self._engine = engine
+        self._tc = sdk_client
+        self._base_model = base_model
+        self._lora_rank = lora_rank
+        self._seed = seed
+        self._state_path = state_path
+        self._lock = threading.RLock()
+        self._generation = 0
+        self._log: list[_Op] = []
+        self._tokenizer: Any = None
+        self.recoveries = 0
+
+    @property
+    def sdk_client(self) -> Any:
+        return self._tc
+
+    @property
+    def model_id(self) -> str:
+        return str(self._tc.model_id)
+
+    def get_tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            try:
+                self._tokenizer = self._tc.get_tokenizer()
+            except Exception as exc:
+                raise EngineError(f"cannot load the tokenizer of {self._base_model!r} "
+                                  f"through the tinker SDK: {exc}") from None
+        return self._tokenizer
+
+    # -- submission ----------------------------------------------------------------------
+    def _submit(self, op: _Op) -> _Op:
+        with self._lock:
+            if op.logged:
+                self._log.append(op)
+            op.future = op.send(self._tc)
+            op.generation = self._generation
+        return op
+
+    def _await(self, op: _Op, timeout: float | None) -> Any:
+        attempts = 0
+        while True:
+            future, generation = op.future, op.generation
+            try:
+                return future.result(timeout)
+            except TimeoutError:
+                raise
+            except Exception as exc:
+                if _is_user_error(exc):
+                    raise EngineError(f"Tinker rejected {op.kind}: {exc}") from None
+                if attempts >= self._engine.max_recoveries:
+                    raise EngineError(f"Tinker {op.kind} failed after {attempts} "
+                                      f"recoveries: {exc}") from None
+                attempts += 1
+                self._recover(generation, exc)
+                if not op.logged:
+                    with self._lock:
+                        if op.generation != self._generation:
+                            op.future = op.send(self._tc)
+                            op.generation = self._generation
+
+    def _recover(self, failed_generation: int, exc: BaseException) -> None:
+        with self._lock:
+            if failed_generation != self._generation:
+                return  # another request already recovered; ours was replayed
+            source = self._state_path or f"a fresh LoRA client (seed {self._seed})"
+            log.warning("tinker: training client %s failed (%s); recreating it from %s and "
+                        "replaying %d request(s)", self.model_id, exc, source, len(self._log))
+            self._tc = self._engine._new_sdk_client(
+                self._state_path, base_model=self._base_model, lora_rank=self._lora_rank,
+                seed=self._seed)
+            self._generation += 1
+            self.recoveries += 1
+            for op in self._log:
+                op.future = op.send(self._tc)
+                op.generation = self._generation
+
+    # -- the engine interface ------------------------------------------------------------
+    def sampling_client(self, name: str) -> TinkerSamplingClient:
+        op = self._submit(_Op("save_weights_and_get_sampling_client",
+                              lambda tc: tc.save_weights_and_get_sampling_client(),
+                              logged=False))
+        return TinkerSamplingClient(self._await(op, None))
+
+    def forward_backward(self, datums: Sequence[Datum], loss_fn: str,
+                         loss_fn_config: Mapping[str, float] | None = None) -> _OpFuture:
+        if not datums:
+            raise EngineError("forward_backward: no datums")
+        data = [to_sdk_datum(d) for d in datums]
+        config = dict(loss_fn_config) if loss_fn_config else None
+        op = self._submit(_Op("forward_backward",
+                              lambda tc: tc.forward_backward(data, loss_fn, config),
+                              logged=True))
+        return _OpFuture(self, op, from_sdk_fb_output)
+
+    def optim_step(self, params: AdamParams) -> _OpFuture:
+        adam = to_sdk_adam(params)
+        op = self._submit(_Op("optim_step", lambda tc: tc.optim_step(adam), logged=True))
+        return _OpFuture(self, op, lambda _resp: None)
+
+    def save_state(self, name: str) -> _OpFuture:
+        op = self._submit(_Op("save_state", lambda tc: tc.save_state(name), logged=True))
+
+        def saved(resp: Any) -> str:
+            path = str(resp.path)
+            with self._lock:
+                if op in self._log:  # everything up to this save is now in the state
+                    del self._log[: self._log.index(op) + 1]
+                self._state_path = path
+            return path
+
+        return _OpFuture(self, op, saved)
+
+    def save_weights_for_sampler(self, name: str) -> _OpFuture:
+        op = self._submit(_Op("save_weights_for_sampler",
+                              lambda tc: tc.save_weights_for_sampler(name), logged=False))
+        return _OpFuture(self, op, lambda resp: str(resp.path))
+
+    def close(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+
+class TinkerEngine:
+    """``tinker`` engine. Options: ``base_url`` (default ``$TINKER_BASE_URL`` or Tinker's
+    production URL), ``max_recoveries`` (per request, default 3)."""
+
+    name = "tinker"
+    saves_locally = False  # save_state takes a name; Tinker stores the state
+
+    def __init__(self, base_url: str | None = None, max_recoveries: int = 3) -> None:
+        check_sdk_version()
+        if int(max_recoveries) < 0:
+            raise ConfigError(f"engine option max_recoveries={max_recoveries!r}: must be >= 0")
+        self.max_recoveries = int(max_recoveries)
+        if not _has_credentials():
+            raise EngineError("no Tinker API key: set TINKER_API_KEY (tml-...), "
+                              "TINKER_CREDENTIAL_CMD, or log in with `tinker auth`; "
+                              "for `tp serve` use TINKER_API_KEY=tml-local")
+        from tinker.lib.base_url import resolve_base_url
+
+        self.base_url = resolve_base_url(base_url)
+        _check_reachable(self.base_url)
+        import tinker
+
+        self._service = tinker.ServiceClient(base_url=self.base_url)
+        self._closed = False
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "base_url": self.base_url,
+                "tinker_sdk": installed_sdk_version(), "max_recoveries": self.max_recoveries}
+
+    @property
+    def service_client(self) -> Any:
+        return self._service
+
+    def _new_sdk_client(self, state_path: str | None, *, base_model: str, lora_rank: int,
+                        seed: int) -> Any:
+        try:
+            if state_path is not None:
+                return self._service.create_training_client_from_state_with_optimizer(
+                    state_path).result()
+            return self._service.create_lora_training_client(
+                base_model, rank=lora_rank, seed=seed).result()
+        except EngineError:
+            raise
+        except Exception as exc:
+            what = f"resume {state_path!r}" if state_path else f"create a {base_model!r} client"
+            raise EngineError(f"Tinker could not {what}: {exc}") from None
+
+    def create_training_client(self, base_model: str, *, lora_rank: int | None,
+                               seed: int) -> TinkerTrainingClient:
+        if not lora_rank:
+            raise ConfigError("the tinker engine trains LoRA adapters: set a LoRA rank "
+                              f"(--lora-rank), got {lora_rank!r}")
+        sdk_client = self._new_sdk_client(None, base_model=base_model, lora_rank=lora_rank,
+                                          seed=seed)
+        return TinkerTrainingClient(self, sdk_client, base_model=base_model,
+                                    lora_rank=lora_rank, seed=seed, state_path=None)
+
+    def resume_training_client(self, state_path: str) -> TinkerTrainingClient:
+        sdk_client = self._new_sdk_client(state_path, base_model="", lora_rank=0, seed=0)
+        info = sdk_client.get_info()
+        base_model = str(info.model_data.model_name or info.model_name or "")
+        return TinkerTrainingClient(self, sdk_client, base_model=base_model,
+                                    lora_rank=int(info.lora_rank or 0), seed=0,
+                                    state_path=state_path)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._service.close("success").result(timeout=30)
+        except Exception as exc:  # closing is best effort
+            log.warning("tinker: closing the session failed: %s", exc)
