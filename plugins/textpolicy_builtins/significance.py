@@ -1,3 +1,250 @@
-"""Built-in significance (placeholder until its issue lands)."""
+"""Built-in significance tests (``tp analyze``), registered as plugins.
+
+Seed-level (valid under run-to-run variance): ``paired_seeds`` (primary: paired t over seed
+pairs, exact sign-flip p beside it), ``crossed_bootstrap`` (seed × prompt pigeonhole
+bootstrap), ``welch_runs`` (unpaired runs), ``prompt_paired`` (one run per arm: per-prompt
+differences, conditional on those two runs).
+Generation-level, pseudo-replicated (the seed document's trio, reported for comparison only):
+``fisher``, ``bootstrap``, ``permutation``.
+Every test reads an ``AnalysisInput`` and returns a ``TestResult`` with deltas in percentage
+points; resampling is vectorised (no Python loop over resamples).
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import attrs
+import numpy as np
+
+from textpolicy import hookimpl
+from textpolicy.analysis.records import AnalysisInput, TestResult, not_applicable
+from textpolicy.records import NoParams, SignificanceTest
+
+PP = 100.0
+PSEUDO = ("generation-level: pools every training generation of every run as if independent "
+          "(pseudo-replicated; ignores run-to-run variance; on-policy training samples)")
+
+
+def _positive_int(_inst: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+
+
+@attrs.frozen
+class PairedSeedsParams:
+    """``max_exact_seeds``: enumerate all 2^S sign vectors up to this many pairs."""
+
+    max_exact_seeds: int = attrs.field(default=16, validator=_positive_int)
+
+
+def paired_seeds(data: AnalysisInput, params: PairedSeedsParams) -> TestResult:
+    from textpolicy.analysis import methods
+
+    if not data.paired:
+        return not_applicable("paired_seeds", "runs are not paired by seed")
+    d = data.pair_differences * PP
+    if len(d) < 2:
+        return not_applicable("paired_seeds", f"{len(d)} seed pair(s); a paired t needs >= 2")
+    t, p, lo, hi, df = methods.paired_t(d, alpha=data.alpha)
+    p_flip, exact = methods.sign_flip_p(d, num_resamples=data.num_resamples,
+                                        rng=data.rng("paired_seeds"),
+                                        max_exact=params.max_exact_seeds)
+    how = "exact over all 2^S sign vectors" if exact else (
+        f"Monte Carlo, {data.num_resamples} sign vectors")
+    notes = (f"paired t over {len(d)} seed pairs (df={df}); {100 * (1 - data.alpha):g}% CI "
+             f"from the same t; sign-flip p={p_flip:.4g} ({how}; smallest possible "
+             f"{2 / 2 ** len(d):.3g})")
+    return TestResult(
+        name="paired_seeds", p_value=p, delta=float(d.mean()), ci_low=lo, ci_high=hi,
+        notes=notes, level="seed",
+        extra={"t": t, "df": df, "sign_flip_p": p_flip, "sign_flip_exact": exact,
+               "sign_flip_min_p": 2 / 2 ** len(d), "sd_pp": float(d.std(ddof=1)),
+               "differences_pp": d.tolist(), "seeds": list(data.seeds)})
+
+
+def crossed_bootstrap(data: AnalysisInput, params: NoParams) -> TestResult:
+    from scipy import stats
+
+    from textpolicy.analysis import methods
+
+    if not data.paired:
+        return not_applicable("crossed_bootstrap", "runs are not paired by seed",
+                              level="seed×prompt")
+    diff = (data.cand_units - data.base_units) * PP  # [S, M]
+    s, m = diff.shape
+    if m < 2:
+        return not_applicable("crossed_bootstrap", "fewer than 2 prompts", level="seed×prompt")
+    reps = methods.crossed_bootstrap(diff, num_resamples=data.num_resamples,
+                                     rng=data.rng("crossed_bootstrap"))
+    est = float(diff.mean())
+    df = s - 1 if s >= 2 else m - 1
+    correction = math.sqrt(s / (s - 1)) if s >= 2 else 1.0
+    se = float(reps.std(ddof=1)) * correction
+    crit = float(stats.t.ppf(1 - data.alpha / 2, df))
+    p = float(2 * stats.t.sf(abs(est) / se, df)) if se > 0 else 1.0 if est == 0 else 0.0
+    q = np.quantile(reps, [data.alpha / 2, 1 - data.alpha / 2])
+    unit = "eval prompts" if data.unit_kind == "prompt" else "training steps (shared schedule)"
+    notes = (f"Owen pigeonhole bootstrap over {s} seed pairs x {m} {unit}, "
+             f"{data.num_resamples} resamples; CI = estimate ± t(df={df}) x bootstrap SE"
+             + (" x sqrt(S/(S-1)) (percentile intervals from few seeds are too narrow)"
+                if s >= 2 else "") + "; p from the same t reference")
+    if s == 1:
+        notes += "; one seed pair: conditional on these two runs, does not generalise over seeds"
+    return TestResult(
+        name="crossed_bootstrap", p_value=p, delta=est, ci_low=est - crit * se,
+        ci_high=est + crit * se, notes=notes, level="seed×prompt",
+        extra={"se_pp": se, "df": df, "percentile_ci": [float(q[0]), float(q[1])],
+               "n_pairs": s, "n_units": m})
+
+
+def welch_runs(data: AnalysisInput, params: NoParams) -> TestResult:
+    from scipy import stats
+
+
+    b = data.base_values * PP
+    c = data.cand_values * PP
+    if len(b) < 2 or len(c) < 2:
+        return not_applicable("welch_runs", "needs >= 2 runs per arm")
+    res = stats.ttest_ind(c, b, equal_var=False)
+    delta = float(c.mean() - b.mean())
+    if not np.isfinite(res.pvalue):
+        return TestResult(name="welch_runs", p_value=None, delta=delta,
+                          notes="zero variance in both arms; Welch t undefined")
+    ci = res.confidence_interval(confidence_level=1 - data.alpha)
+    note = ("Welch t on per-run endpoint values"
+            + (" (ignores the seed pairing; the paired test is primary)" if data.paired
+               else " (runs are unpaired: primary test)"))
+    return TestResult(name="welch_runs", p_value=float(res.pvalue), delta=delta,
+                      ci_low=float(ci.low), ci_high=float(ci.high), notes=note, level="seed",
+                      extra={"t": float(res.statistic), "df": float(res.df),
+                             "n_baseline": len(b), "n_candidate": len(c)})
+
+
+def prompt_paired(data: AnalysisInput, params: NoParams) -> TestResult:
+    from scipy import stats
+
+
+    if data.base_units.shape[1] != data.cand_units.shape[1]:
+        return not_applicable("prompt_paired", "arms were measured on different units",
+                              level="prompt")
+    per_unit = (data.cand_units.mean(axis=0) - data.base_units.mean(axis=0)) * PP
+    m = len(per_unit)
+    if m < 2:
+        return not_applicable("prompt_paired", "fewer than 2 prompts", level="prompt")
+    res = stats.ttest_1samp(per_unit, 0.0)
+    delta = float(per_unit.mean())
+    unit = "eval prompt" if data.unit_kind == "prompt" else "training step"
+    runs = f"{len(data.base_values)} vs {len(data.cand_values)} runs"
+    if len(data.base_values) == 1 and len(data.cand_values) == 1:
+        caveat = ("ONE RUN PER ARM: run-to-run (seed) variance cannot be estimated; this result "
+                  "is conditional on these two runs and does not generalise over seeds")
+    else:
+        caveat = ("treats the runs' mean per " + unit + " as fixed and ignores seed-to-seed "
+                  "variance (not valid for a claim over seeds; the seed-level test decides)")
+    if not np.isfinite(res.pvalue):
+        return TestResult(name="prompt_paired", p_value=None, delta=delta, level="prompt",
+                          notes=f"identical per-{unit} differences; t undefined. {caveat}")
+    ci = res.confidence_interval(confidence_level=1 - data.alpha)
+    return TestResult(
+        name="prompt_paired", p_value=float(res.pvalue), delta=delta, ci_low=float(ci.low),
+        ci_high=float(ci.high), level="prompt",
+        notes=f"paired t over {m} per-{unit} differences ({runs}). {caveat}",
+        extra={"t": float(res.statistic), "df": m - 1, "n_units": m})
+
+
+def _counts(data: AnalysisInput) -> tuple[int, int, int, int] | None:
+    return data.gen_counts
+
+
+def fisher(data: AnalysisInput, params: NoParams) -> TestResult:
+    from scipy import stats
+    from scipy.stats.contingency import odds_ratio
+
+
+    counts = _counts(data)
+    if counts is None:
+        return not_applicable("fisher", "no emergence/steps.jsonl counts", level="generation")
+    kb, nb, kc, nc = counts
+    table = np.array([[kc, nc - kc], [kb, nb - kb]])
+    res = stats.fisher_exact(table)
+    orr = odds_ratio(table, kind="conditional")
+    ci = orr.confidence_interval(confidence_level=1 - data.alpha)
+    delta = (kc / nc - kb / nb) * PP
+    return TestResult(
+        name="fisher", p_value=float(res.pvalue), delta=delta, level="generation",
+        notes=(f"Fisher exact test on pooled training counts {kc}/{nc} vs {kb}/{nb}; "
+               f"{PSEUDO}; conditional odds ratio {float(orr.statistic):.4g} "
+               f"[{float(ci.low):.4g}, {float(ci.high):.4g}]; no CI for the difference"),
+        extra={"table": table.tolist(), "odds_ratio_conditional": float(orr.statistic),
+               "odds_ratio_ci": [float(ci.low), float(ci.high)],
+               "odds_ratio_sample": float(res.statistic)})
+
+
+def bootstrap(data: AnalysisInput, params: NoParams) -> TestResult:
+    from textpolicy.analysis import methods
+
+    counts = _counts(data)
+    if counts is None:
+        return not_applicable("bootstrap", "no emergence/steps.jsonl counts", level="generation")
+    kb, nb, kc, nc = counts
+    reps = methods.binomial_bootstrap(kb, nb, kc, nc, num_resamples=data.num_resamples,
+                                      rng=data.rng("bootstrap")) * PP
+    lo, hi = np.quantile(reps, [data.alpha / 2, 1 - data.alpha / 2])
+    return TestResult(
+        name="bootstrap", p_value=methods.bootstrap_p(reps), delta=(kc / nc - kb / nb) * PP,
+        ci_low=float(lo), ci_high=float(hi), level="generation",
+        notes=(f"percentile bootstrap of the difference in pooled correct rates from binomial "
+               f"draws on the counts, {data.num_resamples} resamples; {PSEUDO}"))
+
+
+def permutation(data: AnalysisInput, params: NoParams) -> TestResult:
+    from textpolicy.analysis import methods
+
+    rng = data.rng("permutation")
+    if data.rewards_binary:
+        counts = _counts(data)
+        if counts is None:
+            return not_applicable("permutation", "no emergence/steps.jsonl counts",
+                                  level="generation")
+        kb, nb, kc, nc = counts
+        p, _ = methods.hypergeometric_permutation(kb, nb, kc, nc,
+                                                  num_resamples=data.num_resamples, rng=rng)
+        return TestResult(
+            name="permutation", p_value=p, delta=(kc / nc - kb / nb) * PP, level="generation",
+            notes=(f"permutation test of mean reward; rewards equal correctness (binary), so "
+                   f"relabellings are hypergeometric draws on the counts, "
+                   f"{data.num_resamples} resamples — this is Fisher's test again, it adds "
+                   f"nothing; {PSEUDO}"))
+    if data.base_rewards is None or data.cand_rewards is None:
+        return not_applicable("permutation", "rewards are not binary and "
+                              "emergence/generations.jsonl is unavailable", level="generation",
+                              unit="reward")
+    p, how = methods.permutation_mean_diff(data.base_rewards, data.cand_rewards,
+                                           num_resamples=data.num_resamples, rng=rng)
+    delta = float(data.cand_rewards.mean() - data.base_rewards.mean())
+    return TestResult(
+        name="permutation", p_value=p, delta=delta, unit="reward", level="generation",
+        notes=f"permutation test of the difference in mean reward ({how}); {PSEUDO}")
+
+
+@hookimpl
+def textpolicy_register_significance_tests() -> Iterable[SignificanceTest]:
+    return [
+        SignificanceTest(name="paired_seeds", fn=paired_seeds, params=PairedSeedsParams,
+                         role="primary",
+                         doc="paired t over seed pairs with the exact sign-flip p beside it"),
+        SignificanceTest(name="crossed_bootstrap", fn=crossed_bootstrap, role="secondary",
+                         doc="seed x prompt pigeonhole bootstrap CI (Owen 2007)"),
+        SignificanceTest(name="welch_runs", fn=welch_runs, role="primary",
+                         doc="Welch t on per-run values (primary when runs are unpaired)"),
+        SignificanceTest(name="prompt_paired", fn=prompt_paired, role="primary",
+                         doc="per-prompt paired t (primary only with one run per arm; caveat)"),
+        SignificanceTest(name="fisher", fn=fisher, role="generation_level",
+                         doc="Fisher exact test on pooled training counts (pseudo-replicated)"),
+        SignificanceTest(name="bootstrap", fn=bootstrap, role="generation_level",
+                         doc="binomial bootstrap of pooled correct rates (pseudo-replicated)"),
+        SignificanceTest(name="permutation", fn=permutation, role="generation_level",
+                         doc="permutation test of rewards (pseudo-replicated)"),
+    ]

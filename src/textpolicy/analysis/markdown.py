@@ -1,0 +1,147 @@
+"""Markdown renderings of the significance and comparison reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textpolicy.analysis.report import GENERATION_LEVEL_NOTE, Comparison, SignificanceReport
+
+VERDICT = {
+    "significant_improvement": "Significant improvement",
+    "not_significant": "Not significant",
+    "significant_regression": "Significant regression",
+}
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{digits}f}"
+    return str(x)
+
+
+def _p(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.2e}" if x < 1e-4 else f"{x:.4f}"
+
+
+def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
+    ep = report.endpoint
+    pr = c.primary
+    lines = [
+        f"## {c.candidate} vs {c.baseline}: **{VERDICT[c.recommendation]}** "
+        f"(`{c.recommendation}`)", "",
+        f"- Primary test: `{pr.name}` on {ep.description}.",
+        f"- Effect: **{_f(pr.delta)} pp**, {100 * c.ci_level:.4g}% CI "
+        f"[{_f(pr.ci_low)}, {_f(pr.ci_high)}] pp; p = {_p(c.p_adjusted)}"
+        + (f" (Holm-adjusted over {len(report.comparisons)} candidates; unadjusted "
+           f"{_p(c.p_raw)})" if len(report.comparisons) > 1 else "")
+        + f"; pairs: {c.data.n_pairs} (paired by {c.pairing}).",
+        f"- {pr.notes}", "",
+        "| test | level | delta | CI | p | notes |", "|---|---|---|---|---|---|",
+    ]
+    for t in c.tests:
+        ci = f"[{_f(t.ci_low)}, {_f(t.ci_high)}]" if t.ci_low is not None else "–"
+        note = t.notes.replace("|", "/")
+        lines.append(f"| `{t.name}` | {t.level} | {_f(t.delta)} {t.unit} | {ci} | "
+                     f"{_p(t.p_value)} | {note} |")
+    es = c.effect_sizes
+    lines += ["", "**Effect sizes** (primary endpoint): "
+              f"risk difference {_f(es.get('risk_difference_pp'))} pp; "
+              f"Cohen's h {_f(es.get('cohens_h'))}; d_z {_f(es.get('d_z'))}; "
+              f"probability of improvement {_f(es.get('probability_of_improvement'))}"]
+    orr = es.get("odds_ratio_conditional")
+    if orr:
+        lines[-1] += (f"; conditional odds ratio {_f(orr['estimate'])} "
+                      f"[{_f(orr['ci_low'])}, {_f(orr['ci_high'])}] ({orr['source']})")
+    if c.secondary:
+        lines += ["", "**Secondary endpoints** (exploratory, unadjusted):", "",
+                  "| endpoint | baseline | candidate | delta (pp) | CI | p |",
+                  "|---|---|---|---|---|---|"]
+        for s in c.secondary:
+            ci = f"[{_f(s.get('ci_low'))}, {_f(s.get('ci_high'))}]"
+            lines.append(f"| {s['endpoint']} | {_f(s['baseline_mean'])} | "
+                         f"{_f(s['candidate_mean'])} | {_f(s['delta'])} | {ci} | "
+                         f"{_p(s.get('p_value'))} |")
+    pw = c.power
+    lines += ["", "**Power** (80%, two-sided α = " f"{report.alpha:g}):"]
+    if "sd_pair_diff_pp" in pw:
+        so = pw["seeds_needed_observed"]
+        lines.append(f"- SD of per-pair differences {_f(pw['sd_pair_diff_pp'])} pp over "
+                     f"{pw['n_pairs']} pairs; power at the observed effect "
+                     f"{_f(pw['power_at_observed'])}; smallest detectable effect now "
+                     f"{_f(pw['mde_pp_at_current_pairs'])} pp.")
+        lines.append(f"- Seed pairs needed at the observed effect: {so['t_refined']} "
+                     f"(closed form {so['closed_form']}; {so['t_refined_sd_upper80']} with the "
+                     "80% upper bound of the SD).")
+        if "seeds_needed_mde" in pw:
+            sm = pw["seeds_needed_mde"]
+            lines.append(f"- Seed pairs needed at MDE {_f(pw['mde_pp'])} pp: {sm['t_refined']} "
+                         f"(closed form {sm['closed_form']}; conservative "
+                         f"{sm['t_refined_sd_upper80']}).")
+    else:
+        lines.append(f"- {pw.get('design')}.")
+    gen = pw.get("generation_level")
+    if gen:
+        lines.append(f"- Generation-level figure (seed document, for comparison): "
+                     f"{gen['needed_per_arm_observed']} generations per arm at the observed "
+                     f"pooled difference; detectable now ≈ {_f(gen['mde_pp_at_current'])} pp. "
+                     f"{gen['note']}.")
+    return lines
+
+
+def build_sepa_significance_markdown(report: SignificanceReport) -> str:
+    """The significance report as Markdown (significance.md)."""
+    lines = ["# Significance report", "",
+             f"Baseline arm: `{report.baseline}`. Endpoint: {report.endpoint.description}. "
+             f"α = {report.alpha:g}, {report.num_resamples} resamples, seed {report.seed}.", "",
+             f"**Recommendation: `{report.recommendation}`** (decided by the primary test "
+             "alone; p and CI come from the same procedure).", ""]
+    if report.endpoint.kind == "training":
+        lines += ["> No held-out eval was found: the endpoint is on-policy training "
+                  "correctness. Treat the result as descriptive.", ""]
+    for c in report.comparisons:
+        if c.data.n_pairs == 1 or (len(c.data.base_values) == 1 and
+                                   len(c.data.cand_values) == 1):
+            lines += ["> One run per arm: the result is conditional on these two runs and "
+                      "does not generalise over seeds.", ""]
+            break
+    lines += ["| arm | role | runs | seeds | endpoint mean (pp) | SD over runs (pp) |",
+              "|---|---|---|---|---|---|"]
+    for a in report.arms:
+        lines.append(f"| {a['name']} | {a['role']} | {a['n_runs']} | {a['seeds']} | "
+                     f"{_f(a['endpoint_mean_pp'])} | {_f(a['endpoint_sd_pp'])} |")
+    lines.append("")
+    for c in report.comparisons:
+        lines += _comparison_md(c, report)
+        lines.append("")
+    lines += [f"_{GENERATION_LEVEL_NOTE}_", ""]
+    if report.warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in report.warnings] + [""]
+    return "\n".join(lines)
+
+
+def comparison_markdown(comparison: dict[str, Any]) -> str:
+    """comparison.md: the seed document's per-arm metrics table."""
+    keys = [("runs", "runs"), ("steps", "steps"), ("generations", "total_generations"),
+            ("correct", "correct_count"), ("correct rate", "correct_rate"),
+            ("mean reward", "mean_reward"),
+            ("final running correct rate", "final_running_correct_rate"),
+            ("final SEPA λ", "final_sepa_lambda"), ("max-token hit rate", "max_token_hit_rate"),
+            ("mean step time (s)", "mean_step_time_s"),
+            ("held-out accuracy (endpoint)", "heldout_accuracy")]
+    arms = comparison["arms"]
+    lines = ["# Comparison", "", "| metric | " + " | ".join(a["name"] for a in arms) + " |",
+             "|---|" + "---|" * len(arms)]
+    for label, key in keys:
+        lines.append(f"| {label} | " + " | ".join(_f(a.get(key), 4) for a in arms) + " |")
+    lines.append("")
+    for d in comparison.get("deltas", []):
+        lines.append(f"- {d['candidate']} − {d['baseline']}: correct rate "
+                     f"{_f(d.get('correct_rate_delta_pp'))} pp; held-out accuracy "
+                     f"{_f(d.get('heldout_accuracy_delta_pp'))} pp")
+    lines += ["", "Pooled training numbers are descriptive; see significance.md for inference.",
+              ""]
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""Vectorised statistical procedures (no Python loop over resamples anywhere).
+
+Each function is a plain numpy/scipy computation that the significance-test plugins
+(``textpolicy_builtins.significance``) and the power simulator call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from textpolicy.analysis.records import FloatArray
+
+EXACT_SIGN_FLIP_MAX = 16  # 2**16 sign vectors x S <= 1M entries
+_CHUNK_ELEMENTS = 4_000_000  # resamples x units per block (bounds memory, keeps BLAS busy)
+
+
+def sign_flip_p(d: np.ndarray, *, num_resamples: int = 20000, rng: np.random.Generator
+                | None = None, max_exact: int = EXACT_SIGN_FLIP_MAX) -> tuple[float, bool]:
+    """Two-sided sign-flip (paired randomisation) p for mean(d) = 0.
+
+    Exact when ``len(d) <= max_exact`` (all 2^S sign vectors, the observed one included; the
+    smallest possible p is 2/2^S); otherwise Monte Carlo with the observed statistic counted
+    once: p = (1 + #{|mean*| >= |mean|}) / (R + 1). Returns (p, exact).
+    """
+    d = np.asarray(d, dtype=np.float64)
+    s = len(d)
+    if s == 0:
+        return math.nan, True
+    observed = abs(d.sum())
+    tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
+    if s <= max_exact:
+        codes = np.arange(2 ** s, dtype=np.uint32)[:, None]
+        bits = (codes >> np.arange(s, dtype=np.uint32)) & 1
+        signs = 1.0 - 2.0 * bits
+        sums = np.abs(signs @ d)
+        return float(np.mean(sums >= observed - tol)), True
+    if rng is None:
+        rng = np.random.default_rng(0)
+    flips = rng.integers(0, 2, size=(num_resamples, s), dtype=np.int8) * 2 - 1
+    sums = np.abs(flips @ d)
+    return float((1 + np.sum(sums >= observed - tol)) / (num_resamples + 1)), False
+
+
+def paired_t(d: np.ndarray, *, alpha: float) -> tuple[float, float, float, float, int]:
+    """Paired t over per-pair differences: (t, p, ci_low, ci_high, df) with a 1−alpha CI."""
+    d = np.asarray(d, dtype=np.float64)
+    n = len(d)
+    if n < 2:
+        return math.nan, math.nan, math.nan, math.nan, 0
+    res = stats.ttest_1samp(d, 0.0)
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        # all differences equal: t is undefined (0/0) or infinite; scipy returns NaN
+        mean = float(d.mean())
+        p = 1.0 if mean == 0.0 else 0.0
+        return (math.nan if mean == 0 else math.copysign(math.inf, mean)), p, mean, mean, n - 1
+    ci = res.confidence_interval(confidence_level=1.0 - alpha)
+    return float(res.statistic), float(res.pvalue), float(ci.low), float(ci.high), n - 1
+
+
+def multinomial_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """``size`` rows of counts of a uniform multinomial over ``n`` cells with ``n`` draws."""
+    idx = rng.integers(0, n, size=(size, n))
+    idx += (np.arange(size) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
+
+
+def crossed_bootstrap(diff: np.ndarray, *, num_resamples: int, rng: np.random.Generator
+                      ) -> FloatArray:
+    """Owen's (2007) pigeonhole bootstrap of the grand mean of a seeds × prompts matrix.
+
+    Independent multinomial weights ``w`` over rows (seed pairs) and ``v`` over columns
+    (prompts); each replicate is ``w' D v / (S M)``. Computed in blocks of resamples with
+    matrix products (no loop over individual resamples).
+    """
+    d = np.asarray(diff, dtype=np.float64)
+    s, m = d.shape
+    out = np.empty(num_resamples, dtype=np.float64)
+    block = max(1, _CHUNK_ELEMENTS // max(m, 1))
+    for start in range(0, num_resamples, block):
+        r = min(block, num_resamples - start)
+        v = multinomial_counts(rng, m, r)  # [r, m]
+        w = multinomial_counts(rng, s, r) if s > 1 else np.ones((r, 1))
+        out[start:start + r] = np.einsum("rs,rs->r", w, v @ d.T) / (s * m)
+    return out
+
+
+def bootstrap_p(replicates: np.ndarray, null: float = 0.0) -> float:
+    """Two-sided percentile-bootstrap p: 2·min(P*(Δ ≤ null), P*(Δ ≥ null)), capped at 1."""
+    r = np.asarray(replicates)
+    n = len(r)
+    lo = (1 + np.sum(r <= null)) / (n + 1)
+    hi = (1 + np.sum(r >= null)) / (n + 1)
+    return float(min(1.0, 2.0 * min(lo, hi)))
+
+
+def hypergeometric_permutation(k1: int, n1: int, k2: int, n2: int, *, num_resamples: int,
+                               rng: np.random.Generator) -> tuple[float, FloatArray]:
+    """Permutation test of a difference in proportions from counts alone.
+
+    Under random relabelling of the n1 + n2 binary outcomes, group 2's successes follow a
+    hypergeometric law; each replicate is one draw. Returns (p, replicate differences).
+    """
+    total = k1 + k2
+    x2 = rng.hypergeometric(total, n1 + n2 - total, n2, size=num_resamples)
+    diffs = x2 / n2 - (total - x2) / n1
+    observed = k2 / n2 - k1 / n1
+    tol = 1e-12
+    p = (1 + np.sum(np.abs(diffs) >= abs(observed) - tol)) / (num_resamples + 1)
+    return float(p), diffs.astype(np.float64)
+
+
+def permutation_mean_diff(a: np.ndarray, b: np.ndarray, *, num_resamples: int,
+                          rng: np.random.Generator, max_levels: int = 256
+                          ) -> tuple[float, str]:
+    """Two-sided permutation p for mean(b) − mean(a) on arbitrary values, vectorised.
+
+    * few distinct values (≤ ``max_levels``, e.g. 0/0.1/1 shaped rewards): the group-b value
+      counts under relabelling are multivariate hypergeometric — drawn directly;
+    * otherwise, when ``R·N`` is small enough, explicit random permutations in blocks;
+    * otherwise the permutation distribution of the mean difference is used through its
+      exact first two moments (normal approximation; N is then in the tens of thousands).
+    Returns (p, method).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    pooled = np.concatenate([a, b])
+    n_a, n_b = len(a), len(b)
+    n = n_a + n_b
+    observed = b.mean() - a.mean()
+    total = pooled.sum()
+    levels, counts = np.unique(pooled, return_counts=True)
+    tol = 1e-12 * max(1.0, float(np.abs(pooled).max()))
+    if len(levels) <= max_levels:
+        draws = rng.multivariate_hypergeometric(counts, n_b, size=num_resamples)
+        sum_b = draws @ levels
+        diffs = sum_b / n_b - (total - sum_b) / n_a
+        p = (1 + np.sum(np.abs(diffs) >= abs(observed) - tol)) / (num_resamples + 1)
+        return float(p), "multivariate hypergeometric draws on value counts"
+    if num_resamples * n <= 50_000_000:
+        block = max(1, 4_000_000 // n)
+        hits = 0
+        for start in range(0, num_resamples, block):
+            r = min(block, num_resamples - start)
+            keys = rng.random((r, n))
+            in_b = np.argpartition(keys, n_b - 1, axis=1)[:, :n_b] if n_b < n else None
+            sum_b = pooled[in_b].sum(axis=1) if in_b is not None else np.full(r, total)
+            diffs = sum_b / n_b - (total - sum_b) / n_a
+            hits += int(np.sum(np.abs(diffs) >= abs(observed) - tol))
+        return float((1 + hits) / (num_resamples + 1)), "random permutations"
+    var_pop = pooled.var()
+    se = math.sqrt(var_pop * n / (n - 1) * (1 / n_a + 1 / n_b))
+    if se == 0:
+        return 1.0, "degenerate (all values equal)"
+    z = abs(observed) / se
+    return float(2 * stats.norm.sf(z)), "normal approximation to the permutation distribution"
+
+
+def binomial_bootstrap(k1: int, n1: int, k2: int, n2: int, *, num_resamples: int,
+                       rng: np.random.Generator) -> FloatArray:
+    """Parametric bootstrap replicates of p2 − p1 from binomial draws on the counts."""
+    p1 = rng.binomial(n1, k1 / n1, size=num_resamples) / n1
+    p2 = rng.binomial(n2, k2 / n2, size=num_resamples) / n2
+    return np.asarray(p2 - p1, dtype=np.float64)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm step-down adjusted p values (statsmodels ``multipletests``); NaN stays NaN."""
+    from statsmodels.stats.multitest import multipletests
+
+    arr = np.asarray(p_values, dtype=np.float64)
+    out = np.full_like(arr, np.nan)
+    ok = ~np.isnan(arr)
+    if ok.any():
+        out[ok] = multipletests(arr[ok], method="holm")[1]
+    return [float(x) for x in out]
+
+
+def cohens_h(p1: float, p0: float) -> float:
+    """Cohen's h = 2·asin√p1 − 2·asin√p0."""
+    return 2.0 * math.asin(math.sqrt(p1)) - 2.0 * math.asin(math.sqrt(p0))
+
+
+def probability_of_improvement(base: np.ndarray, cand: np.ndarray, *, paired: bool) -> float:
+    """P(candidate run beats baseline run), ties counting one half. Paired: over seed pairs;
+    unpaired: over all baseline × candidate run combinations (Mann–Whitney)."""
+    b = np.asarray(base, dtype=np.float64)
+    c = np.asarray(cand, dtype=np.float64)
+    if paired:
+        d = c - b
+        return float(np.mean((d > 0) + 0.5 * (d == 0)))
+    diff = c[:, None] - b[None, :]
+    return float(np.mean((diff > 0) + 0.5 * (diff == 0)))

@@ -1,0 +1,245 @@
+"""Power in seeds: closed form, noncentral-t refinement, variance components, simulation.
+
+Paired design (statistics.md "Power is about seeds"): the per-pair difference D_s has
+``Var(D_s) = 2σ²_seed(1 − ρ_pair) + 2(σ²_int + E[p(1−p)]/K)/M`` (probability scale), and the
+seeds needed for power 1−β at effect δ are ``⌈(z_{1−α/2} + z_{1−β})² Var(D_s)/δ²⌉``, refined
+with the noncentral t (``statsmodels.stats.power.TTestPower``). The simulator draws the
+hierarchical model ``logit p = μ + δ·arm + u_seed + e_run + b_prompt + c_run×prompt``,
+``k ~ Binomial(K, p)`` and runs the paired t on every simulated campaign.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import numpy as np
+from scipy import optimize, special, stats
+
+from textpolicy.errors import ConfigError
+
+_GH_X, _GH_W = np.polynomial.hermite.hermgauss(60)
+
+
+def _tt_power() -> Any:
+    from statsmodels.stats.power import TTestPower
+
+    return TTestPower()
+
+
+def closed_form_seeds(var_d: float, delta: float, *, alpha: float = 0.05,
+                      power: float = 0.8) -> int | None:
+    """⌈(z_{1−α/2} + z_{1−β})² Var(D)/δ²⌉ (None when δ = 0)."""
+    if delta == 0 or not math.isfinite(var_d):
+        return None
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return max(2, math.ceil(z * z * var_d / (delta * delta) - 1e-9))
+
+
+def t_seeds(sd_d: float, delta: float, *, alpha: float = 0.05, power: float = 0.8
+            ) -> int | None:
+    """Pairs needed by the two-sided paired t (noncentral t, statsmodels ``TTestPower``)."""
+    if delta == 0 or not math.isfinite(sd_d):
+        return None
+    if sd_d == 0:
+        return 2
+    es = abs(delta) / sd_d
+    if _tt_power().power(effect_size=es, nobs=2, alpha=alpha) >= power:
+        return 2
+    n = _tt_power().solve_power(effect_size=es, nobs=None, alpha=alpha, power=power,
+                                alternative="two-sided")
+    return math.ceil(float(np.asarray(n).item()) - 1e-9)
+
+
+def t_power(sd_d: float, delta: float, n_pairs: int, *, alpha: float = 0.05) -> float | None:
+    """Power of the two-sided paired t with ``n_pairs`` pairs at effect ``delta``."""
+    if n_pairs < 2 or not math.isfinite(sd_d) or sd_d <= 0:
+        return None
+    return float(_tt_power().power(effect_size=abs(delta) / sd_d, nobs=n_pairs, alpha=alpha))
+
+
+def t_mde(sd_d: float, n_pairs: int, *, alpha: float = 0.05, power: float = 0.8
+          ) -> float | None:
+    """Smallest |δ| the paired t detects with the given power and pairs."""
+    if n_pairs < 2 or not math.isfinite(sd_d) or sd_d <= 0:
+        return None
+    es = _tt_power().solve_power(effect_size=None, nobs=n_pairs, alpha=alpha, power=power,
+                                 alternative="two-sided")
+    return float(np.asarray(es).item()) * sd_d
+
+
+def var_d(sigma_seed: float, sigma_int: float, pq: float, k: int, m: int, *,
+          rho: float = 0.0) -> float:
+    """Var(D_s) = 2σ²_seed(1 − ρ) + 2(σ²_int + E[p(1−p)]/K)/M (probability scale)."""
+    return 2 * sigma_seed ** 2 * (1 - rho) + 2 * (sigma_int ** 2 + pq / k) / m
+
+
+def two_proportion_n(p1: float, p2: float, *, alpha: float = 0.05, power: float = 0.8
+                     ) -> int | None:
+    """Textbook two-proportion z: generations per arm, treating generations as independent."""
+    delta = p2 - p1
+    if delta == 0:
+        return None
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return math.ceil(z * z * (p1 * (1 - p1) + p2 * (1 - p2)) / delta ** 2)
+
+
+def two_proportion_mde(p: float, n_per_arm: int, *, alpha: float = 0.05,
+                       power: float = 0.8) -> float:
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z * math.sqrt(2 * p * (1 - p) / n_per_arm))
+
+
+def sd_upper(sd: float, n: int, *, level: float = 0.8) -> float:
+    """One-sided ``level`` upper confidence bound of an SD estimated with n − 1 df."""
+    if n < 2:
+        return math.nan
+    return float(sd * math.sqrt((n - 1) / stats.chi2.ppf(1 - level, n - 1)))
+
+
+@attrs.frozen
+class VarianceComponents:
+    """Probability-scale components of Var(D_s) estimated from a paired pilot."""
+
+    var_d: float  # observed Var(D_s)
+    seed_part: float  # 2σ²_seed(1 − ρ), floored at 0
+    sigma_int: float
+    pq: float  # E[p(1 − p)] over prompts
+    k: int
+    m: int
+
+    def project(self, k: int, m: int) -> float:
+        return self.seed_part + 2 * (self.sigma_int ** 2 + self.pq / k) / m
+
+    def to_dict(self) -> dict[str, float]:
+        return {"var_d": self.var_d, "seed_part": self.seed_part,
+                "sigma_seed_pp_if_rho0": 100 * math.sqrt(self.seed_part / 2),
+                "sigma_int": self.sigma_int, "pq": self.pq, "samples_per_prompt": self.k,
+                "eval_prompts": self.m}
+
+
+def variance_components(base_units: np.ndarray, cand_units: np.ndarray, k: int
+                        ) -> VarianceComponents:
+    """Split Var(D_s) of a paired held-out pilot into its seed and prompt parts.
+
+    ``*_units`` are per-(pair, prompt) accuracies [S, M] measured with ``k`` samples each.
+    """
+    diff = cand_units - base_units
+    s, m = diff.shape
+    d = diff.mean(axis=1)
+    vd = float(d.var(ddof=1)) if s > 1 else math.nan
+    within = float(diff.var(axis=1, ddof=1).mean())  # = 2(σ²_int + pq/K) per prompt
+    acc = np.concatenate([base_units, cand_units]).ravel()
+    c = acc * k
+    pq = float(np.mean(c * (k - c) / (k * (k - 1)))) if k > 1 else float(np.mean(acc * (1 - acc)))
+    sigma_int2 = max(0.0, within / 2 - pq / k)
+    seed_part = max(0.0, vd - within / m) if s > 1 else math.nan
+    return VarianceComponents(var_d=vd, seed_part=seed_part, sigma_int=math.sqrt(sigma_int2),
+                              pq=pq, k=k, m=m)
+
+
+# ---- the hierarchical simulator --------------------------------------------------------
+
+@attrs.frozen
+class LogitModel:
+    """``logit p = μ + δ_l·arm + u_s + e_{s,arm} + b_m + c_{s,arm,m}`` with
+    Var(u + e) = σ²_seed, corr within a pair = ρ, b ~ N(0, σ²_prompt), c ~ N(0, σ²_int);
+    μ and δ_l are set so that the mean accuracy is ``p0`` and the effect is ``delta`` (prob.
+    scale) averaged over every random effect."""
+
+    p0: float
+    delta: float
+    sigma_seed: float = 0.1
+    rho: float = 0.0
+    sigma_prompt: float = 1.5
+    sigma_int: float = 0.5
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.p0 < 1:
+            raise ConfigError(f"baseline accuracy must lie in (0, 1), got {self.p0}")
+        if not 0 < self.p0 + self.delta < 1:
+            raise ConfigError(f"baseline accuracy + effect must lie in (0, 1), got "
+                              f"{self.p0} + {self.delta}")
+        if not 0 <= self.rho <= 1:
+            raise ConfigError(f"rho must lie in [0, 1], got {self.rho}")
+        for name in ("sigma_seed", "sigma_prompt", "sigma_int"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def _tau(self) -> float:
+        return math.sqrt(self.sigma_seed ** 2 + self.sigma_prompt ** 2 + self.sigma_int ** 2)
+
+    def _mean(self, eta: float) -> float:
+        z = eta + self._tau * math.sqrt(2) * _GH_X
+        return float(np.sum(_GH_W * special.expit(z)) / math.sqrt(math.pi))
+
+    @property
+    def mu(self) -> float:
+        return float(optimize.brentq(lambda m: self._mean(m) - self.p0, -30, 30))
+
+    @property
+    def delta_logit(self) -> float:
+        mu = self.mu
+        target = self.p0 + self.delta
+        return float(optimize.brentq(lambda d: self._mean(mu + d) - target, -40, 40))
+
+    def pp_components(self) -> tuple[float, float, float]:
+        """Delta-method probability-scale (σ_seed, σ_int, E[p(1−p)]) of this model."""
+        tau_b = math.sqrt(self.sigma_prompt ** 2)
+        z = self.mu + tau_b * math.sqrt(2) * _GH_X
+        p = special.expit(z)
+        w = _GH_W / math.sqrt(math.pi)
+        slope = float(np.sum(w * p * (1 - p)))
+        slope2 = float(np.sum(w * (p * (1 - p)) ** 2))
+        pq = float(np.sum(w * p * (1 - p)))
+        return self.sigma_seed * slope, self.sigma_int * math.sqrt(slope2), pq
+
+    def closed_form_var_d(self, k: int, m: int) -> float:
+        s_seed, s_int, pq = self.pp_components()
+        return var_d(s_seed, s_int, pq, k, m, rho=self.rho)
+
+
+def simulate_paired(model: LogitModel, *, n_pairs: int, m: int, k: int, num_sims: int,
+                    alpha: float = 0.05, seed: int = 0, effect: bool = True
+                    ) -> dict[str, float]:
+    """Simulate ``num_sims`` paired campaigns and run the paired t on each.
+
+    Returns the rejection rate (power, or type-I error with ``effect=False``), the mean
+    estimated effect and the empirical SD of D_s. Vectorised over simulations (in blocks).
+    """
+    if n_pairs < 2:
+        raise ConfigError(f"seeds must be >= 2 for a paired t, got {n_pairs}")
+    rng = np.random.default_rng(seed)
+    mu = model.mu
+    dl = model.delta_logit if effect else 0.0
+    sd_shared = model.sigma_seed * math.sqrt(model.rho)
+    sd_run = model.sigma_seed * math.sqrt(1 - model.rho)
+    block = max(1, 4_000_000 // (n_pairs * 2 * m))
+    rejections = 0
+    d_means = []
+    d_sds = []
+    for start in range(0, num_sims, block):
+        b = min(block, num_sims - start)
+        prompt = rng.normal(0, model.sigma_prompt, size=(b, 1, 1, m))
+        shared = rng.normal(0, sd_shared, size=(b, n_pairs, 1, 1))
+        run = rng.normal(0, sd_run, size=(b, n_pairs, 2, 1))
+        inter = rng.normal(0, model.sigma_int, size=(b, n_pairs, 2, m))
+        arm = np.array([0.0, dl]).reshape(1, 1, 2, 1)
+        p = special.expit(mu + arm + shared + run + prompt + inter)
+        acc = rng.binomial(k, p).mean(axis=3) / k  # [b, S, 2]
+        d = acc[:, :, 1] - acc[:, :, 0]
+        mean = d.mean(axis=1)
+        sd = d.std(axis=1, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = mean / (sd / math.sqrt(n_pairs))
+        p_val = 2 * stats.t.sf(np.abs(t), n_pairs - 1)
+        p_val = np.where(sd == 0, np.where(mean == 0, 1.0, 0.0), p_val)
+        rejections += int(np.sum(p_val < alpha))
+        d_means.append(mean)
+        d_sds.append(sd)
+    means = np.concatenate(d_means)
+    sds = np.concatenate(d_sds)
+    return {"rejection_rate": rejections / num_sims, "mean_delta": float(means.mean()),
+            "sd_pair_diff": float(np.sqrt(np.mean(sds ** 2))), "num_sims": num_sims}

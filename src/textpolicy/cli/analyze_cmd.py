@@ -1,0 +1,83 @@
+"""``tp analyze``: significance report of finished runs (campaign dir or explicit run dirs)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from textpolicy.errors import ConfigError
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("campaign_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--baseline", "baseline_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="Baseline run directory (repeat for each seed).")
+@click.option("--candidate", "candidate_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="Candidate run directory (repeat for each seed).")
+@click.option("--alpha", type=float, default=None, show_default="manifest or 0.05",
+              help="Significance level (two-sided).")
+@click.option("--resamples", type=int, default=None, show_default="manifest or 20000",
+              help="Bootstrap/permutation resamples.")
+@click.option("--seed", type=int, default=None, show_default="manifest or 0",
+              help="Seed of every resampling procedure.")
+@click.option("--mde", type=float, default=None,
+              help="Minimum detectable effect (pp) for the power section.")
+@click.option("--unpaired", is_flag=True, help="Do not pair runs by seed (Welch t primary).")
+@click.option("--json", "as_json", is_flag=True, help="Print significance.json to stdout.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Write the analysis files here (default: CAMPAIGN_DIR/analysis).")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
+            candidate_dirs: tuple[Path, ...], alpha: float | None, resamples: int | None,
+            seed: int | None, mde: float | None, unpaired: bool, as_json: bool,
+            out_dir: Path | None, no_plots: bool) -> None:
+    """Seed-level significance analysis of an A/B campaign.
+
+    \b
+    tp analyze results/my_campaign
+    tp analyze --baseline runs/grpo_s0 --baseline runs/grpo_s1 \\
+               --candidate runs/full_s0 --candidate runs/full_s1 --out report/
+    """
+    from textpolicy.analysis import (
+        analyze_campaign,
+        build_sepa_significance_markdown,
+        evaluate_significance,
+        write_outputs,
+    )
+
+    paired = False if unpaired else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if campaign_dir is not None:
+            if baseline_dirs or candidate_dirs:
+                raise ConfigError("give either CAMPAIGN_DIR or --baseline/--candidate, not both")
+            report = analyze_campaign(campaign_dir, alpha=alpha, num_resamples=resamples,
+                                      seed=seed, mde=mde, out_dir=out_dir, paired=paired,
+                                      plots=not no_plots)
+            written_to: Path | None = out_dir or campaign_dir / "analysis"
+        else:
+            if not baseline_dirs or not candidate_dirs:
+                raise ConfigError("give CAMPAIGN_DIR, or at least one --baseline and one "
+                                  "--candidate run directory")
+            report = evaluate_significance(
+                baseline_run_dirs=list(baseline_dirs), candidate_run_dirs=list(candidate_dirs),
+                alpha=0.05 if alpha is None else alpha,
+                num_resamples=20000 if resamples is None else resamples,
+                seed=0 if seed is None else seed, mde=mde, paired=paired)
+            written_to = None
+            if out_dir is not None:
+                write_outputs(report, out_dir, plots=not no_plots)
+                written_to = out_dir
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        click.echo(f"Warning: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(build_sepa_significance_markdown(report))
+    if written_to is not None:
+        click.echo(f"analysis written to {written_to}", err=True)
+    sys.stdout.flush()
