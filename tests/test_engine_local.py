@@ -1,0 +1,320 @@
+"""The local engine's primitives on the built-in tiny model (CPU, fp32)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from textpolicy.engines.base import (
+    AdamParams,
+    Datum,
+    SamplingParams,
+    build_rl_datum,
+    build_sft_datum,
+)
+from textpolicy.engines.local import TINY_MODEL, LocalEngine
+from textpolicy.engines.local.training_client import LocalTrainingClient
+from textpolicy.errors import ConfigError, EngineError
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEngine]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TEXTPOLICY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tp-cache"))
+    eng = LocalEngine(device="cpu", state_dir=tmp_path_factory.mktemp("states"))
+    yield eng
+    eng.close()
+    mp.undo()
+
+
+@pytest.fixture()
+def tc(engine: LocalEngine) -> LocalTrainingClient:
+    return engine.create_training_client(TINY_MODEL, lora_rank=None, seed=0)
+
+
+def prompt(tc: LocalTrainingClient, text: str) -> list[int]:
+    tok = tc.get_tokenizer()
+    return [tok.bos_token_id, *tok.encode(text, add_special_tokens=False)]
+
+
+def weights(tc: LocalTrainingClient) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in tc.trainable}
+
+
+def completion_logprobs(tc: LocalTrainingClient, p: list[int], c: list[int]) -> np.ndarray:
+    lp = tc.sampling_client("probe").compute_logprobs([p + c]).result()[0]
+    return np.asarray(lp[len(p):])
+
+
+def test_sampler_and_learner_logprobs_agree(tc: LocalTrainingClient) -> None:
+    sc = tc.sampling_client("s")
+    prompts = [prompt(tc, f"{a}+{b}=") for a, b in [(1, 2), (7, 8), (9, 9)]]
+    futures = [sc.sample(p, 8, SamplingParams(max_tokens=4, seed=i))
+               for i, p in enumerate(prompts)]
+    seqs = [f.result() for f in futures]
+    full = [p + list(s.tokens) for p, group in zip(prompts, seqs, strict=True) for s in group]
+    learner = sc.compute_logprobs(full).result()
+    worst = 0.0
+    for (p, group), start in zip(zip(prompts, seqs, strict=True), range(0, 24, 8), strict=True):
+        for j, s in enumerate(group):
+            assert len(s.tokens) == len(s.logprobs) >= 1
+            got = np.asarray(learner[start + j][len(p):])
+            worst = max(worst, float(np.abs(got - np.asarray(s.logprobs)).max()))
+    assert worst <= 1e-5
+
+
+def test_deferred_batching_and_stop_reasons(tc: LocalTrainingClient) -> None:
+    sc = tc.sampling_client("s")
+    tok = tc.get_tokenizer()
+    f1 = sc.sample(prompt(tc, "2+2="), 16, SamplingParams(max_tokens=4, seed=1))
+    f2 = sc.sample(prompt(tc, "9+8="), 16, SamplingParams(max_tokens=1, seed=2),
+                   topk_logprobs=3)
+    assert not f1.done() and not f2.done()  # nothing ran yet: one batch on first result()
+    first = f1.result()
+    assert f2.done()
+    for s in first:
+        assert (s.stop_reason == "stop") == (s.tokens[-1] == tok.eos_token_id)
+        assert s.stop_reason == "stop" or len(s.tokens) == 4
+        assert s.topk_logprobs is None
+    for s in f2.result():
+        assert len(s.tokens) == 1
+        assert s.topk_logprobs is not None and len(s.topk_logprobs[0]) == 3
+        lps = [lp for _, lp in s.topk_logprobs[0]]
+        assert lps == sorted(lps, reverse=True)
+        top = dict(s.topk_logprobs[0])
+        if s.tokens[0] in top:
+            assert abs(top[s.tokens[0]] - s.logprobs[0]) < 1e-6
+
+
+def test_sampling_is_seeded_per_sequence(tc: LocalTrainingClient) -> None:
+    p = prompt(tc, "3+4=")
+    params = SamplingParams(max_tokens=4, seed=123)
+    alone = tc.sampling_client("a").sample(p, 8, params).result()
+    sc = tc.sampling_client("b")
+    other = sc.sample(prompt(tc, "5+5="), 8, SamplingParams(max_tokens=4, seed=9))
+    together = sc.sample(p, 8, params)
+    other.result()
+    assert [s.tokens for s in together.result()] == [s.tokens for s in alone]
+    changed = tc.sampling_client("c").sample(p, 8, SamplingParams(max_tokens=4, seed=124))
+    assert [s.tokens for s in changed.result()] != [s.tokens for s in alone]
+
+
+def test_temperature_topk_and_greedy(tc: LocalTrainingClient) -> None:
+    sc = tc.sampling_client("t")
+    p = prompt(tc, "1+1=")
+    greedy = sc.sample(p, 4, SamplingParams(max_tokens=3, temperature=0.0)).result()
+    assert len({s.tokens for s in greedy}) == 1 and greedy[0].tokens[0] == tc.get_tokenizer(
+        ).encode("2", add_special_tokens=False)[0]
+    assert all(lp == 0.0 for lp in greedy[0].logprobs)
+    top1 = sc.sample(p, 8, SamplingParams(max_tokens=1, top_k=1, seed=5)).result()
+    assert {s.tokens for s in top1} == {greedy[0].tokens[:1]}
+    assert all(abs(s.logprobs[0]) < 1e-6 for s in top1)  # renormalised onto one token
+    # temperature changes the reported logprob: it is the sampling distribution's
+    hot = sc.sample(p, 1, SamplingParams(max_tokens=1, temperature=2.0, seed=7)).result()[0]
+    learner = completion_logprobs(tc, p, list(hot.tokens))
+    assert abs(hot.logprobs[0] - learner[0]) > 1e-3
+
+
+def test_sampler_is_a_snapshot(tc: LocalTrainingClient) -> None:
+    p = prompt(tc, "4+4=")
+    before = tc.sampling_client("before")
+    ref = before.sample(p, 8, SamplingParams(max_tokens=4, seed=3)).result()
+    tc.forward_backward([build_sft_datum(p, [5, 2])], "cross_entropy")
+    tc.optim_step(AdamParams(learning_rate=5e-2))
+    again = before.sample(p, 8, SamplingParams(max_tokens=4, seed=3)).result()
+    assert [(s.tokens, s.logprobs) for s in again] == [(s.tokens, s.logprobs) for s in ref]
+    after = tc.sampling_client("after").compute_logprobs([p + [5, 2]]).result()[0]
+    old = before.compute_logprobs([p + [5, 2]]).result()[0]
+    assert after[-2] > old[-2]
+
+
+def test_cross_entropy_targets_the_next_token(tc: LocalTrainingClient) -> None:
+    """The loss of build_sft_datum(p, c) is -Σ log p(c_i | p, c_<i): with an unshifted datum
+    (model_input = p + c, targets = p + c) the value and the trained token both change."""
+    tok = tc.get_tokenizer()
+    p, c = prompt(tc, "6+7="), [*tok.encode("13", add_special_tokens=False), tok.eos_token_id]
+    expected = -completion_logprobs(tc, p, c).sum()
+    got = tc.forward_backward([build_sft_datum(p, c)], "cross_entropy").result()
+    assert got.loss == pytest.approx(expected, rel=1e-5)
+    assert got.metrics["loss:sum"] == got.loss
+    full = p + c
+    unshifted = Datum(model_input=full, loss_fn_inputs={
+        "target_tokens": np.asarray(full, dtype=np.int64),
+        "weights": np.asarray([0.0] * len(p) + [1.0] * len(c), dtype=np.float32)})
+    wrong = tc.forward_backward([unshifted], "cross_entropy").result()
+    assert abs(wrong.loss - expected) > 0.1
+    tc.optim_step(AdamParams(learning_rate=0.0))  # discard accumulated gradients
+    # one optimizer step on the right datum raises log p of the intended next token
+    before = completion_logprobs(tc, p, c)
+    tc.forward_backward([build_sft_datum(p, c)], "cross_entropy")
+    tc.optim_step(AdamParams(learning_rate=1e-2))
+    after = completion_logprobs(tc, p, c)
+    assert (after > before).all()
+
+
+def test_importance_sampling_and_ppo_are_sums(tc: LocalTrainingClient) -> None:
+    sc = tc.sampling_client("is")
+    prompts = [prompt(tc, "2+3="), prompt(tc, "8+9=")]
+    futures = [sc.sample(p, 4, SamplingParams(max_tokens=4, seed=i))
+               for i, p in enumerate(prompts)]
+    rng = np.random.default_rng(0)
+    datums, hand_is, hand_ppo, hand_ppo_wide = [], 0.0, 0.0, 0.0
+    for p, f in zip(prompts, futures, strict=True):
+        for s in f.result():
+            adv = rng.normal(size=len(s.tokens))
+            # pretend the sampler was a little different so ratios are not all 1
+            q = np.asarray(s.logprobs) + rng.normal(scale=0.3, size=len(s.tokens))
+            datums.append(build_rl_datum(p, list(s.tokens), q, adv))
+            logp = completion_logprobs(tc, p, list(s.tokens))
+            q32 = q.astype(np.float32).astype(np.float64)
+            adv32 = adv.astype(np.float32).astype(np.float64)
+            ratio = np.exp(logp - q32)
+            hand_is += float(-(ratio * adv32).sum())
+            hand_ppo += float(-np.minimum(ratio * adv32,
+                                          np.clip(ratio, 0.8, 1.2) * adv32).sum())
+            hand_ppo_wide += float(-np.minimum(ratio * adv32,
+                                               np.clip(ratio, 0.5, 1.5) * adv32).sum())
+    got = tc.forward_backward(datums, "importance_sampling").result()
+    assert got.loss == pytest.approx(hand_is, rel=1e-5, abs=1e-5)
+    assert got.metrics["num_datums"] == len(datums)
+    ppo = tc.forward_backward(datums, "ppo").result()
+    assert ppo.loss == pytest.approx(hand_ppo, rel=1e-5, abs=1e-5)
+    wide = tc.forward_backward(datums, "ppo", {"clip_low_threshold": 0.5,
+                                               "clip_high_threshold": 1.5}).result()
+    assert wide.loss == pytest.approx(hand_ppo_wide, rel=1e-5, abs=1e-5)
+    # sum, not mean: the loss of the batch is the sum of the losses of its halves
+    half1 = tc.forward_backward(datums[:3], "importance_sampling").result().loss
+    half2 = tc.forward_backward(datums[3:], "importance_sampling").result().loss
+    assert half1 + half2 == pytest.approx(got.loss, rel=1e-5, abs=1e-5)
+
+
+def test_importance_sampling_gradient_lands_on_the_sampled_token(
+        tc: LocalTrainingClient) -> None:
+    """A positive advantage on one completion token raises exactly that token's
+    probability at that position, the next-token shift of build_rl_datum."""
+    tok = tc.get_tokenizer()
+    p = prompt(tc, "0+5=")
+    c = [tok.encode("z", add_special_tokens=False)[0]]  # an unlikely answer token
+    before = completion_logprobs(tc, p, c)
+    datum = build_rl_datum(p, c, before.astype(np.float32), [1.0])
+    assert datum.loss_fn_inputs["advantages"][len(p) - 1] == 1.0
+    tc.forward_backward([datum], "importance_sampling")
+    tc.optim_step(AdamParams(learning_rate=1e-2))
+    after = completion_logprobs(tc, p, c)
+    assert after[0] > before[0] + 0.05
+
+
+def test_micro_batching_does_not_change_gradients(engine: LocalEngine,
+                                                  tc: LocalTrainingClient) -> None:
+    small = LocalEngine(device="cpu", train_tokens_per_batch=8)
+    tc2 = small.create_training_client(TINY_MODEL, lora_rank=None, seed=0)
+    datums = [build_sft_datum(prompt(tc, f"{a}+{a}="), [4 + a]) for a in range(5)]
+    l1 = tc.forward_backward(datums, "cross_entropy").result().loss
+    l2 = tc2.forward_backward(datums, "cross_entropy").result().loss
+    assert l1 == pytest.approx(l2, rel=1e-6)
+    for (n, p1), (_, p2) in zip(tc.trainable, tc2.trainable, strict=True):
+        assert p1.grad is not None and p2.grad is not None
+        assert torch.allclose(p1.grad, p2.grad, atol=1e-6), n
+
+
+def _step(tc: LocalTrainingClient, k: int) -> None:
+    datums = [build_sft_datum(prompt(tc, f"{k}+{b}="), [3 + (k + b) % 10, 2])
+              for b in range(4)]
+    tc.forward_backward(datums, "cross_entropy")
+    tc.optim_step(AdamParams(learning_rate=3e-3, weight_decay=0.01, grad_clip_norm=1.0))
+
+
+def test_save_and_resume_reproduce_the_next_step(engine: LocalEngine,
+                                                 tmp_path: Path) -> None:
+    a = engine.create_training_client(TINY_MODEL, lora_rank=None, seed=0)
+    _step(a, 1)
+    _step(a, 2)
+    path = a.save_state(str(tmp_path / "ckpt")).result()
+    assert (Path(path) / "optimizer.pt").is_file()
+    _step(a, 3)
+    b = engine.resume_training_client(path)
+    assert b.optim_steps == 2
+    _step(b, 3)
+    for (n, pa), (_, pb) in zip(a.trainable, b.trainable, strict=True):
+        assert torch.equal(pa, pb), n
+    # without the optimizer state the same step lands elsewhere
+    c = engine.resume_training_client(path)
+    c.optimizer.state.clear()
+    _step(c, 3)
+    assert any(not torch.equal(pa, pc) for (_, pa), (_, pc) in
+               zip(a.trainable, c.trainable, strict=True))
+    # a relative name goes under the engine's state_dir
+    rel = a.save_state("named").result()
+    assert Path(rel).parent == engine.state_dir
+
+
+def test_corrupt_state_is_refused(engine: LocalEngine, tmp_path: Path) -> None:
+    a = engine.create_training_client(TINY_MODEL, lora_rank=None, seed=0)
+    path = Path(a.save_state(str(tmp_path / "ckpt")).result())
+    (path / "optimizer.pt").write_bytes(b"garbage")
+    with pytest.raises(EngineError, match="corrupt"):
+        engine.resume_training_client(str(path))
+    with pytest.raises(EngineError, match="not a local engine state"):
+        engine.resume_training_client(str(tmp_path))
+
+
+def test_lora_training_save_and_resume(engine: LocalEngine, tmp_path: Path) -> None:
+    base = engine.create_training_client(TINY_MODEL, lora_rank=None, seed=0)
+    a = engine.create_training_client(TINY_MODEL, lora_rank=4, seed=1)
+    names = [n for n, _ in a.trainable]
+    assert names and all("lora_" in n for n in names)
+    p = prompt(a, "3+3=")
+    seq = [p + [9, 2]]
+    start = a.sampling_client("x").compute_logprobs(seq).result()[0]
+    assert np.allclose(start, base.sampling_client("x").compute_logprobs(seq).result()[0],
+                       atol=1e-6)  # LoRA B starts at zero
+    frozen = {n: t.detach().clone() for n, t in a.model.named_parameters()
+              if not t.requires_grad}
+    _step(a, 1)
+    moved = a.sampling_client("y").compute_logprobs(seq).result()[0]
+    assert not np.allclose(moved, start)
+    for n, t in a.model.named_parameters():
+        if not t.requires_grad:
+            assert torch.equal(t, frozen[n]), n
+    path = a.save_state(str(tmp_path / "lora")).result()
+    assert (Path(path) / "adapter").is_dir() and not (Path(path) / "model").exists()
+    _step(a, 2)
+    b = engine.resume_training_client(path)
+    assert b.lora_rank == 4
+    assert b.sampling_client("z").compute_logprobs(seq).result()[0] == pytest.approx(
+        moved, abs=1e-7)
+    _step(b, 2)
+    for (n, pa), (_, pb) in zip(a.trainable, b.trainable, strict=True):
+        assert torch.equal(pa, pb), n
+    # seeded init: the same seed gives the same adapter, another seed another one
+    same = engine.create_training_client(TINY_MODEL, lora_rank=4, seed=1)
+    other = engine.create_training_client(TINY_MODEL, lora_rank=4, seed=2)
+    first = next(t for n, t in same.trainable if "lora_A" in n)
+    assert torch.equal(first, next(t for n, t in engine.create_training_client(
+        TINY_MODEL, lora_rank=4, seed=1).trainable if "lora_A" in n))
+    assert not torch.equal(first, next(t for n, t in other.trainable if "lora_A" in n))
+
+
+def test_bad_requests_raise_engine_errors(tc: LocalTrainingClient, engine: LocalEngine) -> None:
+    p = prompt(tc, "1+2=")
+    with pytest.raises(EngineError, match="unknown loss"):
+        tc.forward_backward([build_sft_datum(p, [5])], "dro")
+    with pytest.raises(EngineError, match="lacks"):
+        tc.forward_backward([build_sft_datum(p, [5])], "importance_sampling")
+    with pytest.raises(EngineError, match="loss_fn_config"):
+        tc.forward_backward([build_sft_datum(p, [5])], "cross_entropy", {"clip": 1.0})
+    with pytest.raises(EngineError, match="token ids"):
+        tc.forward_backward([build_sft_datum(p, [999])], "cross_entropy")
+    sc = tc.sampling_client("bad")
+    with pytest.raises(EngineError, match="max_tokens"):
+        sc.sample(p, 1, SamplingParams(max_tokens=0))
+    with pytest.raises(EngineError, match="empty"):
+        sc.sample([], 1, SamplingParams(max_tokens=1))
+    with pytest.raises(ConfigError, match="config.json"):
+        engine.create_training_client("/nonexistent/model", lora_rank=None, seed=0)
+    with pytest.raises(ConfigError, match="device"):
+        LocalEngine(device="tpu")
