@@ -127,8 +127,8 @@ def test_sampler_is_a_snapshot(tc: LocalTrainingClient) -> None:
     tc.optim_step(AdamParams(learning_rate=5e-2))
     again = before.sample(p, 8, SamplingParams(max_tokens=4, seed=3)).result()
     assert [(s.tokens, s.logprobs) for s in again] == [(s.tokens, s.logprobs) for s in ref]
-    after = tc.sampling_client("after").compute_logprobs([p + [5, 2]]).result()[0]
-    old = before.compute_logprobs([p + [5, 2]]).result()[0]
+    after = tc.sampling_client("after").compute_logprobs([[*p, 5, 2]]).result()[0]
+    old = before.compute_logprobs([[*p, 5, 2]]).result()[0]
     assert after[-2] > old[-2]
 
 
@@ -268,7 +268,7 @@ def test_lora_training_save_and_resume(engine: LocalEngine, tmp_path: Path) -> N
     names = [n for n, _ in a.trainable]
     assert names and all("lora_" in n for n in names)
     p = prompt(a, "3+3=")
-    seq = [p + [9, 2]]
+    seq = [[*p, 9, 2]]
     start = a.sampling_client("x").compute_logprobs(seq).result()[0]
     assert np.allclose(start, base.sampling_client("x").compute_logprobs(seq).result()[0],
                        atol=1e-6)  # LoRA B starts at zero
@@ -314,7 +314,7 @@ def test_bad_requests_raise_engine_errors(tc: LocalTrainingClient, engine: Local
         sc.sample(p, 1, SamplingParams(max_tokens=0))
     with pytest.raises(EngineError, match="empty"):
         sc.sample([], 1, SamplingParams(max_tokens=1))
-    with pytest.raises(ConfigError, match="config.json"):
+    with pytest.raises(ConfigError, match=r"config\.json"):
         engine.create_training_client("/nonexistent/model", lora_rank=None, seed=0)
     with pytest.raises(ConfigError, match="device"):
         LocalEngine(device="tpu")
