@@ -1,0 +1,160 @@
+"""Running a spec: sweep, campaign, or experiment (sweep → campaign at the tuned LRs →
+analysis). ``tp run``, ``tp sweep`` and ``tp campaign`` all end here.
+
+Output directories: a sweep or a campaign writes into the spec's output directory; an
+experiment writes ``<output>/sweep/`` and ``<output>/campaign/`` (its analysis in
+``<output>/campaign/analysis/``) and ``<output>/experiment.json``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from textpolicy.errors import TextPolicyError
+from textpolicy.runner import campaign as cmp
+from textpolicy.runner import manifest as mf
+from textpolicy.runner import sweep as swp
+from textpolicy.runner.execute import Executor, RunResult, WandbTarget
+from textpolicy.runner.plan import Plan, campaign_plan, format_lr, sweep_plan
+from textpolicy.runner.progress import Display
+from textpolicy.runner.spec import Spec
+
+EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
+
+Echo = Callable[[str], None]
+
+
+class RunFailedError(TextPolicyError):
+    """Runs of a sweep or campaign failed (exit code 1)."""
+
+
+@attrs.frozen
+class Options:
+    """How to run (the spec says what)."""
+
+    execute: bool = True
+    parallel: int | None = None  # None: the spec's
+    continue_on_error: bool | None = None
+    workers: str = "auto"
+    progress: str = "auto"
+
+
+@attrs.frozen
+class Outcome:
+    exit_code: int
+    root: Path
+    sweep: swp.SweepReport | None = None
+    campaign_status: str | None = None
+    analysis_dir: Path | None = None
+
+
+def _executor(spec: Spec, plan: Plan, opts: Options, stop: threading.Event,
+              title: str) -> Executor:
+    parallel = opts.parallel if opts.parallel is not None else spec.parallel
+    cont = (opts.continue_on_error if opts.continue_on_error is not None
+            else spec.continue_on_error)
+    wandb = WandbTarget(spec.wandb, group=spec.name or plan.root.name) if spec.wandb else None
+    return Executor(plan, parallel=parallel, continue_on_error=cont, workers=opts.workers,
+                    display=Display(title, mode=opts.progress), wandb=wandb, stop=stop)
+
+
+def _check(results: list[RunResult], stop: threading.Event, echo: Echo) -> int:
+    if stop.is_set() or any(r.status == "stopped" for r in results):
+        echo("Stopped: every run saved a checkpoint; run the same command again to resume.")
+        return EXIT_STOPPED
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        echo(f"FAILED {r.key}: {r.error}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
+          campaign_output: str | None = None) -> tuple[int, swp.SweepReport | None]:
+    plan = sweep_plan(spec, root)
+    swp.write_plan(spec, plan)
+    echo(f"LR sweep: {len(plan.runs)} probes ({plan.total_steps} steps) in {root}")
+    if not opts.execute:
+        echo(f"Dry run: wrote {root / 'manifest.json'} and {root / 'run_commands.sh'}")
+        return EXIT_OK, None
+    results = _executor(spec, plan, opts, stop, f"sweep {spec.name}").run()
+    code = _check(results, stop, echo)
+    if code == EXIT_STOPPED:
+        return code, None
+    report = swp.finish_sweep(spec, plan, results, campaign_output)
+    echo(report.text())
+    return code, report
+
+
+def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
+             tuned: dict[str, float] | None = None) -> tuple[int, str | None, Path | None]:
+    plan = campaign_plan(spec, root, tuned)
+    cmp.write_plan(spec, plan, tuned)
+    lrs = ", ".join(f"{a.label}={format_lr(next(r.lr for r in plan.runs if r.arm == a.label))}"
+                    for a in spec.arms)
+    echo(f"Campaign: {len(spec.arms)} arms × {len(spec.seeds)} seeds = {len(plan.runs)} runs "
+         f"({plan.total_steps} steps) in {root}; LRs {lrs}")
+    if not opts.execute:
+        echo(f"Dry run: wrote {root / 'manifest.json'} and {root / 'run_commands.sh'}; "
+             "add --execute to run it")
+        return EXIT_OK, "planned", None
+    results = _executor(spec, plan, opts, stop, f"campaign {spec.name}").run()
+    status = cmp.update_manifest(spec, plan, results, tuned)
+    code = _check(results, stop, echo)
+    if code != EXIT_OK:
+        return code, status, None
+    if not spec.analysis.enabled:
+        return code, status, None
+    out, text = cmp.analyze(spec, plan)
+    if text:
+        echo(text.rstrip())
+    echo(f"Analysis written to {out}")
+    return code, status, out
+
+
+def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
+             stop: threading.Event | None = None) -> Outcome:
+    """Run (or with ``execute=False`` only plan) a spec of any kind."""
+    opts = opts or Options()
+    stop = stop or threading.Event()
+    root = spec.output_dir()
+    if spec.kind == "sweep":
+        code, report = sweep(spec, root, opts, stop, echo)
+        return Outcome(code, root, sweep=report)
+    if spec.kind == "campaign":
+        code, status, analysis = campaign(spec, root, opts, stop, echo)
+        return Outcome(code, root, campaign_status=status, analysis_dir=analysis)
+    # experiment
+    root.mkdir(parents=True, exist_ok=True)
+    campaign_root = root / "campaign"
+    code, report = sweep(spec, root / "sweep", opts, stop, echo,
+                         campaign_output=str(campaign_root))
+    if not opts.execute:
+        mf.write_json(root / "experiment.json", {
+            "kind": "experiment", "name": spec.name, "status": "planned",
+            "sweep": "sweep", "campaign": "campaign",
+            "note": "the campaign is planned once the sweep has chosen each arm's LR",
+            "spec": spec.to_dict()})
+        return Outcome(code, root)
+    cont = (opts.continue_on_error if opts.continue_on_error is not None
+            else spec.continue_on_error)
+    if report is None or code == EXIT_STOPPED or (code == EXIT_FAILED and not cont):
+        return Outcome(code, root, sweep=report)
+    tuned = report.best_lr
+    untuned = [a.label for a in spec.arms if a.lr is None and a.label not in tuned]
+    if untuned:
+        raise RunFailedError(f"the sweep found no LR for arm(s) {', '.join(untuned)} "
+                             f"(every probe failed); see {root / 'sweep'}")
+    echo("Campaign LRs from the sweep: "
+         + ", ".join(f"{k}={format_lr(v)}" for k, v in tuned.items()))
+    code2, status, analysis = campaign(spec, campaign_root, opts, stop, echo, tuned)
+    mf.write_json(root / "experiment.json", {
+        "kind": "experiment", "name": spec.name, "status": status,
+        "sweep": "sweep", "campaign": "campaign", "best_lr": tuned,
+        "selection_metric": report.metric, "analysis": "campaign/analysis" if analysis
+        else None, "spec": spec.to_dict()})
+    return Outcome(code2 if code2 != EXIT_OK else code, root, sweep=report,
+                   campaign_status=status, analysis_dir=analysis)

@@ -1,0 +1,332 @@
+"""Executing a plan: finished runs skipped, interrupted runs resumed, N at a time.
+
+Runs execute in *slots*; each slot makes one engine and reuses it for run after run (each
+run gets its own training client), so imports and engine start-up are paid once per slot:
+
+* ``parallel == 1``: one slot, a thread of this process.
+* ``parallel > 1``, ``workers="thread"``: N threads of this process (for remote engines such
+  as ``tinker``, where a run mostly waits on the network).
+* ``parallel > 1``, ``workers="process"``: N long-lived worker processes
+  (``python -m textpolicy.runner.worker``), which is what uses several CPU cores for the local
+  engine (torch CPU work in threads of one process contends for the GIL).
+  ``workers="auto"`` picks processes for the ``local`` engine and threads otherwise.
+
+Training always happens off the main thread; the main thread only waits, so Ctrl-C sets the
+stop event (and forwards SIGINT to worker processes): every running run ends after its current
+step with a checkpoint, and re-running the same command resumes it. A run whose metrics hold
+every step and whose final checkpoint exists is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from textpolicy.errors import TextPolicyError
+from textpolicy.runner.follow import Follower, FollowerThread
+from textpolicy.runner.plan import Plan, PlannedRun
+from textpolicy.runner.progress import Display
+from textpolicy.runner.results import completed_steps, is_finished
+from textpolicy.runner.spec import WandbSpec
+
+WORKER_MODES = ("auto", "thread", "process")
+
+
+@attrs.define
+class RunResult:
+    key: str
+    status: str  # finished | skipped | stopped | failed | not_started
+    steps_done: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@attrs.frozen
+class WandbTarget:
+    spec: WandbSpec
+    group: str
+
+    def follower(self, run: PlannedRun, poll: float = 1.0) -> Follower:
+        return Follower(Path(run.config.log_dir) / "metrics.jsonl", project=self.spec.project,
+                        entity=self.spec.entity, group=self.spec.group or self.group,
+                        run_name=f"{self.group}-{run.key.replace('/', '-')}",
+                        poll_seconds=poll, idle_timeout_seconds=float("inf"),
+                        mode=self.spec.mode)
+
+
+class _Slot:
+    """Somewhere a run executes: a thread of this process or a worker process. A slot keeps
+    its engine (and its imports) from run to run."""
+
+    def __init__(self, executor: Executor, index: int) -> None:
+        self.executor = executor
+        self.index = index
+        self.current: str | None = None
+
+    def assign(self, run: PlannedRun) -> None:
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _ThreadSlot(_Slot):
+    def __init__(self, executor: Executor, index: int, engine: Any = None) -> None:
+        super().__init__(executor, index)
+        self._jobs: queue.Queue[PlannedRun | None] = queue.Queue()
+        self._engine = engine
+        self._owns_engine = engine is None
+        self._thread = threading.Thread(target=self._main, daemon=True, name=f"slot {index}")
+        self._thread.start()
+
+    def assign(self, run: PlannedRun) -> None:
+        self.current = run.key
+        self._jobs.put(run)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=60)
+
+    def _main(self) -> None:
+        from textpolicy.training import run_training
+        from textpolicy.training.loop import make_engine
+
+        events = self.executor.events
+        try:
+            while True:
+                run = self._jobs.get()
+                if run is None:
+                    return
+                key = run.key
+
+                def on_step(row: dict[str, Any], key: str = key) -> None:
+                    events.put(("step", (key, row)))
+
+                try:
+                    if self._engine is None:
+                        self._engine = make_engine(run.config)
+                    outcome = run_training(run.config, on_step=on_step,
+                                           stop=self.executor.stop, engine=self._engine,
+                                           progress="off")
+                    result = RunResult(key, "finished" if outcome.status == "finished"
+                                       else "stopped", outcome.steps_done)
+                except TextPolicyError as exc:
+                    result = RunResult(key, "failed", _steps(run), error=str(exc))
+                except Exception as exc:  # a crashed run is reported; the others go on
+                    result = RunResult(key, "failed", _steps(run),
+                                       error=f"{type(exc).__name__}: {exc}")
+                events.put(("done", (self.index, result)))
+        finally:
+            close = getattr(self._engine, "close", None)
+            if self._owns_engine and callable(close):
+                close()
+
+
+class _ProcessSlot(_Slot):
+    def __init__(self, executor: Executor, index: int) -> None:
+        super().__init__(executor, index)
+        log_dir = executor.plan.root / ".runner"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_dir / f"worker{index}.log", "ab")  # noqa: SIM115
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "textpolicy.runner.worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._log, env=env, text=True, bufsize=1)
+        self._runs: dict[str, PlannedRun] = {}
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name=f"worker {index} reader")
+        self._reader.start()
+
+    def assign(self, run: PlannedRun) -> None:
+        self.current = run.key
+        self._runs[run.key] = run
+        assert self.proc.stdin is not None
+        job = {"key": run.key, "config": run.config.to_dict()}
+        self.proc.stdin.write(json.dumps(job, default=str) + "\n")
+        self.proc.stdin.flush()
+
+    def interrupt(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.send_signal(signal.SIGINT)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._reader.join(timeout=10)
+        self._log.close()
+
+    def _read(self) -> None:
+        events = self.executor.events
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            key = msg.get("key")
+            if msg.get("event") == "step":
+                events.put(("step", (key, msg)))
+            elif msg.get("event") == "done":
+                run = self._runs.get(key)
+                steps = msg.get("steps_done")
+                if steps is None and run is not None:
+                    steps = _steps(run)
+                events.put(("done", (self.index, RunResult(key, msg["status"], int(steps or 0),
+                                                           error=msg.get("error")))))
+                self.current = None
+        code = self.proc.wait()
+        if self.current is not None:  # died mid-run
+            run = self._runs[self.current]
+            status = "stopped" if self.executor.stop.is_set() else "failed"
+            events.put(("done", (self.index, RunResult(
+                run.key, status, _steps(run), error=f"worker exited with code {code}"))))
+            self.current = None
+        events.put(("dead", self.index))
+
+
+def _steps(run: PlannedRun) -> int:
+    return completed_steps(Path(run.config.log_dir))
+
+
+class Executor:
+    def __init__(self, plan: Plan, *, parallel: int = 1, continue_on_error: bool = False,
+                 workers: str = "auto", display: Display | None = None,
+                 wandb: WandbTarget | None = None, stop: threading.Event | None = None) -> None:
+        self.plan = plan
+        self.parallel = max(1, parallel)
+        self.continue_on_error = continue_on_error
+        if workers == "auto":
+            engine = plan.runs[0].config.engine if plan.runs else "local"
+            workers = "process" if engine == "local" else "thread"
+        self.workers = workers if self.parallel > 1 else "thread"
+        self.display = display or Display(plan.kind, mode="off")
+        self.wandb = wandb
+        self.stop = stop or threading.Event()
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.engine: Any = None  # an engine to reuse in-process (parallel == 1)
+
+    def _make_slot(self, index: int) -> _Slot:
+        if self.workers == "process":
+            return _ProcessSlot(self, index)
+        return _ThreadSlot(self, index, engine=self.engine)
+
+    # ------------------------------------------------------------------ public
+    def run(self) -> list[RunResult]:
+        runs = list(self.plan.runs)
+        results: dict[str, RunResult] = {}
+        self.display.start([r.key for r in runs], {r.key: r.config.max_steps for r in runs})
+        todo: list[PlannedRun] = []
+        for run in runs:
+            if is_finished(Path(run.config.log_dir), run.config.max_steps):
+                results[run.key] = RunResult(run.key, "skipped", run.config.max_steps)
+                self.display.run_state(run.key, "skipped", step=run.config.max_steps,
+                                       note="already finished")
+            else:
+                todo.append(run)
+        slots: dict[int, _Slot] = {}
+        idle: list[int] = []
+        running: dict[str, tuple[PlannedRun, float, FollowerThread | None]] = {}
+        failed = False
+        next_index = 0
+        interrupted = False
+        try:
+            while todo or running:
+                while (todo and len(running) < self.parallel and not self.stop.is_set()
+                       and not (failed and not self.continue_on_error)):
+                    if idle:
+                        slot = slots[idle.pop()]
+                    else:
+                        slot = self._make_slot(next_index)
+                        slots[next_index] = slot
+                        next_index += 1
+                    run = todo.pop(0)
+                    done0 = _steps(run)
+                    running[run.key] = (run, time.monotonic(), self._start_follower(run))
+                    self.display.run_state(run.key, "running", step=done0,
+                                           note="resuming" if done0 else "")
+                    slot.assign(run)
+                if not running:
+                    break
+                try:
+                    kind, payload = self.events.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                except KeyboardInterrupt:
+                    if interrupted:  # a second Ctrl-C: stop now
+                        for slot in slots.values():
+                            if isinstance(slot, _ProcessSlot):
+                                slot.kill()
+                        raise
+                    interrupted = True
+                    self.stop.set()
+                    for slot in slots.values():
+                        slot.interrupt()
+                    continue
+                if kind == "step":
+                    key, row = payload
+                    if key in running:
+                        self.display.run_step(key, int(row.get("step") or 0) + 1, row)
+                elif kind == "dead":
+                    slots.pop(payload, None)
+                    if payload in idle:
+                        idle.remove(payload)
+                elif kind == "done":
+                    index, result = payload
+                    if result.key not in running:
+                        continue
+                    run, t0, follower = running.pop(result.key)
+                    result.seconds = time.monotonic() - t0
+                    if follower is not None:
+                        follower.finish()
+                    results[result.key] = result
+                    if index in slots:
+                        idle.append(index)
+                    self.display.run_state(result.key, result.status, step=result.steps_done,
+                                           note=(result.error or "")[:200])
+                    if result.status == "failed":
+                        failed = True
+        finally:
+            for slot in slots.values():
+                slot.close()
+            self.display.close()
+        for run in runs:
+            if run.key not in results:
+                results[run.key] = RunResult(run.key, "not_started", _steps(run))
+        return [results[r.key] for r in runs]
+
+    # ------------------------------------------------------------------ internals
+    def _start_follower(self, run: PlannedRun) -> FollowerThread | None:
+        if self.wandb is None:
+            return None
+        return FollowerThread(self.wandb.follower(run)).start()
+
+
+def run_plan(plan: Plan, **kwargs: Any) -> list[RunResult]:
+    """Execute ``plan`` (see :class:`Executor` for the keyword arguments)."""
+    return Executor(plan, **kwargs).run()

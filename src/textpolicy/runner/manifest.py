@@ -1,0 +1,202 @@
+"""What a plan writes before anything runs: manifest.json and run_commands.sh.
+
+``run_commands.sh`` holds one ``tp train`` command per run; it ``cd``s into its own directory
+first, so its relative ``--log-dir`` paths reproduce the plan's layout wherever the directory
+is moved. The manifest records the resolved config of every run, the versions of textpolicy,
+tinker, torch, transformers and Python, the git commit of the textpolicy source when it is a
+checkout, the task's data fingerprint, and the commands — never a secret (credential-like
+option names are redacted; the spec refuses them in the first place).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from textpolicy.runner.plan import Plan, PlannedRun, format_lr
+from textpolicy.training.config import TrainConfig
+
+REDACTED = "<redacted>"
+_SECRET = re.compile(r"key|token|secret|password|passwd|credential|auth", re.IGNORECASE)
+
+#: stage parameter → the seed document's `tp train` flag
+STAGE_FLAGS: dict[tuple[str, str], str] = {
+    ("gtpo", "beta"): "--gtpo-beta",
+    ("hicra", "alpha"): "--hicra-alpha",
+    ("sepa", "ramp_steps"): "--sepa-steps",
+    ("sepa", "schedule"): "--sepa-schedule",
+    ("sepa", "delay_steps"): "--sepa-delay-steps",
+    ("sepa", "correct_rate_gate"): "--sepa-correct-rate-gate",
+}
+
+
+def redact(value: Any) -> Any:
+    """Copy with credential-like keys (at any depth) replaced by a marker."""
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _SECRET.search(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def config_record(config: TrainConfig) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(json.dumps(config.to_dict(), default=str))
+    out: dict[str, Any] = redact(data)
+    return out
+
+
+def _num(value: float) -> str:
+    """A number as a short flag value that reads back exactly (0.7, 1, 5e-05)."""
+    if isinstance(value, float):
+        text = format(value, "g")
+        return text if float(text) == value else repr(value)
+    return str(value)
+
+
+def train_command(config: TrainConfig, *, log_dir: str | None = None) -> list[str]:
+    """The ``tp train`` argv that reproduces ``config`` (every setting explicit)."""
+    argv = ["tp", "train", "--engine", config.engine, "--task", config.task]
+    if config.model:
+        argv += ["--model", config.model]
+    for key, value in sorted(config.engine_options.items()):
+        if key == "base_url":
+            argv += ["--base-url", str(value)]
+        else:
+            argv += ["--engine-option", f"{key}={_json(value)}"]
+    for key, value in sorted(config.task_params.items()):
+        argv += ["--task-option", f"{key}={_json(value)}"]
+    argv += ["--pipeline", config.pipeline, "--lr", format_lr(config.lr),
+             "--max-steps", str(config.max_steps), "--batch-size", str(config.batch_size),
+             "--group-size", str(config.group_size),
+             "--lora-rank", str(config.lora_rank or 0),
+             "--max-tokens", str(config.max_tokens), "--temperature", _num(config.temperature),
+             "--seed", str(config.seed), "--save-every", str(config.save_every),
+             "--eval-every", str(config.eval_every), "--eval-samples", str(config.eval_samples)]
+    defaults = TrainConfig(log_dir="x")
+    if config.eval_prompts is not None:
+        argv += ["--eval-prompts", str(config.eval_prompts)]
+    if config.eval_temperature != defaults.eval_temperature:
+        argv += ["--eval-temperature", _num(config.eval_temperature)]
+    if config.max_examples is not None:
+        argv += ["--max-examples", str(config.max_examples)]
+    if config.loss != defaults.loss:
+        argv += ["--loss", config.loss]
+    if config.loss_aggregation != defaults.loss_aggregation:
+        argv += ["--loss-aggregation", config.loss_aggregation]
+    for stage, params in sorted(config.pipeline_params.items()):
+        for key, value in sorted(dict(params).items()):
+            flag = STAGE_FLAGS.get((stage, key))
+            if flag is not None:
+                argv += [flag, _num(value) if not isinstance(value, str) else value]
+    if config.condition:
+        argv += ["--condition", config.condition]
+    argv += ["--log-dir", log_dir if log_dir is not None else config.log_dir]
+    return argv
+
+
+def _json(value: Any) -> str:
+    """VALUE of a ``KEY=VALUE`` flag: tp train reads JSON when it parses, else a string."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value)
+
+
+def unexpressed_settings(config: TrainConfig) -> list[str]:
+    """Settings of ``config`` that ``tp train`` has no flag for (stage parameters beyond the
+    seed document's six); ``run_commands.sh`` names them in a comment."""
+    return [f"{stage}.{key}" for stage, params in sorted(config.pipeline_params.items())
+            for key in sorted(dict(params)) if (stage, key) not in STAGE_FLAGS]
+
+
+def run_commands_script(plan: Plan, header: Sequence[str] = ()) -> str:
+    lines = ["#!/usr/bin/env bash",
+             f"# {plan.kind}: {len(plan.runs)} runs; re-running a command resumes its run.",
+             *[f"# {h}" for h in header],
+             "set -euo pipefail",
+             'cd "$(dirname "$0")"', ""]
+    for run in plan.runs:
+        missing = unexpressed_settings(run.config)
+        if missing:
+            lines.append(f"# not expressible as tp train flags (see manifest.json): "
+                         f"{', '.join(missing)}")
+        lines.append(shlex.join(train_command(run.config, log_dir=run.key)))
+    return "\n".join(lines) + "\n"
+
+
+def write_run_commands(plan: Plan, header: Sequence[str] = ()) -> Path:
+    path = plan.root / "run_commands.sh"
+    path.write_text(run_commands_script(plan, header), encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+# --------------------------------------------------------------------------- provenance
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    return {name: _version(name) for name in ("textpolicy", "tinker", "torch", "transformers")
+            } | {"python": platform.python_version()}
+
+
+def git_commit() -> dict[str, Any] | None:
+    """Commit of the textpolicy source checkout (None when it is not a git checkout)."""
+    import textpolicy
+
+    where = Path(textpolicy.__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=where, capture_output=True, text=True, timeout=10,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)} if commit else None
+
+
+def task_fingerprint(task_name: str, task_params: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's ``describe()`` and data ``fingerprint()`` (an error note if unavailable)."""
+    from textpolicy.plugins import get_registry, structure_params
+
+    try:
+        record = get_registry().tasks.get(task_name)
+        params = structure_params(record.params, task_params, where=f"task {task_name!r}")
+        task = record.factory(params)
+        return {"name": task_name, "describe": redact(dict(task.describe())),
+                "fingerprint": dict(task.fingerprint())}
+    except Exception as exc:  # provenance must never stop a plan from being written
+        return {"name": task_name, "fingerprint": None,
+                "fingerprint_error": f"{type(exc).__name__}: {exc}"}
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def run_entry(run: PlannedRun) -> dict[str, Any]:
+    return {"seed": run.seed, "log_dir": run.key, "lr": run.lr,
+            "command": shlex.join(train_command(run.config, log_dir=run.key)),
+            "config": config_record(run.config)}
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(redact(data), indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,291 @@
+"""The LR sweep: probes, the seed document's results table, best LR per arm, the recommended
+campaign (command and ready-to-run spec), and a plot of the selection metric against LR.
+
+Files in the sweep root::
+
+    manifest.json  run_commands.sh          the plan (written before anything runs)
+    <arm>_lr<lr>/[seed<s>/]                  one run directory per probe
+    sweep_results.json                       every probe, the per-LR summary, best_lr per arm
+    sweep_plot.png                           selection metric vs LR, one line per arm
+    campaign.toml                            ready-to-run campaign spec at the tuned LRs
+
+The best LR is chosen on held-out eval accuracy at the probe's last step, averaged over the
+sweep seeds, when eval is configured; otherwise on the final running correct rate (the seed
+document's rule). The table and sweep_results.json say which metric chose it. Ties go to the
+smaller LR.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from textpolicy.runner import manifest as mf
+from textpolicy.runner.execute import RunResult
+from textpolicy.runner.plan import Plan, format_lr, swept_arms
+from textpolicy.runner.results import summarize_run
+from textpolicy.runner.spec import Spec
+from textpolicy.runner.toml_out import dumps as toml_dumps
+
+RULE_WIDTH = 80
+METRIC_EVAL = "eval_accuracy"
+METRIC_RUNNING = "running_correct_rate"
+
+
+@attrs.frozen
+class ProbeRow:
+    """One (arm, LR) of the table, averaged over the sweep seeds."""
+
+    algorithm: str
+    pipeline: str
+    lr: float
+    steps: int
+    datums: int
+    correct_rate: float | None
+    running_correct_rate: float | None
+    mean_loss: float | None
+    eval_accuracy: float | None
+    status: str
+    seeds: int
+
+    def metric(self, name: str) -> float | None:
+        value = getattr(self, name)
+        return float(value) if value is not None else None
+
+
+def selection_metric(spec: Spec, plan: Plan) -> str:
+    eval_on = bool(plan.runs) and plan.runs[0].config.eval_every > 0
+    if spec.sweep.select == "eval" or (spec.sweep.select == "auto" and eval_on):
+        return METRIC_EVAL
+    return METRIC_RUNNING
+
+
+def metric_label(metric: str, seeds: int, step: int) -> str:
+    over = f"mean over {seeds} seeds" if seeds > 1 else "1 seed"
+    if metric == METRIC_EVAL:
+        return f"held-out eval accuracy at step {step} ({over})"
+    return f"final running correct rate ({over})"
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def write_plan(spec: Spec, plan: Plan) -> None:
+    """manifest.json + run_commands.sh of the sweep."""
+    plan.root.mkdir(parents=True, exist_ok=True)
+    runs = [{"algorithm": r.arm, "pipeline": r.pipeline, **mf.run_entry(r)} for r in plan.runs]
+    mf.write_json(plan.root / "manifest.json", {
+        "kind": "sweep", "name": spec.name, "created_at": mf.now(),
+        "lr_values": list(spec.sweep.lr_values), "probe_steps": spec.sweep.probe_steps,
+        "seeds": list(spec.sweep.seeds), "select": spec.sweep.select,
+        "runs": runs, "commands": [r["command"] for r in runs],
+        "spec": spec.to_dict(), "versions": mf.versions(), "git": mf.git_commit(),
+        "task": mf.task_fingerprint(spec.task.name, spec.task.params),
+    })
+    mf.write_run_commands(plan, header=[f"LR sweep {spec.name}"])
+
+
+def summarize(spec: Spec, plan: Plan, results: Sequence[RunResult]) -> list[ProbeRow]:
+    status = {r.key: r for r in results}
+    rows: list[ProbeRow] = []
+    groups: dict[tuple[str, float], list[Any]] = {}
+    for run in plan.runs:
+        groups.setdefault((run.arm, run.lr), []).append(run)
+    for (arm, lr), runs in groups.items():
+        summaries = [summarize_run(Path(r.config.log_dir)) for r in runs]
+        states = [status[r.key].status if r.key in status else "not_started" for r in runs]
+        ok = [s in ("finished", "skipped") for s in states]
+        label = "ok" if all(ok) else (
+            f"{sum(ok)}/{len(ok)} ok" if len(ok) > 1 else ("failed" if "failed" in states
+                                                           else states[0]))
+        rows.append(ProbeRow(
+            algorithm=arm, pipeline=runs[0].pipeline, lr=lr,
+            steps=round(sum(s.steps for s in summaries) / len(summaries)),
+            datums=round(sum(s.datums for s in summaries) / len(summaries)),
+            correct_rate=_mean([s.correct_rate for s in summaries]),
+            running_correct_rate=_mean([s.running_correct_rate for s in summaries]),
+            mean_loss=_mean([s.mean_loss for s in summaries]),
+            eval_accuracy=_mean([s.eval_accuracy for s in summaries]),
+            status=label, seeds=len(runs)))
+    return rows
+
+
+def best_lrs(rows: Sequence[ProbeRow], metric: str) -> dict[str, dict[str, float]]:
+    """Best LR per arm among probes with status ok (ties → smaller LR)."""
+    best: dict[str, dict[str, float]] = {}
+    for row in sorted(rows, key=lambda r: r.lr):
+        value = row.metric(metric)
+        if row.status != "ok" or value is None:
+            continue
+        current = best.get(row.algorithm)
+        if current is None or value > current["metric"]:
+            best[row.algorithm] = {"lr": row.lr, "metric": value}
+    return best
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def format_table(rows: Sequence[ProbeRow], *, with_eval: bool) -> str:
+    header = (f"{'Algorithm':>10} {'LR':>10} {'Steps':>6} {'Datums':>7} {'Correct%':>9} "
+              f"{'Running%':>9} {'MeanLoss':>10}")
+    if with_eval:
+        header += f" {'Eval%':>8}"
+    header += f" {'Status':>8}"
+    width = max(RULE_WIDTH, len(header) + 4)
+    lines = ["=" * width, "  LEARNING RATE SWEEP RESULTS", "=" * width, header, "─" * width]
+    for r in rows:
+        loss = "-" if r.mean_loss is None else f"{r.mean_loss:.4f}"
+        line = (f"{r.algorithm:>10} {format_lr(r.lr):>10} {r.steps:>6} {r.datums:>7} "
+                f"{_pct(r.correct_rate):>9} {_pct(r.running_correct_rate):>9} {loss:>10}")
+        if with_eval:
+            line += f" {_pct(r.eval_accuracy):>8}"
+        line += f" {r.status:>8}"
+        lines.append(line)
+    lines.append("=" * width)
+    return "\n".join(lines)
+
+
+def recommended_spec(spec: Spec, best: Mapping[str, Mapping[str, float]],
+                     campaign_output: str) -> dict[str, Any]:
+    """The campaign spec at the tuned LRs (as plain TOML data)."""
+    data = spec.to_dict()
+    data.pop("sweep", None)
+    data["kind"] = "campaign"
+    data["name"] = f"{spec.name}_campaign" if spec.name else "campaign"
+    data["output"] = campaign_output
+    if spec.kind == "sweep":
+        data["seeds"] = [0, 1, 2, 3]
+    arms = []
+    for arm_data, arm in zip(data["arms"], spec.arms, strict=True):
+        if arm.label in best:
+            arm_data["lr"] = best[arm.label]["lr"]
+        arms.append(arm_data)
+    data["arms"] = arms
+    return data
+
+
+def recommended_command(spec: Spec, best: Mapping[str, Mapping[str, float]],
+                        plan: Plan) -> str | None:
+    """The seed document's ``tp campaign`` command when the swept arms are grpo and full."""
+    labels = [a.label for a in swept_arms(spec)]
+    if sorted(labels) != ["full", "grpo"] or not all(lbl in best for lbl in labels):
+        return None
+    cfg = plan.runs[0].config
+    argv = ["tp", "campaign", "--engine", cfg.engine, "--task", cfg.task]
+    if cfg.model:
+        argv += ["--model", cfg.model]
+    if cfg.engine_options.get("base_url"):
+        argv += ["--base-url", str(cfg.engine_options["base_url"])]
+    argv += ["--max-steps", str(spec.training.max_steps), "--batch-size", str(cfg.batch_size),
+             "--group-size", str(cfg.group_size), "--lora-rank", str(cfg.lora_rank or 0),
+             "--max-tokens", str(cfg.max_tokens), "--temperature", mf._num(cfg.temperature),
+             "--baseline-lr", format_lr(best["grpo"]["lr"]),
+             "--candidate-lr", format_lr(best["full"]["lr"])]
+    return shlex.join(argv)
+
+
+def plot(rows: Sequence[ProbeRow], metric: str, label: str, path: Path) -> Path | None:
+    """Selection metric vs LR (log axis), one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    arms = list(dict.fromkeys(r.algorithm for r in rows))
+    for arm in arms:
+        pts = sorted((r.lr, r.metric(metric)) for r in rows
+                     if r.algorithm == arm and r.metric(metric) is not None)
+        if pts:
+            ax.plot([p[0] for p in pts], [100 * float(p[1] or 0) for p in pts], marker="o",
+                    label=arm)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(f"{label} (%)" if len(label) < 40 else "selection metric (%)")
+    ax.set_title("LR sweep: " + label, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    if arms:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+@attrs.frozen
+class SweepReport:
+    rows: tuple[ProbeRow, ...]
+    metric: str
+    metric_label: str
+    best: Mapping[str, Mapping[str, float]]
+    table: str
+    campaign_spec: Path
+    command: str | None
+    results_path: Path
+
+    @property
+    def best_lr(self) -> dict[str, float]:
+        return {arm: float(v["lr"]) for arm, v in self.best.items()}
+
+    def text(self) -> str:
+        lines = [self.table, f"Best LR per algorithm, chosen by {self.metric_label}:"]
+        for arm, value in self.best.items():
+            lines.append(f"  {arm:>10}: {format_lr(float(value['lr']))}  "
+                         f"({100 * float(value['metric']):.1f}%)")
+        missing = sorted({r.algorithm for r in self.rows} - set(self.best))
+        for arm in missing:
+            lines.append(f"  {arm:>10}: no probe finished")
+        lines.append("Recommended campaign:")
+        if self.command:
+            lines.append(f"  {self.command} --execute")
+        lines.append(f"  tp run {self.campaign_spec}")
+        return "\n".join(lines)
+
+
+def finish_sweep(spec: Spec, plan: Plan, results: Sequence[RunResult],
+                 campaign_output: str | None = None) -> SweepReport:
+    """Write sweep_results.json, the plot and campaign.toml; return the report."""
+    rows = summarize(spec, plan, results)
+    metric = selection_metric(spec, plan)
+    seeds = len(spec.sweep.seeds)
+    label = metric_label(metric, seeds, spec.sweep.probe_steps)
+    best = best_lrs(rows, metric)
+    with_eval = bool(plan.runs) and plan.runs[0].config.eval_every > 0
+    table = format_table(rows, with_eval=with_eval)
+    out = campaign_output or str(plan.root.parent / f"{plan.root.name}_campaign")
+    campaign_path = plan.root / "campaign.toml"
+    campaign_path.write_text(toml_dumps(
+        recommended_spec(spec, best, out),
+        header=[f"Campaign at the LRs tuned by the sweep in {plan.root}",
+                f"(best LR chosen by {label}).", "Run it: tp run " + str(campaign_path)]),
+        encoding="utf-8")
+    command = recommended_command(spec, best, plan)
+    if spec.sweep.plot and rows:
+        plot(rows, metric, label, plan.root / "sweep_plot.png")
+    results_path = plan.root / "sweep_results.json"
+    status = {r.key: r for r in results}
+    mf.write_json(results_path, {
+        "kind": "sweep", "selection_metric": metric, "selection_metric_label": label,
+        "probe_steps": spec.sweep.probe_steps, "seeds": list(spec.sweep.seeds),
+        "lr_values": list(spec.sweep.lr_values),
+        "best_lr": {arm: v["lr"] for arm, v in best.items()},
+        "best": {arm: dict(v) for arm, v in best.items()},
+        "summary": [attrs.asdict(r) for r in rows],
+        "results": [{"algorithm": r.arm, "pipeline": r.pipeline, "lr": r.lr, "seed": r.seed,
+                     "log_dir": r.key,
+                     "status": status[r.key].status if r.key in status else "not_started",
+                     **attrs.asdict(summarize_run(Path(r.config.log_dir)))}
+                    for r in plan.runs],
+        "recommended_command": command, "campaign_spec": campaign_path.name,
+    })
+    return SweepReport(rows=tuple(rows), metric=metric, metric_label=label, best=best,
+                       table=table, campaign_spec=campaign_path, command=command,
+                       results_path=results_path)
