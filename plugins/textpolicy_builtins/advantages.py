@@ -148,12 +148,21 @@ def gtpo_reweight(advantages: NDArray[Any], signal: NDArray[Any], mask: NDArray[
     if beta == 0.0 or adv.size == 0:
         return np.where(m, adv, 0.0)
     counts = m.sum(axis=1)
-    mean = np.where(m, h, 0.0).sum(axis=1) / np.maximum(counts, 1)
+    hm = h * m
+    mean = hm.sum(axis=1) / np.maximum(counts, 1)
     active = mean >= GTPO_MIN_MEAN
     safe_mean = np.where(active, mean, 1.0)
-    w = np.maximum(0.0, 1.0 + beta * (h / safe_mean[:, None] - 1.0))
-    w = np.where(active[:, None], w, 1.0)
-    return np.where(m, adv * w, 0.0)
+    w = hm  # reuse the buffer: w = max(0, 1 + β(h/mean − 1)) · A · mask
+    w /= safe_mean[:, None]
+    w -= 1.0
+    w *= beta
+    w += 1.0
+    np.maximum(w, 0.0, out=w)
+    if not active.all():
+        w[~active] = 1.0
+    w *= adv
+    w *= m
+    return w
 
 
 def sepa_pool(signal: NDArray[Any], mask: NDArray[Any], planning: NDArray[Any], *,
@@ -205,13 +214,15 @@ def _planning(ctx: StepContext, stage: str) -> BoolArray:
 
 def _gtpo(credit: TokenCredit, rollouts: Rollouts, ctx: StepContext,
           params: GtpoParams) -> TokenCredit:
-    adv = gtpo_reweight(credit.advantages, credit.signal, rollouts.mask, beta=params.beta)
+    adv = gtpo_reweight(credit.advantages, credit.signal, ctx.token_mask(rollouts),
+                        beta=params.beta)
     return attrs.evolve(credit, advantages=adv)
 
 
 def _sepa(credit: TokenCredit, rollouts: Rollouts, ctx: StepContext,
           params: SepaParams) -> TokenCredit:
-    pooled = sepa_pool(credit.signal, rollouts.mask, _planning(ctx, "sepa"), lam=ctx.sepa_lambda)
+    pooled = sepa_pool(credit.signal, ctx.token_mask(rollouts), _planning(ctx, "sepa"),
+                       lam=ctx.sepa_lambda)
     return attrs.evolve(credit, signal=pooled)
 
 

@@ -47,7 +47,7 @@ DEFAULT_GRAMS: tuple[str, ...] = (
     "notice that", "the key is", "the key insight",
 )
 
-_SEP = r"[^\w'\x00]+"  # a run of whitespace/punctuation between words, never the sentinel
+_SEP_RUN = re.compile(r"[^\w'\x00]+")  # whitespace/punctuation between words (not the sentinel)
 
 
 def _to_grams(value: Any) -> tuple[str, ...]:
@@ -70,32 +70,58 @@ class StrategicGramsParams:
     grams: tuple[str, ...] = attrs.field(default=DEFAULT_GRAMS, converter=_to_grams)
 
 
-def _gram_regex(gram: str) -> str:
-    norm = gram.lower().replace("\u2019", "'")
-    words = [w for w in re.split(r"[^\w']+", norm) if w]
-    body = _SEP.join(re.escape(w) for w in words)
-    left = r"\b" if re.match(r"\w", words[0]) else r"(?<![\w'])"
-    right = r"\b" if re.search(r"\w$", words[-1]) else r"(?![\w'])"
-    return left + body + right
+def canonical_phrase(gram: str) -> str:
+    """Lower-case, typographic apostrophes folded, words joined by one space."""
+    norm = gram.lower().replace("\u2019", "'").replace("\u02bc", "'")
+    return " ".join(w for w in _SEP_RUN.split(norm) if w)
 
 
-@functools.lru_cache(maxsize=32)
-def compile_grams(grams: tuple[str, ...]) -> re.Pattern[str]:
-    """One pattern for all phrases; a lookahead so overlapping phrases are all found."""
-    alts = sorted({_gram_regex(g) for g in grams}, key=len, reverse=True)
-    return re.compile(r"(?=(" + "|".join(alts) + "))")
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch in "_'"
+
+
+@attrs.frozen(eq=False)
+class _Tables:
+    """Per-vocabulary lookup tables (ids ``V`` = empty/padding, ``V+1`` = sentinel).
+
+    ``pieces[id]`` is the canonical piece (separator runs collapsed to one space) and
+    ``pieces[id + V + 2]`` the same without its leading space (used after a separator)."""
+
+    pieces: NDArray[np.object_]
+    lengths: NDArray[np.int64]
+    ends_sep: NDArray[np.bool_]
+    size: int
 
 
 @functools.lru_cache(maxsize=8)
-def _lookup_tables(vocab: TokenVocab) -> tuple[NDArray[np.object_], NDArray[np.int64]]:
-    """Normalised pieces and lengths with two extra ids: empty (padding) and the sentinel."""
+def _lookup_tables(vocab: TokenVocab) -> _Tables:
     v = len(vocab)
-    pieces = np.empty(v + 2, dtype=object)
-    pieces[:v] = vocab.normalized
-    pieces[v] = ""
-    pieces[v + 1] = "\x00"
-    lengths = np.concatenate([vocab.normalized_lengths, np.array([0, 1], dtype=np.int64)])
-    return pieces, lengths
+    canon = [_SEP_RUN.sub(" ", p) for p in vocab.normalized.tolist()] + ["", "\x00"]
+    stripped = [c[1:] if c.startswith(" ") else c for c in canon]
+    pieces = np.empty(2 * (v + 2), dtype=object)
+    pieces[: v + 2] = canon
+    pieces[v + 2:] = stripped
+    lengths = np.fromiter((len(c) for c in pieces.tolist()), dtype=np.int64,
+                          count=pieces.size)
+    ends_sep = np.fromiter((c.endswith(" ") for c in canon), dtype=bool, count=v + 2)
+    return _Tables(pieces=pieces, lengths=lengths, ends_sep=ends_sep, size=v)
+
+
+def _find_all(text: str, phrase: str) -> list[int]:
+    """Start offsets of every (possibly overlapping) whole-word occurrence of ``phrase``."""
+    out = []
+    n = len(text)
+    last = len(phrase)
+    left_word = _is_word_char(phrase[0])
+    right_word = _is_word_char(phrase[-1])
+    i = text.find(phrase)
+    while i >= 0:
+        j = i + last
+        if not (left_word and i > 0 and _is_word_char(text[i - 1])) and not (
+                right_word and j < n and _is_word_char(text[j])):
+            out.append(i)
+        i = text.find(phrase, i + 1)
+    return out
 
 
 def strategic_grams_mask(tokens: NDArray[Any], lengths: NDArray[Any], vocab: TokenVocab,
@@ -109,22 +135,31 @@ def strategic_grams_mask(tokens: NDArray[Any], lengths: NDArray[Any], vocab: Tok
     n, t = tok.shape
     if n == 0 or t == 0:
         return np.zeros((n, t), dtype=bool)
-    pieces, piece_len = _lookup_tables(vocab)
-    v = len(vocab)
+    tables = _lookup_tables(vocab)
+    v = tables.size
     real = np.arange(t)[None, :] < lens[:, None]
     ids = np.full((n, t + 1), v, dtype=np.int64)
     ids[:, :t] = np.where(real & (tok >= 0) & (tok < v), tok, v)
     ids[np.arange(n), lens] = v + 1
     flat = ids.ravel()
-    text = "".join(pieces[flat].tolist())
-    spans = [m.span(1) for m in compile_grams(tuple(grams)).finditer(text)]
+    # after a piece that ends in a separator, the next piece drops its leading space, so a
+    # separator run spanning two tokens ("," + " let") still reads as one space
+    chosen = flat.copy()
+    chosen[1:] += (v + 2) * tables.ends_sep[flat[:-1]]
+    text = "".join(tables.pieces[chosen].tolist())
+    starts_l: list[int] = []
+    ends_l: list[int] = []
+    for phrase in {canonical_phrase(g) for g in grams}:
+        found = _find_all(text, phrase)
+        starts_l.extend(found)
+        ends_l.extend(i + len(phrase) for i in found)
     marks = np.zeros(flat.size + 1, dtype=np.int64)
-    if spans:
-        se = np.asarray(spans, dtype=np.int64)
-        ends = np.cumsum(piece_len[flat])
-        starts = ends - piece_len[flat]
-        first = np.searchsorted(ends, se[:, 0], side="right")
-        last = np.searchsorted(starts, se[:, 1], side="left") - 1
+    if starts_l:
+        piece_len = tables.lengths[chosen]
+        tok_end = np.cumsum(piece_len)
+        tok_start = tok_end - piece_len
+        first = np.searchsorted(tok_end, np.asarray(starts_l), side="right")
+        last = np.searchsorted(tok_start, np.asarray(ends_l), side="left") - 1
         np.add.at(marks, first, 1)
         np.add.at(marks, last + 1, -1)
     covered = np.cumsum(marks[:-1]) > 0

@@ -85,6 +85,7 @@ class StepContext:
             no vocabulary was given).
         correct_rate: share of correct completions in this step's rollouts.
         gate_open: whether the scheduler's correctness gate is open.
+        mask: bool ``[N, T]`` real-token mask (``rollouts.mask``, computed once per call).
     """
 
     step: int
@@ -92,6 +93,11 @@ class StepContext:
     planning_mask: BoolArray | None = None
     correct_rate: float = 0.0
     gate_open: bool = False
+    mask: BoolArray | None = None
+
+    def token_mask(self, rollouts: Rollouts) -> BoolArray:
+        """The real-token mask of ``rollouts`` (cached in the context when available)."""
+        return self.mask if self.mask is not None else rollouts.mask
 
 
 @attrs.frozen(eq=False)
@@ -212,14 +218,15 @@ def group_index(group_ids: NDArray[Any]) -> tuple[IntArray, IntArray]:
     return inverse.astype(np.int64).reshape(-1), counts.astype(np.int64)
 
 
-def token_signal(rollouts: Rollouts, kind: str) -> FloatArray:
+def token_signal(rollouts: Rollouts, kind: str, mask: BoolArray | None = None) -> FloatArray:
     """The per-token signal ``h`` [N, T] (0 on padding).
 
     ``surprisal``: ``-logprob`` of the sampled token. ``entropy``: ``-Σ_k p_k log p_k`` over the
     top-k logprobs of each position (exact when k covers the vocabulary, a lower bound
     otherwise); needs ``rollouts.topk_logprobs``.
     """
-    mask = rollouts.mask
+    if mask is None:
+        mask = rollouts.mask
     if kind == "surprisal":
         return np.where(mask, -rollouts.logprobs, 0.0)
     if kind == "entropy":
@@ -394,17 +401,19 @@ class Pipeline:
 
     # -- the call ---------------------------------------------------------------------------
 
-    def detect_planning(self, rollouts: Rollouts, vocab: Any) -> BoolArray:
+    def detect_planning(self, rollouts: Rollouts, vocab: Any,
+                        mask: BoolArray | None = None) -> BoolArray:
         """Run this pipeline's planning detector on ``rollouts`` (needs ``vocab``)."""
         if self._detector is None:
             raise ConfigError(f"pipeline {self.name!r} has no planning detector")
         rec, params = self._detector
-        mask = np.asarray(rec.fn(rollouts.tokens, rollouts.lengths, vocab, params), dtype=bool)
-        if mask.shape != rollouts.tokens.shape:
+        detected = np.asarray(rec.fn(rollouts.tokens, rollouts.lengths, vocab, params),
+                              dtype=bool)
+        if detected.shape != rollouts.tokens.shape:
             raise RolloutError(
-                f"planning detector {rec.name!r} returned shape {mask.shape}, "
+                f"planning detector {rec.name!r} returned shape {detected.shape}, "
                 f"expected {rollouts.tokens.shape}")
-        return mask & rollouts.mask
+        return detected & (rollouts.mask if mask is None else mask)
 
     def __call__(self, rollouts: Rollouts, *, step: int, vocab: Any = None) -> PipelineResult:
         """Token advantages for one training step (call exactly once per step)."""
@@ -420,13 +429,13 @@ class Pipeline:
         if plan is not None:
             plan = plan & mask
         elif vocab is not None and self._detector is not None:
-            plan = self.detect_planning(rollouts, vocab)
+            plan = self.detect_planning(rollouts, vocab, mask)
         elif self.needs_planning_mask:
             raise ConfigError(
                 f"pipeline {self.name!r} needs a planning mask: pass vocab=TokenVocab... "
                 "or rollouts with planning_mask")
 
-        signal = token_signal(rollouts, self.signal)
+        signal = token_signal(rollouts, self.signal, mask)
         correct_rate = float(rollouts.correct.mean()) if n else 0.0
 
         lam = 0.0
@@ -444,7 +453,7 @@ class Pipeline:
         self._last_step = step
 
         ctx = StepContext(step=step, sepa_lambda=lam, planning_mask=plan,
-                          correct_rate=correct_rate, gate_open=gate_open)
+                          correct_rate=correct_rate, gate_open=gate_open, mask=mask)
 
         first, rest = self._stages[0], self._stages[1:]
         episode = np.asarray(first.record.fn(rollouts, ctx, first.params), dtype=np.float64)

@@ -1,0 +1,184 @@
+"""Throughput of the ``full`` advantage pipeline, planning detection included.
+
+256 completions × 2048 tokens (32 groups of 8) drawn from a byte-level BPE vocabulary trained
+offline (``tokenizers``) on synthetic reasoning-like text that contains the strategic phrases,
+so phrases arrive split into sub-word pieces as they would from a real tokenizer. One thread.
+
+    python benchmarks/pipeline_throughput.py [--completions 256] [--tokens 2048] [--repeats 7]
+
+Prints the median wall time and tokens/s of each stage and of the whole pipeline call.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+_BASE_TEXT = (
+    "the of and to a in is that for it as with was on be by this are or from at an we have "
+    "which not but all can if one has their so there been more when will would who no other "
+    "into than then its only two first also our number value equation solve answer sum product "
+    "divide multiply square root integer fraction prime factor triangle angle area circle "
+    "compute result therefore hence since because given total remainder coefficient polynomial "
+    "x y z n k 1 2 3 4 5 6 7 8 9 10 12 15 20 = + - * / ( ) , . :"
+)
+BASE_WORDS = _BASE_TEXT.split()
+SYLLABLES = ("ka", "lo", "mi", "ter", "pra", "ven", "sto", "qui", "der", "an", "ex", "ul", "bri",
+             "on", "tha", "es", "ing", "ro", "gra", "phi", "ly", "cal", "tion", "ment")
+
+
+def make_words(rng: np.random.Generator, count: int = 3000) -> list[str]:
+    """Everyday words plus pseudo-words from syllables (so BPE learns many sub-words)."""
+    fake = ["".join(rng.choice(SYLLABLES, size=int(rng.integers(2, 5)))) for _ in range(count)]
+    return [*BASE_WORDS * 20, *fake]
+
+
+def synthetic_text(rng: np.random.Generator, n_words: int, grams: tuple[str, ...],
+                   words: list[str]) -> str:
+    """Reasoning-like filler with a strategic phrase every ~60 words (random case/punctuation)."""
+    out: list[str] = []
+    while len(out) < n_words:
+        out.extend(rng.choice(words, size=int(rng.integers(20, 100))).tolist())
+        phrase = str(rng.choice(grams))
+        style = int(rng.integers(4))
+        if style == 1:
+            phrase = phrase.capitalize()
+        elif style == 2:
+            phrase = phrase.replace(" ", ", ", 1)
+        elif style == 3:
+            phrase = "\n" + phrase.title()
+        out.append(phrase)
+    return " ".join(out)
+
+
+def build_tokenizer(rng: np.random.Generator, grams: tuple[str, ...], vocab_size: int,
+                    words: list[str]) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = [synthetic_text(rng, 400, grams, words) for _ in range(400)]
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return tok
+
+
+def make_rollouts(tok: Any, rng: np.random.Generator, n: int, t: int, group: int,
+                  grams: tuple[str, ...], words: list[str]) -> Any:
+    from textpolicy.rollouts import Rollouts
+
+    encodings = tok.encode_batch(
+        [synthetic_text(rng, t, grams, words) for _ in range(n)])
+    tokens = np.zeros((n, t), dtype=np.int64)
+    for i, enc in enumerate(encodings):
+        ids = enc.ids[:t]
+        tokens[i, : len(ids)] = ids
+    lengths = np.full(n, t, dtype=np.int64)
+    short = np.array([len(e.ids) for e in encodings])
+    lengths = np.minimum(lengths, short)
+    logprobs = np.where(np.arange(t)[None, :] < lengths[:, None],
+                        -rng.exponential(0.8, size=(n, t)), 0.0)
+    rewards = (rng.random(n) < 0.4).astype(np.float64)
+    return Rollouts(group_ids=np.repeat(np.arange(n // group), group).astype(np.int64),
+                    rewards=rewards, correct=rewards > 0, tokens=tokens, logprobs=logprobs,
+                    lengths=lengths.astype(np.int64))
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    times = []
+    out = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--completions", type=int, default=256)
+    ap.add_argument("--tokens", type=int, default=2048)
+    ap.add_argument("--group-size", type=int, default=8)
+    ap.add_argument("--vocab-size", type=int, default=8000)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args()
+
+    from textpolicy_builtins import advantages as adv
+    from textpolicy_builtins.planning import DEFAULT_GRAMS, strategic_grams_mask
+
+    import textpolicy as tp
+    from textpolicy.pipeline import StepContext, TokenCredit, token_signal
+    from textpolicy.vocab import TokenVocab
+
+    rng = np.random.default_rng(args.seed)
+    t0 = time.perf_counter()
+    words = make_words(rng)
+    tok = build_tokenizer(rng, DEFAULT_GRAMS, args.vocab_size, words)
+    pieces = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
+    vocab = TokenVocab.from_pieces(pieces)
+    roll = make_rollouts(tok, rng, args.completions, args.tokens, args.group_size,
+                         DEFAULT_GRAMS, words)
+    setup_s = time.perf_counter() - t0
+    n_tokens = int(roll.lengths.sum())
+
+    p = tp.load_pipeline("full", sepa={"delay_steps": 0, "ramp_steps": 10,
+                                       "correct_rate_gate": 0.0})
+    strategic_grams_mask(roll.tokens, roll.lengths, vocab)  # warm caches (regex, tables)
+    p(roll, step=5, vocab=vocab)
+
+    stages: dict[str, float] = {}
+    stages["planning (strategic_grams)"], plan = timed(
+        lambda: strategic_grams_mask(roll.tokens, roll.lengths, vocab), args.repeats)
+    stages["signal (surprisal)"], h = timed(lambda: token_signal(roll, "surprisal"),
+                                            args.repeats)
+    stages["maxrl"], ep = timed(lambda: adv.maxrl_advantages(roll.rewards, roll.group_ids),
+                                args.repeats)
+    mask = roll.mask
+    start = np.where(mask, ep[:, None], 0.0)
+    ctx = StepContext(step=5, sepa_lambda=0.5, planning_mask=plan)
+    credit = TokenCredit(advantages=start, signal=h)
+    stages["sepa"], credit = timed(
+        lambda: adv._sepa(credit, roll, ctx, adv.SepaParams()), args.repeats)
+    stages["gtpo"], credit2 = timed(
+        lambda: adv._gtpo(credit, roll, ctx, adv.GtpoParams()), args.repeats)
+    stages["hicra"], _ = timed(
+        lambda: adv._hicra(credit2, roll, ctx, adv.HicraParams()), args.repeats)
+    total, result = timed(lambda: p(roll, step=5, vocab=vocab), args.repeats)
+
+    report = {
+        "completions": args.completions, "tokens_per_completion": args.tokens,
+        "real_tokens": n_tokens, "vocab_size": len(vocab),
+        "planning_token_share": result.diagnostics["planning_token_share"],
+        "setup_s": round(setup_s, 2),
+        "stages": {k: {"seconds": v, "tokens_per_s": n_tokens / v} for k, v in stages.items()},
+        "pipeline_total_s": total, "pipeline_tokens_per_s": n_tokens / total,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{args.completions} completions x {args.tokens} tokens ({n_tokens} real tokens), "
+          f"BPE vocab {len(vocab)}, planning share {report['planning_token_share']:.3%}, "
+          f"median of {args.repeats}")
+    print(f"{'stage':32s} {'ms':>9s} {'M tokens/s':>11s}")
+    for k, v in stages.items():
+        print(f"{k:32s} {v * 1e3:9.2f} {n_tokens / v / 1e6:11.1f}")
+    print(f"{'full pipeline call':32s} {total * 1e3:9.2f} {n_tokens / total / 1e6:11.1f}")
+
+
+if __name__ == "__main__":
+    main()
