@@ -100,7 +100,11 @@ class ComponentTable(Generic[T]):
 class Registry:
     """Every registered component of every kind, built once from a plugin manager."""
 
-    def __init__(self, pm: pluggy.PluginManager, infos: list[PluginInfo]) -> None:
+    def __init__(self, pm: pluggy.PluginManager, infos: list[PluginInfo], *,
+                 strict: bool = True) -> None:
+        """Collect every hook's records. ``strict``: a duplicate component name raises
+        ``PluginError``; otherwise (``tp plugins``) the later record is dropped and the clash
+        is reported as a load error of the plugin that brought it."""
         self.pm = pm
         self._infos = infos
         self._tables: dict[str, ComponentTable[Any]] = {}
@@ -125,17 +129,25 @@ class Registry:
                             f"plugin {plugin_name!r}: {hook_name} returned {record!r}, "
                             f"not a textpolicy.records {human} record")
                     if name in items or name in aliases:
-                        raise PluginError(
-                            f"duplicate {human} name {name!r}: registered by "
-                            f"{owners[kind][name]!r} and {plugin_name!r}")
+                        message = (f"duplicate {human} name {name!r}: registered by "
+                                   f"{owners[kind][name]!r} and {plugin_name!r}")
+                        if strict:
+                            raise PluginError(
+                                message + f" (disable one with {DISABLE_ENV}=<entry point>)")
+                        errors.append(f"{plugin_name}: {message}")
+                        continue
                     items[name] = record
                     owners[kind][name] = plugin_name
                     contributed.setdefault(plugin_name, {}).setdefault(kind, []).append(name)
                     for alias in getattr(record, "aliases", ()):
                         if alias in items or alias in aliases:
-                            raise PluginError(
-                                f"duplicate {human} name {alias!r} (alias of {name!r}) "
-                                f"from {plugin_name!r}")
+                            message = (f"duplicate {human} name {alias!r} (alias of {name!r}) "
+                                       f"from {plugin_name!r}, already registered by "
+                                       f"{owners[kind][alias]!r}")
+                            if strict:
+                                raise PluginError(message)
+                            errors.append(f"{plugin_name}: {message}")
+                            continue
                         aliases[alias] = name
                         owners[kind][alias] = plugin_name
             self._tables[kind] = ComponentTable(kind, items, aliases)
@@ -233,14 +245,21 @@ def create_plugin_manager(
     disable_all, disabled = _disabled_entry_points()
     if load_entry_points and not disable_all:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in disabled or pm.has_plugin(ep.name):
+            if ep.name in disabled:
                 continue
             dist = getattr(ep, "dist", None)
             version = getattr(dist, "version", None)
+            if pm.has_plugin(ep.name):
+                infos.append(PluginInfo(
+                    name=ep.name, source="entry-point", version=version,
+                    error=f"PluginError: another plugin is already called {ep.name!r}; "
+                          "not loaded"))
+                continue
             try:
                 plugin = ep.load()
+                _check_hook_names(plugin, ep.name)
                 pm.register(plugin, name=ep.name)
-                _check_hook_names(pm, ep.name)
+                _check_pending(pm)
             except Exception as exc:  # a broken plugin is reported, never fatal
                 if pm.has_plugin(ep.name):
                     pm.unregister(name=ep.name)
@@ -251,9 +270,10 @@ def create_plugin_manager(
             infos.append(PluginInfo(name=ep.name, source="entry-point", version=version))
 
     for name, plugin in extra_plugins:
+        _check_hook_names(plugin, name)
         pm.register(plugin, name=name)
         infos.append(PluginInfo(name=name, source="extra", version=None))
-    _check_hook_names(pm, None)
+    _check_pending(pm)
     if os.environ.get(TRACE_ENV):
         def before(hook_name: str, impls: Any, kwargs: Any) -> None:
             print(f"[textpolicy] hook {hook_name} -> {[i.plugin_name for i in impls]}",
@@ -266,21 +286,41 @@ def create_plugin_manager(
     return pm, infos
 
 
-def _check_hook_names(pm: pluggy.PluginManager, only: str | None) -> None:
+HOOK_PREFIX = "textpolicy_"
+
+
+def _check_hook_names(plugin: object, plugin_name: str) -> None:
+    """A function marked with ``@hookimpl`` or named ``textpolicy_register_*`` whose name is
+    not a hook is a misspelling: raise ``PluginError`` with a did-you-mean."""
+    specs = [name for name in dir(hookspecs) if name.startswith(HOOK_PREFIX)]
+    for attr in dir(plugin):
+        value = getattr(plugin, attr, None)
+        if not callable(value) or attr in specs:
+            continue
+        marked = hasattr(value, "textpolicy_impl")
+        if marked or attr.startswith("textpolicy_register"):
+            raise PluginError(
+                f"plugin {plugin_name!r}: {attr!r} is not a textpolicy hook"
+                f"{did_you_mean(attr, specs)}; hooks: {', '.join(specs)}")
+
+
+def _check_pending(pm: pluggy.PluginManager) -> None:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {exc.plugin!r}: {exc}") from None
-    if only is None:
-        return
 
 
 def build_registry(
-    extra_plugins: Iterable[tuple[str, object]] = (), *, load_entry_points: bool = True
+    extra_plugins: Iterable[tuple[str, object]] = (), *, load_entry_points: bool = True,
+    strict: bool = True,
 ) -> Registry:
-    """Build a fresh registry (tests use this with throw-away plugins)."""
+    """Build a fresh registry (tests use this with throw-away plugins).
+
+    ``strict=False`` reports duplicate component names as load errors instead of raising
+    (``tp plugins`` uses it so a clash can be inspected)."""
     pm, infos = create_plugin_manager(extra_plugins, load_entry_points=load_entry_points)
-    return Registry(pm, infos)
+    return Registry(pm, infos, strict=strict)
 
 
 _REGISTRY: Registry | None = None
