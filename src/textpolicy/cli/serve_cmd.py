@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -20,6 +21,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _warm_imports() -> None:
+    import importlib
+
+    for module in ("torch", "transformers", "peft"):
+        try:
+            importlib.import_module(module)
+        except Exception:  # the engine reports real import problems when it needs them
+            return
 
 
 @click.command("serve")
@@ -86,6 +97,9 @@ def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir:
     click.echo(f"tp serve listening on {server.url} ({where})")
     click.echo(f"  models: {', '.join(served)}; state: {root}")
     sys.stdout.flush()
+
+    # torch/transformers/peft take seconds to import: do it while no client is connected yet
+    threading.Thread(target=_warm_imports, name="tp-serve-warmup", daemon=True).start()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -325,6 +325,7 @@ class TinkerTrainingClient:
                 seed=self._seed)
             self._generation += 1
             self.recoveries += 1
+            self._engine.recoveries += 1
             for op in self._log:
                 op.future = op.send(self._tc)
                 op.generation = self._generation
@@ -377,7 +378,10 @@ class TinkerTrainingClient:
 
 class TinkerEngine:
     """``tinker`` engine. Options: ``base_url`` (default ``$TINKER_BASE_URL`` or Tinker's
-    production URL), ``max_recoveries`` (per request, default 3)."""
+    production URL), ``max_recoveries`` (per request, default 3).
+
+    ``lora_rank=None`` (a full fine-tune) is requested as LoRA rank 0, which `tp serve` runs as
+    a full fine-tune and Tinker refuses (it trains LoRA adapters only)."""
 
     name = "tinker"
     saves_locally = False  # save_state takes a name; Tinker stores the state
@@ -387,6 +391,7 @@ class TinkerEngine:
         if int(max_recoveries) < 0:
             raise ConfigError(f"engine option max_recoveries={max_recoveries!r}: must be >= 0")
         self.max_recoveries = int(max_recoveries)
+        self.recoveries = 0  # training-client recoveries, all clients together
         if not _has_credentials():
             raise EngineError("no Tinker API key: set TINKER_API_KEY (tml-...), "
                               "TINKER_CREDENTIAL_CMD, or log in with `tinker auth`; "
@@ -424,9 +429,9 @@ class TinkerEngine:
 
     def create_training_client(self, base_model: str, *, lora_rank: int | None,
                                seed: int) -> TinkerTrainingClient:
-        if not lora_rank:
-            raise ConfigError("the tinker engine trains LoRA adapters: set a LoRA rank "
-                              f"(--lora-rank), got {lora_rank!r}")
+        # No LoRA (the arithmetic task's full fine-tune) is asked for as rank 0: `tp serve`
+        # trains the full model then; Tinker itself trains LoRA adapters only and refuses it.
+        lora_rank = int(lora_rank or 0)
         sdk_client = self._new_sdk_client(None, base_model=base_model, lora_rank=lora_rank,
                                           seed=seed)
         return TinkerTrainingClient(self, sdk_client, base_model=base_model,

@@ -221,7 +221,8 @@ class TinkerService:
         session = self._session(request.session_id)
         model_id = f"{request.session_id}:train:{request.model_seq_id}"
         lora = request.lora_config
-        model = _Model(model_id, request.base_model, None if lora is None else lora.rank)
+        # LoRA rank 0 (or no LoRA config) is a full fine-tune here; Tinker itself refuses it
+        model = _Model(model_id, request.base_model, (lora.rank or None) if lora else None)
         self._register_model(session, model)
         fut = self.futures.new()
         seed = 0 if lora is None or lora.seed is None else int(lora.seed)
