@@ -81,6 +81,9 @@ def build_settings(params: dict[str, Any]) -> dict[str, Any]:
         "seed": params["seed"],
     }
     engine_options = _parse_options(params["engine_option"], "--engine-option")
+    if params["base_url"] is not None and params["engine"] == "local":
+        raise ConfigError("--base-url applies to remote engines (e.g. --engine tinker); the "
+                          "local engine runs in this process")
     if params["base_url"] is not None:
         engine_options["base_url"] = params["base_url"]
     if engine_options:

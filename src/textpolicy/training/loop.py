@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -161,6 +162,15 @@ def _engine_description(engine: Engine, config: TrainConfig) -> dict[str, Any]:
     return info
 
 
+def _saves_locally(engine: Engine) -> bool:
+    """Whether the engine's ``save_state`` takes an absolute local path as the name (then
+    states go to ``<log_dir>/checkpoints/``); engines may say so with ``saves_locally``."""
+    flag = getattr(engine, "saves_locally", None)
+    if isinstance(flag, bool):
+        return flag
+    return getattr(engine, "name", "") == "local"
+
+
 def _task_description(task: Task) -> dict[str, Any]:
     out = dict(task.describe())
     out.setdefault("name", task.name)
@@ -221,8 +231,10 @@ class _Run:
     """State of one session of one run (between ``run_training``'s setup and teardown)."""
 
     def __init__(self, config: TrainConfig, task: Task, pipeline: Any, files: RunFiles,
-                 tc: TrainingClient, reporter: Reporter, condition: str) -> None:
+                 tc: TrainingClient, reporter: Reporter, condition: str,
+                 local_states: bool) -> None:
         self.config = config
+        self.local_states = local_states
         self.task = task
         self.pipeline = pipeline
         self.files = files
@@ -275,8 +287,13 @@ class _Run:
 
     def checkpoint(self, k: int) -> dict[str, Any]:
         name = f"step_{k}"
-        state_path = str(self.tc.save_state(name).result())
+        target = (str((self.files.root / CHECKPOINT_DIR / name).resolve())
+                  if self.local_states else name)
+        state_path = str(self.tc.save_state(target).result())
         fsync_tree(state_path)
+        root = self.files.root.resolve()
+        if self.local_states and Path(state_path).is_relative_to(root):
+            state_path = Path(state_path).relative_to(root).as_posix()  # relocatable runs
         sampler_path = None
         save_sampler = getattr(self.tc, "save_weights_for_sampler", None)
         if callable(save_sampler):
@@ -455,13 +472,14 @@ def run_training(
         random.seed(config.seed)
         np.random.seed(config.seed % (2**32))
         if checkpoint is not None:
-            tc = engine.resume_training_client(str(checkpoint["state_path"]))
+            tc = engine.resume_training_client(_state_location(files, checkpoint))
             pipeline.load_state_dict(checkpoint.get("pipeline_state") or {})
             _restore_rng(checkpoint.get("rng_state"))
         else:
             tc = engine.create_training_client(model, lora_rank=config.lora_rank,
                                                seed=config.seed)
-        run = _Run(config, task, pipeline, files, tc, reporter, condition)
+        run = _Run(config, task, pipeline, files, tc, reporter, condition,
+                   local_states=_saves_locally(engine))
         if checkpoint is not None:
             loop_state = checkpoint.get("loop_state") or {}
             run.correct_total = int(loop_state.get("correct_total", 0))
@@ -474,6 +492,14 @@ def run_training(
             tc.close()
         if owns_engine:
             engine.close()
+
+
+def _state_location(files: RunFiles, checkpoint: Mapping[str, Any]) -> str:
+    """A checkpoint's state path; relative paths are relative to the run directory."""
+    path = str(checkpoint["state_path"])
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str((files.root / path).resolve())
 
 
 def _final_eval(files: RunFiles, config: TrainConfig, step: int) -> dict[str, float] | None:
