@@ -96,9 +96,10 @@ def test_flags_reach_config_json(tmp_path: Path) -> None:
     assert (cfg["eval_samples"], cfg["eval_prompts"], cfg["max_examples"]) == (2, 3, 10)
     stages = {s["name"]: s["params"] for s in record["pipeline"]["stages"]}
     assert stages["gtpo"]["beta"] == 0.3 and stages["hicra"]["alpha"] == 0.25
-    metrics = [json.loads(line) for line in (log_dir / "metrics.jsonl").open()]
+    metrics = [json.loads(line) for line in
+               (log_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["condition"] for m in metrics] == ["candidate", "candidate"]
-    evals = [json.loads(line) for line in (log_dir / "eval.jsonl").open()]
+    evals = [json.loads(line) for line in (log_dir / "eval.jsonl").read_text().splitlines()]
     assert len(evals) == 3 * 3 * 2  # steps 0, 1, 2 x 3 prompts x 2 samples
 
 
@@ -137,6 +138,8 @@ def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert "finished: 20/20 steps in results/arith_grpo; final eval pass@1" in outputs[0].stdout
     assert "already complete" in outputs[1].stderr
     assert "finished: 20/20 steps in results/arith_full" in outputs[2].stdout
-    grpo = [json.loads(line) for line in Path("results/arith_grpo/eval.jsonl").open()]
-    full = [json.loads(line) for line in Path("results/arith_full/eval.jsonl").open()]
+    grpo = [json.loads(line) for line in
+            Path("results/arith_grpo/eval.jsonl").read_text().splitlines()]
+    full = [json.loads(line) for line in
+            Path("results/arith_full/eval.jsonl").read_text().splitlines()]
     assert [r for r in grpo if r["step"] == 0] == [r for r in full if r["step"] == 0]
