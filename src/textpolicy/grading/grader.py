@@ -28,6 +28,7 @@ from textpolicy.grading.normalize import (
     strip_trailing_text_unit,
     text_normalize,
 )
+from textpolicy.grading.numeric import numbers_equal
 from textpolicy.grading.pool import PoolStats, VerifyPool
 
 GRADER_NAME = "textpolicy-math-stack"
@@ -39,7 +40,8 @@ POLICY: Mapping[str, Any] = {
                   "format failure",
     "base_subscript": "digits and base compared as strings; a given answer without a base is "
                       "accepted when its digits match",
-    "fast_paths": "hendrycks-normalised equality, then text-normalised equality (accept only)",
+    "fast_paths": "hendrycks-normalised equality, then text-normalised equality (accept only); "
+                  "two plain numbers (int, decimal, a/b, \\frac{a}{b}) compared exactly",
     "math_verify": {"units": False, "boxed_first": True, "float_rounding": 10,
                     "trailing_text_unit": "stripped", "order": "gold first"},
     "decimal_for_fraction": "accepted only when equal to 10 decimal places (0.5 = 1/2, "
@@ -98,14 +100,20 @@ def fast_decision(given: str, gold: str, gold_is_list: bool | None = None
         return GradeResult(True, method="hendrycks")
     if text_normalize(given) == text_normalize(gold):
         return GradeResult(True, method="text")
+    is_list = guards.is_list_answer(gold) if gold_is_list is None else gold_is_list
+    if not is_list:
+        verdict = numbers_equal(given, gold)
+        if verdict is not None:
+            return GradeResult(verdict, method="numeric")
     if guards.factorial_mismatch(given, gold):
         return GradeResult(False, method="factorial")
     gold_mv, given_mv = _prepare(gold), _prepare(given)
     if not gold_mv or not given_mv:
         return GradeResult(False, method="empty")
-    is_list = guards.is_list_answer(gold_mv) if gold_is_list is None else gold_is_list
     if is_list:
         gold_mv, given_mv = guards.respace_list(gold_mv), guards.respace_list(given_mv)
+    else:
+        gold_mv, given_mv = guards.drop_thousands(gold_mv), guards.drop_thousands(given_mv)
     return gold_mv, given_mv
 
 

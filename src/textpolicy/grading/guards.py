@@ -77,3 +77,8 @@ def respace_list(s: str) -> str:
     """``70,110`` → ``70, 110`` (top-level commas only)."""
     parts = [p.strip() for p in split_top_level(s.replace("\\!", ""))]
     return ", ".join(p for p in parts if p)
+
+
+def drop_thousands(s: str) -> str:
+    """``10,879`` → ``10879`` when the whole answer is a thousands-separated number."""
+    return _clean(s).replace(",", "") if looks_like_thousands(s) else s
