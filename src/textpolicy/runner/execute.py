@@ -255,16 +255,20 @@ class Executor:
         failed = False
         next_index = 0
         interrupted = False
+        warming = False  # a new thread slot has not finished a step yet
         try:
             while todo or running:
                 while (todo and len(running) < self.parallel and not self.stop.is_set()
                        and not (failed and not self.continue_on_error)):
                     if idle:
                         slot = slots[idle.pop()]
+                    elif warming and self.workers == "thread":
+                        break  # one thread slot warms up (imports, engine) at a time
                     else:
                         slot = self._make_slot(next_index)
                         slots[next_index] = slot
                         next_index += 1
+                        warming = True
                     run = todo.pop(0)
                     done0 = _steps(run)
                     running[run.key] = (run, time.monotonic(), self._start_follower(run))
@@ -288,6 +292,8 @@ class Executor:
                     for slot in slots.values():
                         slot.interrupt()
                     continue
+                if kind in ("step", "done"):
+                    warming = False
                 if kind == "step":
                     key, row = payload
                     if key in running:

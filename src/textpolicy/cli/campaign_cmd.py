@@ -1,0 +1,93 @@
+"""``tp campaign``: the seed document's campaign (``scripts/tinker_campaign.py``) as a command.
+
+Dry run by default (manifest.json + run_commands.sh); ``--execute`` runs it, then the
+analysis. Its flags build the same spec table a ``kind = "campaign"`` TOML file holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from textpolicy.cli.run_cmd import (
+    common_table,
+    eval_options,
+    execute_spec,
+    execution_options,
+    parse_seeds,
+    stage_options,
+    timestamp,
+)
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--campaign-root", default=None,
+              help="Output directory. [default: results/tinker_campaign_<timestamp>]")
+@click.option("--execute", is_flag=True, help="Run the campaign (default is dry-run).")
+@click.option("--engine", default="tinker", help="Engine (tinker | local | plugin).")
+@click.option("--task", default="math", help="Task (math | arithmetic | plugin).")
+@click.option("--model", default=None,
+              help="Model ID. [default: the task's; math: Qwen/Qwen3-4B-Instruct-2507]")
+@click.option("--base-url", default=None, help="Tinker service URL. [default: production]")
+@click.option("--lora-rank", type=click.IntRange(min=0), default=None,
+              help="LoRA rank (0: all weights). [default: the task's; math: 64]")
+@click.option("--max-steps", type=click.IntRange(min=1), default=100, help="Steps per arm.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, help="Prompts per step.")
+@click.option("--group-size", type=click.IntRange(min=1), default=8,
+              help="Completions per prompt.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+              help="Max completion length. [default: the task's; math: 2048]")
+@click.option("--temperature", type=float, default=None,
+              help="Sampling temperature. [default: the task's; math: 0.7]")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate (every arm, unless overridden). [default: the task's; "
+                   "math: 4e-5]")
+@click.option("--baseline-lr", type=float, default=None,
+              help="Override LR for the baseline arm. [default: uses --lr]")
+@click.option("--candidate-lr", type=float, default=None,
+              help="Override LR for the candidate arm. [default: uses --lr]")
+@click.option("--baseline", "baseline_pipeline", default="grpo",
+              help="Pipeline of the baseline arm.")
+@click.option("--candidate", "candidate_pipeline", default="full",
+              help="Pipeline of the candidate arm.")
+@click.option("--seeds", default="0",
+              help="Paired seeds of every arm (e.g. 0,1,2 or 0-7).")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None,
+              help="Limit dataset size. [default: all]")
+@click.option("--save-every", type=click.IntRange(min=0), default=20,
+              help="Checkpoint interval.")
+@eval_options
+@stage_options
+@click.option("--alpha", type=float, default=0.05, help="Significance level.")
+@click.option("--resamples", type=click.IntRange(min=1), default=20000,
+              help="Permutation/bootstrap resamples.")
+@execution_options
+def campaign(**params: Any) -> None:
+    """Plan (and with --execute run) a campaign: baseline and candidate arms × paired seeds,
+    then the significance analysis.
+
+    \b
+    Examples:
+      tp campaign --max-steps 100 --batch-size 4 --group-size 8 \\
+          --baseline-lr 5e-4 --candidate-lr 5e-5
+      tp campaign --baseline-lr 5e-4 --candidate-lr 5e-5 --seeds 0-7 \\
+          --campaign-root results/tinker_ab_v1 --execute --parallel 2
+    """
+    from pathlib import Path
+
+    root = params["campaign_root"] or f"results/tinker_campaign_{timestamp()}"
+    raw = common_table(params)
+    baseline: dict[str, Any] = {"name": "baseline", "pipeline": params["baseline_pipeline"]}
+    candidate: dict[str, Any] = {"name": "candidate", "pipeline": params["candidate_pipeline"]}
+    if params["baseline_lr"] is not None:
+        baseline["lr"] = params["baseline_lr"]
+    if params["candidate_lr"] is not None:
+        candidate["lr"] = params["candidate_lr"]
+    raw.update({
+        "kind": "campaign", "name": Path(root).name, "output": root,
+        "seeds": parse_seeds(params["seeds"]), "arms": [baseline, candidate],
+        "baseline": "baseline",
+        "analysis": {"alpha": params["alpha"], "resamples": params["resamples"]},
+    })
+    execute_spec(raw, source="tp campaign", params=params, execute=params["execute"])

@@ -1,0 +1,55 @@
+"""``tp follow``: stream a run's metrics.jsonl to Weights & Biases (the seed document's
+``scripts/tinker_wandb_follow.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--metrics-path", required=True, type=click.Path(dir_okay=False),
+              help="Path to metrics.jsonl (it may appear later).")
+@click.option("--project", default="textpolicy-tinker", help="W&B project name.")
+@click.option("--entity", default=None, help="W&B entity. [default: your default entity]")
+@click.option("--run-name", default=None, help="W&B run name. [default: auto]")
+@click.option("--group", default=None, help="W&B run group. [default: none]")
+@click.option("--poll-seconds", type=click.FloatRange(min=0.0, min_open=True), default=5.0,
+              help="Polling interval.")
+@click.option("--idle-timeout-seconds", type=click.FloatRange(min=0.0), default=600.0,
+              help="Exit after this many idle seconds.")
+@click.option("--no-follow", is_flag=True, help="Backfill once and exit.")
+def follow(metrics_path: str, project: str, entity: str | None, run_name: str | None,
+           group: str | None, poll_seconds: float, idle_timeout_seconds: float,
+           no_follow: bool) -> None:
+    """Log every row of a metrics.jsonl to W&B: backfill what is there, then tail it.
+
+    Never logs a step twice, also across restarts: the W&B run id and the last logged step
+    are kept in wandb_follow.json next to the metrics file, and a restarted follower resumes
+    that W&B run. Ctrl-C ends it cleanly.
+
+    \b
+    Examples:
+      tp follow --metrics-path results/tinker_ab_v1/candidate/seed0/metrics.jsonl \\
+          --run-name candidate-full --group ab_v1
+      WANDB_MODE=offline tp follow --metrics-path run/metrics.jsonl --no-follow
+    """
+    from textpolicy.runner.follow import Follower
+
+    follower = Follower(metrics_path, project=project, entity=entity, run_name=run_name,
+                        group=group, poll_seconds=poll_seconds,
+                        idle_timeout_seconds=idle_timeout_seconds, follow=not no_follow)
+    result: Any = None
+    try:
+        result = follower.run()
+    except KeyboardInterrupt:
+        follower.stop.set()
+        follower.close()
+        click.echo("stopped", err=True)
+        return
+    if result.steps_logged:
+        click.echo(f"logged {result.steps_logged} steps ({result.first_step}..{result.last_step})"
+                   f" to W&B run {result.run_id} in project {project}")
+    else:
+        click.echo(f"nothing new to log from {metrics_path}")

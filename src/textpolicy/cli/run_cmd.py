@@ -1,0 +1,186 @@
+"""``tp run SPEC``: run a spec file (sweep, campaign or experiment).
+
+``tp run`` executes; ``--dry-run`` only writes the plan (manifest.json, run_commands.sh).
+Also home of what ``tp sweep`` and ``tp campaign`` share: the execution options and turning
+their flags into the same spec table a TOML file holds.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from textpolicy.errors import ConfigError
+
+F = Callable[..., Any]
+
+
+def parse_floats(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r}: expected comma-separated numbers, e.g. "
+                          "5e-5,2e-4") from None
+    if not values:
+        raise ConfigError(f"{flag}: {text!r}: expected at least one number")
+    return values
+
+
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """``0,1,2`` or a range ``0-7`` (inclusive), or a mix: ``0-3,8``."""
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r}: expected seeds like 0,1,2 or 0-7") from None
+    if not seeds:
+        raise ConfigError(f"{flag}: {text!r}: expected at least one seed")
+    return seeds
+
+
+def timestamp() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+
+
+def execution_options(f: F) -> F:
+    """--parallel, --continue-on-error, --workers, --progress (shared by run/sweep/campaign)."""
+    f = click.option("--progress", type=click.Choice(["auto", "rich", "plain", "off"]),
+                     default="auto",
+                     help="Progress display on stderr (auto: rich on a terminal, else plain "
+                          "lines).")(f)
+    f = click.option("--workers", type=click.Choice(["auto", "thread", "process"]),
+                     default="auto",
+                     help="How parallel runs execute (auto: worker processes for the local "
+                          "engine, threads for remote engines).")(f)
+    f = click.option("--continue-on-error", is_flag=True, default=None,
+                     help="Keep running the other runs when one fails.")(f)
+    f = click.option("--parallel", type=click.IntRange(min=1), default=None,
+                     help="Runs executed at the same time, each on its own engine client. "
+                          "[default: the spec's, 1]")(f)
+    return f
+
+
+def stage_options(f: F, *, gtpo_hicra: bool = True) -> F:
+    """The seed document's stage flags; given flags apply to every arm with that stage."""
+    f = click.option("--sepa-correct-rate-gate", type=float, default=None,
+                     help="Min correct rate for SEPA. [default: 0.1]")(f)
+    f = click.option("--sepa-delay-steps", type=int, default=None,
+                     help="SEPA delay. [default: 10]")(f)
+    f = click.option("--sepa-schedule", type=click.Choice(["linear", "auto"]), default=None,
+                     help="SEPA schedule. [default: linear]")(f)
+    f = click.option("--sepa-steps", type=int, default=None,
+                     help="SEPA ramp steps. [default: 100]")(f)
+    if gtpo_hicra:
+        f = click.option("--hicra-alpha", type=float, default=None,
+                         help="HICRA amplification. [default: 0.2]")(f)
+        f = click.option("--gtpo-beta", type=float, default=None,
+                         help="GTPO entropy weighting. [default: 0.1]")(f)
+    return f
+
+
+STAGE_FLAG_KEYS: dict[str, tuple[str, str]] = {
+    "gtpo_beta": ("gtpo", "beta"),
+    "hicra_alpha": ("hicra", "alpha"),
+    "sepa_steps": ("sepa", "ramp_steps"),
+    "sepa_schedule": ("sepa", "schedule"),
+    "sepa_delay_steps": ("sepa", "delay_steps"),
+    "sepa_correct_rate_gate": ("sepa", "correct_rate_gate"),
+}
+
+
+def common_table(params: dict[str, Any]) -> dict[str, Any]:
+    """Spec keys shared by ``tp sweep`` and ``tp campaign`` flags (only what was given)."""
+    raw: dict[str, Any] = {"engine": {"name": params["engine"]}, "task": params["task"]}
+    if params.get("base_url"):
+        raw["engine"]["options"] = {"base_url": params["base_url"]}
+    if params.get("model"):
+        raw["model"] = params["model"]
+    training: dict[str, Any] = {}
+    for key in ("batch_size", "group_size", "max_tokens", "temperature", "lora_rank",
+                "max_steps", "save_every", "max_examples", "lr"):
+        if params.get(key) is not None:
+            training[key] = params[key]
+    raw["training"] = training
+    evals = {k: params[f"eval_{k}"] for k in ("every", "samples", "prompts")
+             if params.get(f"eval_{k}") is not None}
+    if evals:
+        raw["eval"] = evals
+    stage_params: dict[str, dict[str, Any]] = {}
+    for flag, (stage, key) in STAGE_FLAG_KEYS.items():
+        if params.get(flag) is not None:
+            stage_params.setdefault(stage, {})[key] = params[flag]
+    if stage_params:
+        raw["stage_params"] = stage_params
+    for key in ("parallel", "continue_on_error"):
+        if params.get(key) is not None:
+            raw[key] = params[key]
+    return raw
+
+
+def eval_options(f: F) -> F:
+    f = click.option("--eval-prompts", type=click.IntRange(min=1), default=None,
+                     help="Held-out prompts per eval. [default: all]")(f)
+    f = click.option("--eval-samples", type=click.IntRange(min=1), default=None,
+                     help="Samples per held-out prompt. [default: 4]")(f)
+    f = click.option("--eval-every", type=click.IntRange(min=0), default=None,
+                     help="Held-out eval every N steps and at the end (0: off). "
+                          "[default: the task's; math 0, arithmetic 10]")(f)
+    return f
+
+
+def execute_spec(raw: dict[str, Any], *, source: str, params: dict[str, Any],
+                 execute: bool) -> None:
+    """Validate a spec table built from flags and run it (exit with the outcome's code)."""
+    from textpolicy.runner import Options, Spec, run_spec
+
+    spec = Spec.from_dict(raw, source=source)
+    opts = Options(execute=execute, workers=params["workers"], progress=params["progress"])
+    outcome = run_spec(spec, opts, echo=click.echo)
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True,
+              help="Only write the plan (manifest.json, run_commands.sh); run nothing.")
+@click.option("--output", default=None,
+              help="Output directory. [default: the spec's `output`, else results/<name>]")
+@execution_options
+def run(spec_file: str, dry_run: bool, output: str | None, **params: Any) -> None:
+    """Run a spec file: an LR sweep, a campaign, or an experiment (sweep, campaign at the
+    tuned LRs, analysis).
+
+    Re-running the same spec resumes: finished runs are skipped and interrupted runs continue
+    from their last checkpoint. Ctrl-C stops every run cleanly after its current step.
+
+    \b
+    Examples:
+      tp run examples/quickstart.toml
+      tp run examples/tinker_math.toml --dry-run
+      tp run examples/ablation.toml --parallel 4
+    """
+    import attrs
+
+    from textpolicy.runner import Options, Spec, run_spec
+
+    spec = Spec.from_toml(spec_file)
+    if output is not None:
+        spec = attrs.evolve(spec, output=output)
+    opts = Options(execute=not dry_run, parallel=params["parallel"],
+                   continue_on_error=params["continue_on_error"], workers=params["workers"],
+                   progress=params["progress"])
+    outcome = run_spec(spec, opts, echo=click.echo)
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)

@@ -1,0 +1,89 @@
+"""``tp sweep``: the seed document's LR sweep (``scripts/tinker_lr_sweep.py``) as a command.
+
+Its flags build the same spec table a ``kind = "sweep"`` TOML file holds, validated and run by
+the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from textpolicy.cli.run_cmd import (
+    common_table,
+    eval_options,
+    execute_spec,
+    execution_options,
+    parse_floats,
+    parse_seeds,
+    stage_options,
+    timestamp,
+)
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--sweep-root", default=None,
+              help="Output directory. [default: results/lr_sweep_<timestamp>]")
+@click.option("--probe-steps", type=click.IntRange(min=1), default=20,
+              help="Steps per probe.")
+@click.option("--engine", default="tinker", help="Engine (tinker | local | plugin).")
+@click.option("--task", default="math", help="Task (math | arithmetic | plugin).")
+@click.option("--model", default=None,
+              help="Model ID. [default: the task's; math: Qwen/Qwen3-4B-Instruct-2507]")
+@click.option("--base-url", default=None, help="Tinker service URL. [default: production]")
+@click.option("--lora-rank", type=click.IntRange(min=0), default=None,
+              help="LoRA rank (0: all weights). [default: the task's; math: 64]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, help="Prompts per step.")
+@click.option("--group-size", type=click.IntRange(min=1), default=16,
+              help="Completions per prompt.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+              help="Max completion length. [default: the task's; math: 2048]")
+@click.option("--temperature", type=float, default=None,
+              help="Sampling temperature. [default: the task's; math: 0.7]")
+@click.option("--lr-values", default="5e-5,2e-4,5e-4,1e-3",
+              help="Comma-separated LR values.")
+@click.option("--algorithms", default="grpo,full",
+              help="Comma-separated algorithms (pipelines) to sweep.")
+@click.option("--seeds", default="0",
+              help="Seeds of every probe (e.g. 0,1 or 0-2); the best LR averages over them.")
+@click.option("--select", type=click.Choice(["auto", "eval", "running_correct_rate"]),
+              default="auto",
+              help="Metric that picks the best LR (auto: held-out eval when eval runs).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="Steps per run of the recommended campaign. [default: 100]")
+@eval_options
+@stage_options
+@execution_options
+def sweep(**params: Any) -> None:
+    """Probe every algorithm at every learning rate for a few steps; pick each one's best LR.
+
+    Prints the results table, the best LR per algorithm (and the metric that chose it) and
+    the recommended campaign; writes sweep_results.json, sweep_plot.png and a ready-to-run
+    campaign.toml into the sweep root.
+
+    \b
+    Examples:
+      tp sweep --sweep-root results/lr_sweep
+      tp sweep --lr-values "1e-5,5e-5,1e-4,5e-4" --sweep-root results/lr_sweep_fine
+      tp sweep --engine local --task arithmetic --lr-values 3e-4,1e-3,3e-3 --seeds 0-1
+    """
+    from pathlib import Path
+
+    root = params["sweep_root"] or f"results/lr_sweep_{timestamp()}"
+    raw = common_table(params)
+    algorithms = [a.strip() for a in params["algorithms"].split(",") if a.strip()]
+    raw.update({
+        "kind": "sweep", "name": Path(root).name, "output": root,
+        "arms": [{"pipeline": a, "name": _arm_name(a)} for a in algorithms],
+        "sweep": {"lr_values": parse_floats(params["lr_values"], "--lr-values"),
+                  "probe_steps": params["probe_steps"],
+                  "seeds": parse_seeds(params["seeds"]), "select": params["select"]},
+    })
+    execute_spec(raw, source="tp sweep", params=params, execute=True)
+
+
+def _arm_name(pipeline: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", pipeline).strip("_") or "arm"
