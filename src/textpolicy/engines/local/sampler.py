@@ -11,14 +11,17 @@ What a ``SampledSequence`` holds (the local engine's definition, documented in d
 * ``topk_logprobs[t]``: the k most likely (token id, logprob) pairs of that same distribution;
 * ``stop_reason``: ``"stop"`` when an eos/stop token was sampled, else ``"length"``.
 
-Randomness: sequence j of a request draws its uniforms from
-``numpy.random.default_rng([seed, j])`` (``SamplingParams.seed``, or the sampling client's own
-derived seed when None) and samples by inverse CDF, so a sequence's tokens do not depend on
-which other requests share its batch.
+Randomness: sequence j of a request draws its t-th uniform from a counter-based generator keyed
+by ``SamplingParams.seed`` (or, when it is None, by the training client's seed, the sampling
+client's name and the request's index on that client) and samples by inverse CDF, so a
+sequence's tokens depend only on the weights, its prompt, its parameters, the seed and j — not
+on which other requests share its batch. Two requests with the same explicit seed draw the same
+uniforms (callers vary the seed per prompt and step).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,9 +45,34 @@ class DecodeJob:
     topk: int
 
 
-def sequence_uniforms(seed_words: Sequence[int], count: int) -> NDArray[np.float64]:
-    """``count`` uniforms in [0, 1) for one sequence, from its own seeded generator."""
-    return np.random.default_rng([int(w) & 0xFFFFFFFF for w in seed_words]).random(count)
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def request_uniforms(seed_words: Sequence[int], num_samples: int,
+                     count: int) -> NDArray[np.float64]:
+    """Uniforms in [0, 1) for sequences 0..num_samples-1 of one request, ``[n, count]``.
+
+    Counter-based (SplitMix64 of key + counter): entry (j, t) depends only on the seed words,
+    j and t, so sequence j's draws are the same whatever else shares its batch, and a whole
+    request costs one vectorised numpy call.
+    """
+    digest = hashlib.blake2b(
+        ",".join(str(int(w)) for w in seed_words).encode(), digest_size=8).digest()
+    key = np.uint64(int.from_bytes(digest, "little"))
+    j = np.arange(num_samples, dtype=np.uint64)[:, None]
+    t = np.arange(count, dtype=np.uint64)[None, :]
+    with np.errstate(over="ignore"):
+        counter = (j << np.uint64(32)) + t + np.uint64(1)
+        bits = _splitmix64(key + counter * _GAMMA)
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
 def validate_params(params: SamplingParams) -> None:

@@ -22,7 +22,7 @@ from textpolicy.engines.local.sampler import (
     DecodeJob,
     decode,
     prompt_logprobs,
-    sequence_uniforms,
+    request_uniforms,
     validate_params,
 )
 from textpolicy.errors import EngineError
@@ -91,8 +91,8 @@ class LocalSamplingClient:
                 base = [self._trainer.seed, self._seed_word, request]
             else:
                 base = [params.seed]
-            jobs = [DecodeJob(prompt=prompt, params=params,
-                              uniforms=sequence_uniforms([*base, j], params.max_tokens),
+            uniforms = request_uniforms(base, num_samples, params.max_tokens)
+            jobs = [DecodeJob(prompt=prompt, params=params, uniforms=uniforms[j],
                               stop_ids=stop_ids, topk=topk_logprobs)
                     for j in range(num_samples)]
             future = SampleFuture(self)
