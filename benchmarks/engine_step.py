@@ -158,7 +158,8 @@ def build_random_checkpoint(out: Path, shape: str, device: str) -> int:
     config = Qwen3Config(**SHAPES[shape], pad_token_id=0, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen3ForCausalLM(config).to(dtype=torch.bfloat16)
+        model: Any = Qwen3ForCausalLM(config)
+        model = model.to(torch.bfloat16)
     model.save_pretrained(out)
     # any tokenizer will do: the benchmark passes token ids (eos = 2 is then rarely sampled)
     build_char_tokenizer().save_pretrained(out)
