@@ -1,0 +1,1 @@
+"""Example third-party textpolicy plugin (see docs/plugins.md)."""
