@@ -52,6 +52,9 @@ def serve(conn: Connection, parse_timeout_s: int, verify_timeout_s: int) -> None
         log.propagate = False
         log.setLevel(logging.WARNING)
     config = _extraction_config()
+    # warm up (builds the LaTeX parser) before the parent starts timing requests
+    verify(parse("$\\boxed{1}$", config), parse("$\\boxed{1}$", config))
+    conn.send("ready")
     gold_cache: OrderedDict[str, list[Any]] = OrderedDict()
     while True:
         try:

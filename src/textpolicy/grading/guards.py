@@ -22,7 +22,7 @@ _FACTORIAL = re.compile(r"(\d+|[A-Za-z])\s*!(?!\w)")
 
 def _clean(s: str) -> str:
     s = unwrap_text(s)
-    for token in ("$", "\\!", "\\,", "\\ ", " ", "{,}"):
+    for token in ("\\$", "$", "\\!", "\\,", "\\ ", " ", "{,}"):
         s = s.replace(token, "")
     return s.rstrip(".")
 

@@ -27,6 +27,7 @@ import attrs
 from textpolicy.errors import TaskError
 
 _WORKER_MODULE = "textpolicy.grading._worker"
+STARTUP_TIMEOUT_S = 120.0
 
 
 @attrs.frozen
@@ -95,18 +96,31 @@ class VerifyPool:
         _LIVE_POOLS.add(self)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def _start(self, slot: _Slot) -> None:
+    def _start(self, slots: Sequence[_Slot]) -> None:
+        """Start workers for ``slots`` and wait until each has warmed up math-verify, so a
+        request's deadline never includes process start-up."""
         from textpolicy.grading import _worker  # noqa: F401 - importable before forking
 
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=_worker_entry, args=(child, self.parse_timeout_s, self.verify_timeout_s),
-            daemon=True, name="textpolicy-grader")
-        with _main_without_missing_file():
-            proc.start()
-        child.close()
-        slot.process, slot.conn, slot.job = proc, parent, None
-        self.stats.spawns += 1
+        for slot in slots:
+            parent, child = self._ctx.Pipe(duplex=True)
+            proc = self._ctx.Process(
+                target=_worker_entry, args=(child, self.parse_timeout_s, self.verify_timeout_s),
+                daemon=True, name="textpolicy-grader")
+            with _main_without_missing_file():
+                proc.start()
+            child.close()
+            slot.process, slot.conn, slot.job = proc, parent, None
+            self.stats.spawns += 1
+        for slot in slots:
+            assert slot.conn is not None
+            try:
+                ready = slot.conn.poll(STARTUP_TIMEOUT_S) and slot.conn.recv() == "ready"
+            except (EOFError, OSError):
+                ready = False
+            if not ready:
+                self._kill(slot)
+                raise TaskError("grader: a math-verify worker process failed to start "
+                                f"within {STARTUP_TIMEOUT_S:.0f} s")
 
     def _kill(self, slot: _Slot) -> None:
         if slot.process is not None:
@@ -118,9 +132,7 @@ class VerifyPool:
 
     def warm_up(self) -> None:
         """Start every worker now (otherwise they start on first use)."""
-        for slot in self._slots:
-            if not slot.alive:
-                self._start(slot)
+        self._start([slot for slot in self._slots if not slot.alive])
 
     def close(self) -> None:
         if self._closed:
@@ -158,14 +170,16 @@ class VerifyPool:
         pending = deque(range(len(jobs)))
         busy: dict[int, _Slot] = {}  # fileno-independent: keyed by id(conn)
         while pending or busy:
+            dead = [s for s in self._slots if s.job is None and not s.alive]
+            if dead and pending:
+                for slot in dead:
+                    self._kill(slot)
+                self._start(dead[: len(pending)])
             for slot in self._slots:
                 if not pending:
                     break
-                if slot.job is not None:
+                if slot.job is not None or not slot.alive:
                     continue
-                if not slot.alive:
-                    self._kill(slot)
-                    self._start(slot)
                 index = pending.popleft()
                 kind, gold, given = jobs[index]
                 assert slot.conn is not None
