@@ -26,7 +26,7 @@ def _is_loopback(host: str) -> bool:
 def _warm_imports() -> None:
     import importlib
 
-    for module in ("torch", "transformers", "peft"):
+    for module in ("torch", "tinker", "transformers", "peft"):
         try:
             importlib.import_module(module)
         except Exception:  # the engine reports real import problems when it needs them
@@ -83,7 +83,13 @@ def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir:
     root = (state_dir or cache_root() / "serve").expanduser()
     states = root / "states"
 
+    # torch/transformers/peft take seconds to import: start while no client is connected yet.
+    # Engines are made only after it finished (concurrent first imports of transformers race).
+    warmup = threading.Thread(target=_warm_imports, name="tp-serve-warmup", daemon=True)
+    warmup.start()
+
     def make_engine() -> LocalEngine:
+        warmup.join()
         return LocalEngine(device=device, state_dir=states)
 
     try:
@@ -97,9 +103,6 @@ def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir:
     click.echo(f"tp serve listening on {server.url} ({where})")
     click.echo(f"  models: {', '.join(served)}; state: {root}")
     sys.stdout.flush()
-
-    # torch/transformers/peft take seconds to import: do it while no client is connected yet
-    threading.Thread(target=_warm_imports, name="tp-serve-warmup", daemon=True).start()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
