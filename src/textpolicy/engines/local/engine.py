@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ class LocalEngine:
     """The embedded engine. See the module docstring for its options."""
 
     name = "local"
+    #: ``save_state`` takes an absolute local path as the name (the training loop then keeps
+    #: states inside the run directory)
+    saves_locally = True
 
     def __init__(self, device: str = "auto", state_dir: str | os.PathLike[str] | None = None,
                  max_decode_batch: int | None = None, train_tokens_per_batch: int = 16384,
@@ -121,12 +125,15 @@ class LocalEngine:
             from peft import LoraConfig, PeftModel, get_peft_model
 
             if adapter is not None:
-                model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
             else:
                 config = LoraConfig(r=rank, lora_alpha=alpha or self.lora_alpha,
                                     target_modules="all-linear", lora_dropout=0.0, bias="none",
                                     task_type="CAUSAL_LM")
-                with torch.random.fork_rng(devices=[]):
+                with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # transformers' renames
                     torch.manual_seed(seed)
                     model = get_peft_model(model, config)
         else:
