@@ -219,3 +219,25 @@ def test_make_config_task_defaults() -> None:
         make_config(log_dir="x", max_step=3)
     with pytest.raises(ConfigError, match="lr must be > 0"):
         make_config(log_dir="x", lr=0.0)
+
+
+@pytest.mark.parametrize("mode", ["plain", "bar"])
+def test_progress_shows_live_correct_rate(tmp_path: Path, mode: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_config(log_dir=str(tmp_path / "run"), max_steps=2, eval_every=2,
+                         save_every=0)
+    run_training(config, progress=mode)
+    err = capsys.readouterr().err
+    assert "correct" in err and "running" in err
+    if mode == "plain":
+        lines = [line for line in err.splitlines() if line.startswith("step ")]
+        assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+        assert "eval 0." in lines[-1] and "eta" in lines[-1]
+    else:
+        assert "2/2" in err
+
+
+def test_bad_progress_mode_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="progress 'fancy'"):
+        run_training(make_config(log_dir=str(tmp_path / "r")), progress="fancy")
+    assert not (tmp_path / "r").exists()

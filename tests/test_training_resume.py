@@ -67,6 +67,9 @@ def test_recover_follows_the_resume_rule(tmp_path: Path) -> None:
     files.recover(0)
     assert rows(tmp_path / "metrics.jsonl") == []
     assert [r["step"] for r in rows(tmp_path / "eval.jsonl")] == [0, 0]
+    files.recover(None)  # no checkpoint: a fresh start, even the step-0 eval goes
+    assert rows(tmp_path / "eval.jsonl") == []
+    assert rows(tmp_path / "checkpoints.jsonl") == []
 
 
 def test_secrets_are_redacted_and_ignored_when_comparing() -> None:

@@ -468,7 +468,7 @@ def run_training(
                 task=_task_description(task), engine=_engine_description(engine, config))
             files.write_config(record)
         start = int(checkpoint["step"]) if checkpoint else 0
-        files.recover(start)
+        files.recover(start if checkpoint else None)
         random.seed(config.seed)
         np.random.seed(config.seed % (2**32))
         if checkpoint is not None:

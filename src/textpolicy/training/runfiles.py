@@ -9,7 +9,8 @@ complete checkpoint row, at step k, and cuts every file back to the rows that be
   ``step < k`` (training steps 0..k-1 are done);
 * ``eval.jsonl``: rows with ``step <= k`` (the eval at step k, after k optimizer steps, is
   written before checkpoint k);
-* every file: a trailing line without its newline (half-written) is dropped.
+* every file: a trailing line without its newline (half-written) is dropped;
+* no checkpoint yet: every file is emptied (the run starts again from step 0).
 
 Rows are appended in step order, so cutting is a single ``truncate`` at the first row to drop.
 """
@@ -166,12 +167,14 @@ class RunFiles:
                    for n in (*STEP_FILES, EVAL, CHECKPOINTS))
 
     # ---- recovery ------------------------------------------------------------------------
-    def recover(self, step: int) -> None:
-        """Cut every file back to the state of checkpoint ``step`` (0 = a fresh start)."""
+    def recover(self, step: int | None) -> None:
+        """Cut every file back to the state of the checkpoint at ``step``; ``None`` (no
+        checkpoint: a fresh start) empties every file."""
+        k = -1 if step is None else step
         for name in STEP_FILES:
-            truncate_jsonl(self.path(name), lambda r: _step_of(r) < step)
-        truncate_jsonl(self.path(EVAL), lambda r: _step_of(r) <= step)
-        truncate_jsonl(self.path(CHECKPOINTS), lambda r: _step_of(r) <= step)
+            truncate_jsonl(self.path(name), lambda r: _step_of(r) < k)
+        truncate_jsonl(self.path(EVAL), lambda r: _step_of(r) <= k)
+        truncate_jsonl(self.path(CHECKPOINTS), lambda r: _step_of(r) <= k)
 
     # ---- writing -------------------------------------------------------------------------
     def write_config(self, record: Mapping[str, Any]) -> None:
