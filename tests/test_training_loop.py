@@ -189,9 +189,13 @@ def test_stop_event_stops_cleanly_and_resumes(tmp_path: Path) -> None:
 
 def test_changed_config_is_refused_on_resume(tmp_path: Path) -> None:
     stop = threading.Event()
-    stop.set()  # stop before the first step: a checkpoint at step 0
+    stop.set()  # set before the run starts: nothing is done, nothing written
     config = make_config(log_dir=str(tmp_path / "run"), max_steps=4, eval_every=0)
     assert run_training(config, stop=stop, progress="off").status == "stopped"
+    assert not (tmp_path / "run").exists()
+    stop.clear()
+    outcome = run_training(config, stop=stop, on_step=lambda row: stop.set(), progress="off")
+    assert (outcome.status, outcome.steps_done) == ("stopped", 1)
     changed = make_config(log_dir=str(tmp_path / "run"), max_steps=4, eval_every=0,
                           lr=2e-3, group_size=4)
     with pytest.raises(ConfigError, match=r"group_size: 8 -> 4; lr: 0.001 -> 0.002"):

@@ -455,6 +455,11 @@ def run_training(
         raise ConfigError(f"{config.log_dir} holds run files but no config.json; "
                           f"use another --log-dir")
 
+    if stop is not None and stop.is_set():  # asked to stop before anything started
+        done = int(checkpoint["step"]) if checkpoint else 0
+        return RunOutcome(log_dir=config.log_dir, steps_done=done, status="stopped",
+                          note="stop was requested before the run started")
+
     owns_engine = engine is None
     if engine is None:
         engine = make_engine(config, registry)
