@@ -348,3 +348,47 @@ def test_decode_chunks_give_the_same_samples(tc: LocalTrainingClient) -> None:
                    for a in range(3)]
         out.append([[(s.tokens, s.stop_reason) for s in f.result()] for f in futures])
     assert out[0] == out[1]
+
+
+def test_cache_kwarg_is_detected_from_the_forward_signature(tc: LocalTrainingClient) -> None:
+    from textpolicy.engines.local.hf import cache_kwarg
+
+    class Old(torch.nn.Module):  # transformers 5.17 style
+        def forward(self, input_ids: object = None, past_key_values: object = None) -> None:
+            return None
+
+    class New(torch.nn.Module):  # transformers 5.24 style
+        def forward(self, input_ids: object = None, cache: object = None) -> None:
+            return None
+
+    class Neither(torch.nn.Module):
+        def forward(self, input_ids: object = None) -> None:
+            return None
+
+    assert cache_kwarg(Old()) == "past_key_values"
+    assert cache_kwarg(New()) == "cache"
+    with pytest.raises(EngineError, match="KV cache"):
+        cache_kwarg(Neither())
+    import inspect
+
+    real = inspect.signature(type(tc.model).forward).parameters
+    assert cache_kwarg(tc.model) in real
+
+
+def test_engine_plugin_validates_options_and_imports_torch_lazily() -> None:
+    import subprocess
+    import sys
+
+    from textpolicy.plugins import get_registry
+
+    record = get_registry().engines.get("local")
+    with pytest.raises(ConfigError, match="unknown option 'devices'"):
+        record.factory(devices="cpu")
+    assert isinstance(record.factory(device="cpu"), LocalEngine)
+    code = ("import sys; from textpolicy.plugins import get_registry; r = get_registry(); "
+            "r.engines.get('local'); r.tasks.get('arithmetic'); "
+            "import textpolicy.engines.local as m; m.TINY_MODEL; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
