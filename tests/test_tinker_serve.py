@@ -26,6 +26,7 @@ from textpolicy.engines.base import build_rl_datum
 from textpolicy.engines.local import TINY_MODEL
 from textpolicy.engines.tinker_engine import TinkerEngine, to_sdk_datum
 from textpolicy.errors import EngineError
+from textpolicy.serve import FaultPlan, FaultRule, TinkerServer, served_models
 from textpolicy.training import make_config, run_training
 
 API_KEY = "tml-local"
@@ -97,13 +98,25 @@ def server(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture(scope="module")
 def faulty_server(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-                  ) -> Iterator[ServeProcess]:
+                  ) -> Iterator[TinkerServer]:
     """Transient 500s on a forward_backward, a sample and a poll, and a poisoned
-    forward_backward (its future fails, and so does everything later on that model)."""
-    yield from _serve(env, tmp_path_factory.mktemp("faulty"),
-                      "--fail-request", "forward_backward:2", "--fail-request", "asample:5",
-                      "--fail-request", "retrieve_future:9",
-                      "--poison-request", "forward_backward:5")
+    forward_backward (its future fails, and so does everything later on that model).
+
+    The same server as `tp serve` (TinkerServer + LocalEngine), run in this process to spare
+    a second start-up of torch; the flags' parsing is the CLI's, tested below."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401 - import once
+
+    from textpolicy.engines.local import LocalEngine
+
+    tmp = tmp_path_factory.mktemp("faulty")
+    faults = FaultPlan(
+        fail=[FaultRule.parse(t, flag="--fail-request")
+              for t in ("forward_backward:2", "asample:5", "retrieve_future:9")],
+        poison=[FaultRule.parse("forward_backward:5", flag="--poison-request")])
+    server = TinkerServer(lambda: LocalEngine(device="cpu", state_dir=tmp / "states"),
+                          models=served_models(), state_dir=tmp, faults=faults).start()
+    yield server
+    server.stop()
 
 
 def _config(log_dir: Path, engine: str, url: str | None = None, **settings: Any) -> Any:
@@ -200,7 +213,7 @@ def test_local_and_tinker_runs_agree(clean_tinker_run: list[dict[str, Any]],
 
 
 def test_recovers_from_poisoned_client_and_transient_5xx(
-        faulty_server: ServeProcess, clean_tinker_run: list[dict[str, Any]],
+        faulty_server: TinkerServer, clean_tinker_run: list[dict[str, Any]],
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     engine = TinkerEngine(base_url=faulty_server.url)
     log_dir = tmp_path / "run"
