@@ -232,7 +232,7 @@ class _Run:
 
     def __init__(self, config: TrainConfig, task: Task, pipeline: Any, files: RunFiles,
                  tc: TrainingClient, reporter: Reporter, condition: str,
-                 local_states: bool) -> None:
+                 local_states: bool, examples: tuple[DataOrder, list[Example]]) -> None:
         self.config = config
         self.local_states = local_states
         self.task = task
@@ -244,12 +244,7 @@ class _Run:
         self.tok: Tokenizer = tc.get_tokenizer()
         eos = getattr(self.tok, "eos_token_id", None)
         self.stop_ids: tuple[int, ...] = (int(eos),) if eos is not None else ()
-        examples = list(task.train_examples(config.seed))
-        if config.max_examples is not None:
-            examples = examples[: config.max_examples]
-        self.data = DataOrder(examples, config.seed)
-        self.eval_examples: list[Example] = (
-            list(task.eval_examples(config.eval_prompts)) if config.eval_every > 0 else [])
+        self.data, self.eval_examples = examples
         self._prompt_cache: dict[str, list[int]] = {}
         self.vocab: Any = None
         if pipeline.needs_vocab:
@@ -434,6 +429,7 @@ def run_training(
     pipeline = _load_pipeline(config)
     model = config.model or task.default_model
     condition = config.condition or config.pipeline
+    examples = _examples(config, task)
     files = RunFiles(config.log_dir)
     where = str(files.path(CONFIG))
 
@@ -484,7 +480,7 @@ def run_training(
             tc = engine.create_training_client(model, lora_rank=config.lora_rank,
                                                seed=config.seed)
         run = _Run(config, task, pipeline, files, tc, reporter, condition,
-                   local_states=_saves_locally(engine))
+                   local_states=_saves_locally(engine), examples=examples)
         if checkpoint is not None:
             loop_state = checkpoint.get("loop_state") or {}
             run.correct_total = int(loop_state.get("correct_total", 0))
@@ -497,6 +493,20 @@ def run_training(
             tc.close()
         if owns_engine:
             engine.close()
+
+
+def _examples(config: TrainConfig, task: Task) -> tuple[DataOrder, list[Example]]:
+    """The run's training order and held-out examples (checked before anything is written)."""
+    train = list(task.train_examples(config.seed))
+    if config.max_examples is not None:
+        train = train[: config.max_examples]
+    if not train:
+        raise ConfigError(f"task {task.name!r} has no training examples")
+    held_out = list(task.eval_examples(config.eval_prompts)) if config.eval_every > 0 else []
+    if config.eval_every > 0 and not held_out:
+        raise ConfigError(f"task {task.name!r} has no held-out examples to evaluate; "
+                          f"set eval_every to 0 (--eval-every 0)")
+    return DataOrder(train, config.seed), held_out
 
 
 def _state_location(files: RunFiles, checkpoint: Mapping[str, Any]) -> str:
