@@ -168,7 +168,8 @@ class Follower:
                 pass
         kwargs: dict[str, Any] = dict(
             project=self.project, entity=self.entity, name=self.run_name, group=self.group,
-            id=run_id, resume="allow", config=config, reinit="create_new")
+            id=run_id, resume="allow", config=config, reinit="create_new",
+            settings=wandb.Settings(console="off", silent=True))
         if self.mode:
             kwargs["mode"] = self.mode
         self._run = wandb.init(**kwargs)
