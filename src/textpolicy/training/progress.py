@@ -97,18 +97,16 @@ class BarReporter:
             MofNCompleteColumn,
             Progress,
             TextColumn,
-            TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
         self._console = Console(stderr=True)
         self._progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=12),
             MofNCompleteColumn(),
             TextColumn("correct {task.fields[correct]} running {task.fields[running]} "
                        "eval {task.fields[eval]}"),
-            TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
             console=self._console,
@@ -121,11 +119,11 @@ class BarReporter:
                                              correct="-", running="-", eval="-")
 
     def update(self, row: Mapping[str, Any]) -> None:
-        fields: dict[str, Any] = {"correct": _fmt(row, "correct_rate"),
-                  "running": _fmt(row, "running_correct_rate")}
+        fields: dict[str, Any] = {"correct": _fmt(row, "correct_rate", ".2f"),
+                                  "running": _fmt(row, "running_correct_rate", ".2f")}
         for key in ("final_eval_pass@1", "eval_pass@1"):
             if key in row:
-                fields["eval"] = _fmt(row, key)
+                fields["eval"] = _fmt(row, key, ".2f")
                 break
         self._progress.update(self._task, completed=int(row["step"]) + 1, **fields)
 
