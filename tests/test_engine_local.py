@@ -392,3 +392,20 @@ def test_engine_plugin_validates_options_and_imports_torch_lazily() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_left_padded_prompts_of_different_lengths_agree_with_the_learner(
+        tc: LocalTrainingClient) -> None:
+    sc = tc.sampling_client("ragged")
+    prompts = [prompt(tc, t) for t in ("", "7+", "what is 2+3?", "1+1=")]
+    futures = [sc.sample(p, 4, SamplingParams(max_tokens=6, seed=i))
+               for i, p in enumerate(prompts)]
+    worst = 0.0
+    for p, f in zip(prompts, futures, strict=True):
+        alone = tc.sampling_client("alone").sample(
+            p, 4, SamplingParams(max_tokens=6, seed=prompts.index(p))).result()
+        for s, s_alone in zip(f.result(), alone, strict=True):
+            assert s.tokens == s_alone.tokens  # padding does not change what is sampled
+            learner = completion_logprobs(tc, p, list(s.tokens))
+            worst = max(worst, float(np.abs(learner - np.asarray(s.logprobs)).max()))
+    assert worst <= 1e-5
