@@ -160,8 +160,8 @@ def _counts(data: AnalysisInput) -> tuple[int, int, int, int] | None:
 
 def fisher(data: AnalysisInput, params: NoParams) -> TestResult:
     from scipy import stats
-    from scipy.stats.contingency import odds_ratio
 
+    from textpolicy.analysis import methods
 
     counts = _counts(data)
     if counts is None:
@@ -169,16 +169,15 @@ def fisher(data: AnalysisInput, params: NoParams) -> TestResult:
     kb, nb, kc, nc = counts
     table = np.array([[kc, nc - kc], [kb, nb - kb]])
     res = stats.fisher_exact(table)
-    orr = odds_ratio(table, kind="conditional")
-    ci = orr.confidence_interval(confidence_level=1 - data.alpha)
+    est, lo, hi, how = methods.odds_ratio_ci(table, alpha=data.alpha)
     delta = (kc / nc - kb / nb) * PP
     return TestResult(
         name="fisher", p_value=float(res.pvalue), delta=delta, level="generation",
         notes=(f"Fisher exact test on pooled training counts {kc}/{nc} vs {kb}/{nb}; "
-               f"{PSEUDO}; conditional odds ratio {float(orr.statistic):.4g} "
-               f"[{float(ci.low):.4g}, {float(ci.high):.4g}]; no CI for the difference"),
-        extra={"table": table.tolist(), "odds_ratio_conditional": float(orr.statistic),
-               "odds_ratio_ci": [float(ci.low), float(ci.high)],
+               f"{PSEUDO}; odds ratio {est:.4g} [{lo:.4g}, {hi:.4g}] ({how}); no CI for "
+               "the difference"),
+        extra={"table": table.tolist(), "odds_ratio_conditional": est,
+               "odds_ratio_ci": [lo, hi], "odds_ratio_method": how,
                "odds_ratio_sample": float(res.statistic)})
 
 

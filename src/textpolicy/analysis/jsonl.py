@@ -14,6 +14,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         data = path.read_bytes()
     except OSError as exc:
         raise AnalysisError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    lines = data.split(b"\n")
-    truncated_tail = not data.endswith(b"\n")
-    body = [ln for ln in lines if ln.strip()]
-    if not body:
+    payload = data.strip()
+    if not payload:
         return []
-    try:
-        rows = _loads(b"[" + b",".join(body) + b"]")
+    truncated_tail = not data.endswith(b"\n")
+    try:  # fast path: the whole file as one JSON array (blank lines make it fail -> slow path)
+        rows = _loads(b"[" + payload.replace(b"\n", b",") + b"]")
     except (_DecodeError, ValueError):
-        rows = _slow_parse(path, lines, truncated_tail)
+        rows = _slow_parse(path, data.split(b"\n"), truncated_tail)
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise AnalysisError(f"{path}: row {i + 1} is not a JSON object")
@@ -83,7 +83,7 @@ def column(rows: Sequence[dict[str, Any]], key: str, path: Path, *, dtype: Any =
     """``rows[i][key]`` as an array; a missing key is an error unless ``default`` is given."""
     try:
         if default is None:
-            values = [row[key] for row in rows]
+            values = list(map(itemgetter(key), rows))
         else:
             values = [row.get(key, default) for row in rows]
     except KeyError:

@@ -286,8 +286,6 @@ def _compare(items: list[tuple[str, design.Pairing, AnalysisInput]],
 def _effect_sizes(data: AnalysisInput, pairing: design.Pairing,
                   values: Mapping[RunData, design.RunValues], endpoint: design.Endpoint,
                   alpha: float) -> dict[str, Any]:
-    from scipy.stats.contingency import odds_ratio
-
     pb = float(data.base_values.mean())
     pc = float(data.cand_values.mean())
     out: dict[str, Any] = {
@@ -315,10 +313,9 @@ def _effect_sizes(data: AnalysisInput, pairing: design.Pairing,
     if counts is not None:
         kb, nb, kc, nc = counts
         table = np.array([[kc, nc - kc], [kb, nb - kb]])
-        res = odds_ratio(table, kind="conditional")
-        ci = res.confidence_interval(confidence_level=1 - alpha)
+        est, lo, hi, how = methods.odds_ratio_ci(table, alpha=alpha)
         out["odds_ratio_conditional"] = {
-            "estimate": float(res.statistic), "ci_low": float(ci.low), "ci_high": float(ci.high),
+            "estimate": est, "ci_low": lo, "ci_high": hi, "method": how,
             "source": source + " (CI ignores run-level variance: descriptive)"}
     return out
 

@@ -12,6 +12,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from functools import cached_property
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,19 @@ class EvalData:
         if ((correct != 0) & (correct != 1)).any():
             raise AnalysisError(f"{path}: 'correct' must be true/false (or 0/1)")
         try:
-            raw_ids = [row["prompt_id"] for row in rows]
+            raw_ids = list(map(itemgetter("prompt_id"), rows))
         except KeyError:
             raise AnalysisError(f"{path}: a row has no 'prompt_id' key") from None
-        index: dict[str, int] = {}
-        codes = np.fromiter((index.setdefault(str(p), len(index)) for p in raw_ids),
-                            dtype=np.int64, count=len(raw_ids))
+        try:
+            raw_index = {p: i for i, p in enumerate(dict.fromkeys(raw_ids))}
+        except TypeError:
+            raise AnalysisError(f"{path}: prompt_id must be a string or number") from None
+        codes = np.fromiter(map(raw_index.__getitem__, raw_ids), dtype=np.int64,
+                            count=len(raw_ids))
+        index = {str(p): i for p, i in raw_index.items()}
+        if len(index) != len(raw_index):
+            raise AnalysisError(f"{path}: prompt ids collide when written as text (e.g. 1 and "
+                                "'1')")
         if "sample" in rows[0]:
             sample = column(rows, "sample", path, dtype=np.int64)
             # a repeated (step, prompt, sample) is a duplicate row (e.g. a resumed eval)
