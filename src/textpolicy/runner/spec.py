@@ -621,8 +621,9 @@ def _check_structure(spec: Spec, raw: Mapping[str, Any]) -> Iterator[_Problem]:
             yield _Problem(("arms", i, "name"), f"duplicate arm name {label!r}; give each arm "
                            "a unique name")
     if spec.baseline is not None and spec.baseline not in labels:
-        yield _Problem(("baseline",), f"no arm has this name{did_you_mean(spec.baseline, labels)}"
-                       f"; allowed: {', '.join(labels)}")
+        names = list(dict.fromkeys(labels))
+        yield _Problem(("baseline",), f"no arm has this name{did_you_mean(spec.baseline, names)}"
+                       f"; allowed: {', '.join(names)}")
     if spec.kind in ("campaign", "experiment") and len(spec.arms) < 2:
         yield _Problem(("arms",), f"a {spec.kind} needs at least two arms", show_value=False)
     if spec.kind == "campaign" and "sweep" in raw:
