@@ -409,3 +409,22 @@ def test_left_padded_prompts_of_different_lengths_agree_with_the_learner(
             learner = completion_logprobs(tc, p, list(s.tokens))
             worst = max(worst, float(np.abs(learner - np.asarray(s.logprobs)).max()))
     assert worst <= 1e-5
+
+
+def test_top_p_restricts_to_the_nucleus(tc: LocalTrainingClient) -> None:
+    sc = tc.sampling_client("nucleus")
+    p = prompt(tc, "2+5=")
+    tiny = sc.sample(p, 8, SamplingParams(max_tokens=1, top_p=1e-6, seed=1)).result()
+    greedy = sc.sample(p, 1, SamplingParams(max_tokens=1, temperature=0.0)).result()[0]
+    assert {s.tokens for s in tiny} == {greedy.tokens}
+    assert all(abs(s.logprobs[0]) < 1e-6 for s in tiny)
+    full = np.asarray(sc.sample(p, 1, SamplingParams(max_tokens=1, seed=0), topk_logprobs=47)
+                      .result()[0].topk_logprobs[0])  # type: ignore[index]
+    order = np.argsort(-full[:, 1])
+    probs = np.exp(full[order, 1])
+    nucleus = set(full[order, 0][: int(np.searchsorted(np.cumsum(probs), 0.8)) + 1].astype(int))
+    mass = probs[: len(nucleus)].sum()
+    for s in sc.sample(p, 64, SamplingParams(max_tokens=1, top_p=0.8, seed=2)).result():
+        assert s.tokens[0] in nucleus
+        assert s.logprobs[0] == pytest.approx(
+            float(full[full[:, 0] == s.tokens[0], 1][0]) - np.log(mass), abs=1e-5)

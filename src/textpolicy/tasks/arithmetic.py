@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -124,7 +123,3 @@ class ArithmeticTask:
                 "grader": {"name": "exact_match", "version": 1,
                            "policy": "answer (+ eos when present in the text), whitespace "
                                      "stripped; anything else scores 0"}}
-
-
-def describe_json(task: ArithmeticTask) -> str:
-    return json.dumps(task.describe(), sort_keys=True)
