@@ -8,14 +8,14 @@ import shlex
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from textpolicy.cli import main
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 
 
-def invoke(*args: str) -> object:
+def invoke(*args: str) -> Result:
     return CliRunner().invoke(main, ["train", *args])
 
 
@@ -107,15 +107,15 @@ def test_changed_flags_on_resume_name_the_keys(tmp_path: Path) -> None:
     log_dir = str(tmp_path / "run")
     first = invoke("--log-dir", log_dir, "--max-steps", "3", "--save-every", "1",
                    "--progress", "off")
-    assert first.exit_code == 0  # type: ignore[attr-defined]
+    assert first.exit_code == 0
     again = invoke("--log-dir", log_dir, "--max-steps", "3", "--save-every", "1",
                    "--progress", "off")
-    assert again.exit_code == 0  # type: ignore[attr-defined]
-    assert "already complete" in again.stderr  # type: ignore[attr-defined]
+    assert again.exit_code == 0
+    assert "already complete" in again.stderr
     longer = invoke("--log-dir", log_dir, "--max-steps", "5", "--save-every", "1",
                     "--batch-size", "2", "--progress", "off")
-    assert longer.exit_code == 2  # type: ignore[attr-defined]
-    assert "batch_size: 4 -> 2" in longer.stderr  # type: ignore[attr-defined]
+    assert longer.exit_code == 2
+    assert "batch_size: 4 -> 2" in longer.stderr
 
 
 def _doc_commands() -> list[list[str]]:
