@@ -4,7 +4,9 @@
   next-token shifted by ``build_rl_datum``), ``AdamParams``, ``SamplingParams``; the loss is
   Tinker's summed loss (``metrics["loss:sum"]``).
 - Every call returns the SDK's future at once: the training loop submits all sampling requests
-  of a step before awaiting any, and forward_backward + optim_step back to back.
+  of a step before awaiting any, and forward_backward + optim_step back to back; the next
+  step's sampler (``save_weights_and_get_sampling_client``) is requested right behind the
+  optim_step, so it is ready when the step starts.
 - Checkpoints are ``save_state`` (weights + Adam state, a ``tinker://`` path); resume is
   ``create_training_client_from_state_with_optimizer``.
 - Recovery: a failed request poisons a Tinker training client. The wrapper keeps the last saved
@@ -263,6 +265,7 @@ class TinkerTrainingClient:
         self._generation = 0
         self._log: list[_Op] = []
         self._tokenizer: Any = None
+        self._next_sampler: _Op | None = None
         self.recoveries = 0
 
     @property
@@ -331,10 +334,19 @@ class TinkerTrainingClient:
                 op.generation = self._generation
 
     # -- the engine interface ------------------------------------------------------------
+    def _submit_sampler(self) -> _Op:
+        return self._submit(_Op("save_weights_and_get_sampling_client",
+                                lambda tc: tc.save_weights_and_get_sampling_client(),
+                                logged=False))
+
     def sampling_client(self, name: str) -> TinkerSamplingClient:
-        op = self._submit(_Op("save_weights_and_get_sampling_client",
-                              lambda tc: tc.save_weights_and_get_sampling_client(),
-                              logged=False))
+        """A sampler on the current weights. The one made right after the last optim_step
+        (requested back to back with it) is used when there is one, so a step does not wait
+        two round trips for its sampler."""
+        with self._lock:
+            op, self._next_sampler = self._next_sampler, None
+        if op is None:
+            op = self._submit_sampler()
         return TinkerSamplingClient(self._await(op, None))
 
     def forward_backward(self, datums: Sequence[Datum], loss_fn: str,
@@ -350,7 +362,10 @@ class TinkerTrainingClient:
 
     def optim_step(self, params: AdamParams) -> _OpFuture:
         adam = to_sdk_adam(params)
-        op = self._submit(_Op("optim_step", lambda tc: tc.optim_step(adam), logged=True))
+        with self._lock:
+            op = self._submit(_Op("optim_step", lambda tc: tc.optim_step(adam), logged=True))
+            # the next step's sampler, in the same queue right behind the update
+            self._next_sampler = self._submit_sampler() if self._engine.prefetch_sampler else None
         return _OpFuture(self, op, lambda _resp: None)
 
     def save_state(self, name: str) -> _OpFuture:
@@ -378,7 +393,8 @@ class TinkerTrainingClient:
 
 class TinkerEngine:
     """``tinker`` engine. Options: ``base_url`` (default ``$TINKER_BASE_URL`` or Tinker's
-    production URL), ``max_recoveries`` (per request, default 3).
+    production URL), ``max_recoveries`` (per request, default 3), ``prefetch_sampler``
+    (request the next step's sampler right behind each optim_step; default true).
 
     ``lora_rank=None`` (a full fine-tune) is requested as LoRA rank 0, which `tp serve` runs as
     a full fine-tune and Tinker refuses (it trains LoRA adapters only)."""
@@ -386,11 +402,13 @@ class TinkerEngine:
     name = "tinker"
     saves_locally = False  # save_state takes a name; Tinker stores the state
 
-    def __init__(self, base_url: str | None = None, max_recoveries: int = 3) -> None:
+    def __init__(self, base_url: str | None = None, max_recoveries: int = 3,
+                 prefetch_sampler: bool = True) -> None:
         check_sdk_version()
         if int(max_recoveries) < 0:
             raise ConfigError(f"engine option max_recoveries={max_recoveries!r}: must be >= 0")
         self.max_recoveries = int(max_recoveries)
+        self.prefetch_sampler = bool(prefetch_sampler)
         self.recoveries = 0  # training-client recoveries, all clients together
         if not _has_credentials():
             raise EngineError("no Tinker API key: set TINKER_API_KEY (tml-...), "
@@ -407,7 +425,8 @@ class TinkerEngine:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "base_url": self.base_url,
-                "tinker_sdk": installed_sdk_version(), "max_recoveries": self.max_recoveries}
+                "tinker_sdk": installed_sdk_version(), "max_recoveries": self.max_recoveries,
+                "prefetch_sampler": self.prefetch_sampler}
 
     @property
     def service_client(self) -> Any:
