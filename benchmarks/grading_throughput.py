@@ -97,7 +97,7 @@ def bench_variants(problems: int, workers: int) -> dict[str, Any]:
             seconds.extend(o.seconds for o in outs)
             return outs
 
-        pool.verify_many = timed
+        pool.__dict__["verify_many"] = timed  # instance override: time each call
         t = time.perf_counter()
         results = g.grade_many(reqs)
         batch_s = time.perf_counter() - t
