@@ -246,11 +246,11 @@ class _Run:
         self.stop_ids: tuple[int, ...] = (int(eos),) if eos is not None else ()
         self.data, self.eval_examples = examples
         self._prompt_cache: dict[str, list[int]] = {}
-        self.vocab: Any = None
-        if pipeline.needs_vocab:
-            from textpolicy.vocab import TokenVocab
+        # Every arm gets the vocab, so planning_token_share is logged (and comparable) even
+        # for pipelines whose stages never read the planning mask (grpo, maxrl).
+        from textpolicy.vocab import TokenVocab
 
-            self.vocab = TokenVocab.from_tokenizer(self.tok)
+        self.vocab: Any = TokenVocab.from_tokenizer(self.tok)
         self.topk = ENTROPY_TOPK if getattr(pipeline, "signal", "surprisal") == "entropy" else 0
         self.correct_total = 0
         self.completions_total = 0
