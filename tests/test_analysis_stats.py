@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
+from textpolicy_builtins import significance as sig
 
 from textpolicy.analysis import methods
 from textpolicy.analysis.design import pass_at_k
 from textpolicy.analysis.records import AnalysisInput
-from textpolicy_builtins import significance as sig
 
 
 def _input(base: list[float], cand: list[float], *, counts: tuple[int, int, int, int] | None
@@ -54,7 +54,7 @@ def test_fisher_and_odds_ratio_match_scipys_r_generated_cases() -> None:
         assert out.p_value == pytest.approx(res.pvalue, rel=1e-6, abs=1e-12)
         est, lo, hi, how = methods.odds_ratio_ci(np.array(params.table), alpha=0.05)
         ref_lo, ref_hi = res.conditional_odds_ratio_ci
-        if 0.01 < res.conditional_odds_ratio < 100 and 0 < ref_lo and ref_hi < np.inf:
+        if 0.01 < res.conditional_odds_ratio < 100 and ref_lo > 0 and ref_hi < np.inf:
             tol = 1e-2 if how.startswith("conditional") else 2e-2  # Woolf on large cells
             assert est == pytest.approx(res.conditional_odds_ratio, rel=tol)
             assert lo == pytest.approx(ref_lo, rel=tol)
@@ -173,7 +173,8 @@ def test_pass_at_k_hand_values_and_brute_force() -> None:
     c = rng.integers(0, n + 1)
     for k in (1, 2, 4):
         ours = pass_at_k(c, n, k)
-        ref = [1 - math.comb(int(ni - ci), k) / math.comb(int(ni), k) for ni, ci in zip(n, c)]
+        ref = [1 - math.comb(int(ni - ci), k) / math.comb(int(ni), k)
+               for ni, ci in zip(n, c, strict=True)]
         assert ours == pytest.approx(ref, rel=1e-9, abs=1e-12)
     assert pass_at_k(c, n, 1) == pytest.approx(c / n)
 

@@ -11,6 +11,7 @@ hierarchical model ``logit p = μ + δ·arm + u_seed + e_run + b_prompt + c_run�
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import attrs
@@ -47,9 +48,28 @@ def t_seeds(sd_d: float, delta: float, *, alpha: float = 0.05, power: float = 0.
     es = abs(delta) / sd_d
     if _tt_power().power(effect_size=es, nobs=2, alpha=alpha) >= power:
         return 2
-    n = _tt_power().solve_power(effect_size=es, nobs=None, alpha=alpha, power=power,
-                                alternative="two-sided")
-    return math.ceil(float(np.asarray(n).item()) - 1e-9)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: handled below
+            n = float(np.asarray(_tt_power().solve_power(
+                effect_size=es, nobs=None, alpha=alpha, power=power,
+                alternative="two-sided")).item())
+    except (ValueError, RuntimeError):
+        n = math.nan
+    if math.isfinite(n):
+        return math.ceil(n - 1e-9)
+    # the root finder gives up for tiny effects: walk from the closed form (within a few)
+    guess = closed_form_seeds(sd_d * sd_d, delta, alpha=alpha, power=power) or 2
+    lo, hi = max(2, guess - 1), guess + 1
+    while _tt_power().power(effect_size=es, nobs=hi, alpha=alpha) < power:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # bisection on the power curve (monotone in n)
+        mid = (lo + hi) // 2
+        if _tt_power().power(effect_size=es, nobs=mid, alpha=alpha) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def t_power(sd_d: float, delta: float, n_pairs: int, *, alpha: float = 0.05) -> float | None:
