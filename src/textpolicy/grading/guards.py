@@ -27,13 +27,22 @@ def _clean(s: str) -> str:
     return s.rstrip(".")
 
 
-def parse_base_number(s: str) -> tuple[str, str, str | None] | None:
+def parse_base_number(s: str, *, strict: bool = True) -> tuple[str, str, str | None] | None:
     """``(sign, DIGITS, base)`` of ``1200_7``/``\\text{A5}_{11}``; base None for bare digits;
-    None when ``s`` is not a (based) numeral."""
+    None when ``s`` is not a (based) numeral (``strict``: letter digits must be upper-case,
+    which keeps ``x_1`` from being read as a numeral)."""
     c = _clean(s)
     m = _BASE.match(c)
     if m:
-        return m.group("sign"), m.group("digits").upper().lstrip("0") or "0", m.group("base")
+        digits, base = m.group("digits"), int(m.group("base"))
+        if not strict:
+            digits = digits.upper()
+        # a numeral in base b: 2 <= b <= 36, upper-case letter digits, every digit < b
+        if not 2 <= base <= 36 or any(ch.islower() for ch in digits):
+            return None
+        if any(int(ch, 36) >= base for ch in digits if ch != "."):
+            return None
+        return m.group("sign"), digits.lstrip("0") or "0", m.group("base")
     m = re.match(r"^(-?)([0-9A-Za-z]+(?:\.[0-9A-Za-z]+)?)$", c)
     if m and any(ch.isdigit() for ch in m.group(2)):
         return m.group(1), m.group(2).upper().lstrip("0") or "0", None
@@ -49,7 +58,7 @@ def base_equal(given: str, gold: str) -> bool:
     """Digits and base compared as strings; a given answer without a base (the problem
     named it) is accepted when its digits match."""
     g = parse_base_number(gold)
-    a = parse_base_number(given)
+    a = parse_base_number(given, strict=False)
     if g is None or a is None:
         return False
     if a[2] is not None and a[2] != g[2]:
