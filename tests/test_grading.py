@@ -27,8 +27,9 @@ from textpolicy.tasks.evaluation import pass_at_k
 CASES_PATH = Path(__file__).parent / "data" / "grading_cases.jsonl"
 CASES: list[dict[str, Any]] = [json.loads(line) for line in CASES_PATH.read_text().splitlines()
                                if line.strip()]
-PATHOLOGICAL = ("\\dfrac{5^{\\left(5^{\\left(5^{\\left(5^5\\right)}\\right)} - 4\\right)} "
-                "- 5}{16}")
+# math-verify issue #65: converting this parse to a string hangs
+PATHOLOGICAL = ("\\boxed{\\dfrac{5^{\\left(5^{\\left(5^{\\left(5^5\\right)}\\right)} - 4\\right)} "
+                "- 5}{16}}")
 
 
 @pytest.fixture(scope="module")
