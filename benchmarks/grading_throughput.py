@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from textpolicy.grading import GradeRequest, MathGrader, extract_boxed
-from textpolicy.grading.variants import generate_variants
+from textpolicy.grading.variants import generate_variants, policy_variants
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "math"
 LIST_HINT = re.compile(r"\bcommas\b|comma-separated", re.I)
@@ -102,6 +102,14 @@ def bench_variants(problems: int, workers: int) -> dict[str, Any]:
         results = g.grade_many(reqs)
         batch_s = time.perf_counter() - t
         counts = dict(g.counts)
+    policy = [(kind, given, gold, verdict) for gold in golds
+              for kind, given, verdict in policy_variants(gold)]
+    with MathGrader(workers=workers) as g2:
+        policy_results = g2.grade_many([GradeRequest(given, gold)
+                                        for _k, given, gold, _v in policy])
+    by_kind: dict[str, list[bool]] = {}
+    for (kind, _given, _gold, verdict), res in zip(policy, policy_results, strict=True):
+        by_kind.setdefault(kind, []).append(res.correct == verdict)
     eq = [r.correct for v, r in zip(variants, results, strict=True) if v.equivalent]
     ne = [not r.correct for v, r in zip(variants, results, strict=True) if not v.equivalent]
     return {"problems": len(golds), "variants": len(variants), "equivalent": len(eq),
@@ -110,7 +118,8 @@ def bench_variants(problems: int, workers: int) -> dict[str, Any]:
             "wrong_rejects": len(eq) - sum(eq), "wrong_accepts": len(ne) - sum(ne),
             "timeouts": sum(r.timed_out for r in results), "batch_s": batch_s,
             "answers_per_s": len(reqs) / batch_s, "math_verify_calls": len(seconds),
-            "math_verify_latency": _dist(seconds) if seconds else {}, "methods": counts}
+            "math_verify_latency": _dist(seconds) if seconds else {}, "methods": counts,
+            "policy_cases": {k: {"n": len(v), "as_policy": sum(v)} for k, v in by_kind.items()}}
 
 
 def main() -> None:

@@ -82,3 +82,17 @@ def test_real_responses_737_of_800(grader: MathGrader) -> None:
     assert len(flipped) == 9
     assert all(c or not q for c, q in zip(correct, qwen_scores, strict=True))
     assert sum("4:30" in given for given, _ in flipped) == 8
+
+
+def test_policy_cases_follow_the_stated_policy(grader: MathGrader) -> None:
+    from textpolicy.grading.variants import policy_variants
+
+    golds = [g for g in (extract_boxed(str(r["solution"])) for r in _jsonl("math_test.jsonl"))
+             if g]
+    cases = [(kind, given, gold, verdict) for gold in golds
+             for kind, given, verdict in policy_variants(gold)]
+    assert len(cases) > 5000
+    results = grader.grade_many([GradeRequest(given, gold) for _k, given, gold, _v in cases])
+    off = [(kind, gold, given) for (kind, given, gold, verdict), r
+           in zip(cases, results, strict=True) if r.correct != verdict]
+    assert off == []

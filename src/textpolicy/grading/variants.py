@@ -209,3 +209,31 @@ def generate_variants(golds: Sequence[str], seed: int, *,
         for kind, given in non_equivalent_variants(gold, rng, golds, is_list=is_list):
             out.append(Variant(gold, given, False, kind, is_list))
     return out
+
+
+def policy_variants(gold: str) -> list[tuple[str, str, bool]]:
+    """``(kind, variant, verdict under POLICY)`` for the conventions that must be chosen:
+    a decimal for a fraction (exact: accepted; rounded: rejected), an unreduced fraction
+    (accepted), an integer written as a decimal (accepted) or rounded (rejected)."""
+    from fractions import Fraction
+
+    g = gold.strip()
+    out: list[tuple[str, str, bool]] = []
+    m = _FRAC.match(g)
+    if m and int(m.group(3)) != 0:
+        value = Fraction(int(m.group(2)), int(m.group(3))) * (-1 if m.group(1) else 1)
+        den = value.denominator
+        while den % 2 == 0:
+            den //= 2
+        while den % 5 == 0:
+            den //= 5
+        if den == 1:  # terminating decimal: exact
+            out.append(("decimal_exact", f"{float(value):.10g}", True))
+        else:
+            out.append(("decimal_rounded", f"{float(value):.2f}", False))
+        num, den2 = int(m.group(2)), int(m.group(3))
+        out.append(("unreduced", f"{m.group(1)}\\frac{{{2 * num}}}{{{2 * den2}}}", True))
+    if _INT.match(g):
+        out.append(("integer_as_decimal", f"{g}.0", True))
+        out.append(("integer_rounded", f"{int(g)}.4", False))
+    return out
