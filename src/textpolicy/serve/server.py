@@ -202,6 +202,7 @@ class TinkerServer:
         faults: FaultPlan | None = None,
         long_poll_s: float = 20.0,
         gather_s: float = 0.02,
+        session_idle_s: float = 300.0,
         verbose: bool = False,
     ) -> None:
         self.service = TinkerService(engine_factory, models=models, state_dir=state_dir,
@@ -209,6 +210,13 @@ class TinkerServer:
         self._httpd = _Server((host, port), self.service, faults or FaultPlan(),
                               long_poll_s=long_poll_s, verbose=verbose)
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.session_idle_s = session_idle_s
+        threading.Thread(target=self._reaper, name="tp-serve-reaper", daemon=True).start()
+
+    def _reaper(self) -> None:
+        while not self._stopping.wait(min(60.0, self.session_idle_s / 2)):
+            self.service.reap(self.session_idle_s)
 
     @property
     def host(self) -> str:
@@ -232,6 +240,7 @@ class TinkerServer:
         self._httpd.serve_forever()
 
     def stop(self) -> None:
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self.service.close()

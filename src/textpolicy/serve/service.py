@@ -17,7 +17,9 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,9 @@ from textpolicy.serve.worker import SampleJob, SessionWorker
 log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[], Engine]
+
+#: ephemeral samplers kept per session (a training loop uses only its newest one)
+KEEP_EPHEMERAL_SAMPLERS = 4
 
 
 class ApiError(Exception):
@@ -82,6 +87,8 @@ class _Session:
         self.lock = threading.Lock()
         self.models: dict[str, _Model] = {}
         self.finished = False
+        self.last_seen = time.monotonic()
+        self.samplers: deque[str] = deque()  # ephemeral samplers, oldest first
         self._engine_factory = engine_factory
         self._engine: Engine | None = None
 
@@ -152,6 +159,7 @@ class TinkerService:
             raise ApiError(404, f"unknown session {session_id!r}")
         if session.finished:
             raise ApiError(410, f"session {session_id!r} has finished")
+        session.last_seen = time.monotonic()
         return session
 
     def heartbeat(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,18 +171,40 @@ class TinkerService:
             session = self._sessions.get(session_id)
         if session is None:
             raise ApiError(404, f"unknown session {session_id!r}")
-        if not session.finished:
-            session.finished = True
-            session.close()
+        self._end_session(session)
         return {}
+
+    def _end_session(self, session: _Session) -> None:
+        """Finish a session: release its engine, models and samplers."""
+        if session.finished:
+            return
+        session.finished = True
+        prefix = f"{session.session_id}:"
+        with self._lock:
+            for sampler_id in [k for k in self._samplers if k.startswith(prefix)]:
+                del self._samplers[sampler_id]
+            for path in [k for k, v in self._sampler_paths.items()
+                         if v.sampler_id.startswith(prefix)]:
+                del self._sampler_paths[path]
+        session.close()
+
+    def reap(self, idle_s: float) -> int:
+        """Finish sessions not heard from for ``idle_s`` seconds (a client that died without
+        closing; live SDK clients heartbeat every 10 s). Returns how many were finished."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [s for s in self._sessions.values()
+                    if not s.finished and now - s.last_seen > idle_s]
+        for session in idle:
+            log.warning("tp serve: finishing idle session %s", session.session_id)
+            self._end_session(session)
+        return len(idle)
 
     def close(self) -> None:
         with self._lock:
             sessions = list(self._sessions.values())
         for session in sessions:
-            if not session.finished:
-                session.finished = True
-                session.close()
+            self._end_session(session)
 
     # ------------------------------------------------------------------- models
     def _resolve_base(self, name: str) -> str:
@@ -467,6 +497,11 @@ class TinkerService:
             sampler = _Sampler(sampler_id, model.base_model, client)
             with self._lock:
                 self._samplers[sampler_id] = sampler
+                if name is None:  # ephemeral: keep the last few (each holds a weight snapshot)
+                    session = self._sessions[session_id]
+                    session.samplers.append(sampler_id)
+                    while len(session.samplers) > KEEP_EPHEMERAL_SAMPLERS:
+                        self._samplers.pop(session.samplers.popleft(), None)
             if name is not None:
                 tinker_path = f"tinker://{model_id}/sampler_weights/{name}"
                 sampler.model_path = tinker_path
