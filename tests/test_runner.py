@@ -1,0 +1,179 @@
+"""The runner end to end on the real local engine: the quickstart at reduced size (sweep →
+campaign → analysis, parallel worker processes, W&B offline logging), Ctrl-C and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from textpolicy.runner.results import iter_jsonl
+from textpolicy.runner.sweep import ProbeRow, format_table
+from textpolicy.runner.toml_out import dumps
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def reduced_quickstart(out: Path) -> dict[str, Any]:
+    raw = tomllib.loads((EXAMPLES / "quickstart.toml").read_text())
+    raw["output"] = str(out)
+    raw["seeds"] = [0, 1]
+    raw["training"].update(max_steps=4)
+    raw["eval"] = {"every": 2, "samples": 2, "prompts": 6}
+    raw["sweep"].update(lr_values=[1e-3, 3e-3], probe_steps=3, seeds=[0])
+    raw["analysis"] = {"resamples": 2000}
+    return raw
+
+
+TP = [sys.executable, "-c", "from textpolicy.cli import main; main()"]
+
+
+def _tp(args: list[str], env: dict[str, str], cwd: Path, **kw: Any) -> Any:
+    return subprocess.run([*TP, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    wandb_dir = tmp_path / "wandb_out"
+    wandb_dir.mkdir()
+    return {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir),
+            "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+
+
+def test_quickstart_reduced_end_to_end(tmp_path: Path, env: dict[str, str]) -> None:
+    out = tmp_path / "qs"
+    raw = reduced_quickstart(out)
+    raw["wandb"] = {"project": "tp-test", "mode": "offline"}
+    spec_path = tmp_path / "quick.toml"
+    spec_path.write_text(dumps(raw))
+    result = _tp(["run", str(spec_path), "--progress", "plain"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    stdout = result.stdout
+    assert "LEARNING RATE SWEEP RESULTS" in stdout
+    assert " Algorithm         LR  Steps  Datums  Correct%  Running%   MeanLoss    Eval%" \
+           "   Status" in stdout
+    assert "chosen by held-out eval accuracy at step 3" in stdout
+    assert "tp run " in stdout and "campaign.toml" in stdout
+    # sweep files
+    sweep = out / "sweep"
+    results = json.loads((sweep / "sweep_results.json").read_text())
+    assert set(results["best_lr"]) == {"grpo", "full"}
+    assert results["selection_metric"] == "eval_accuracy"
+    assert {p.name for p in sweep.iterdir()} >= {
+        "grpo_lr1e-03", "grpo_lr3e-03", "full_lr1e-03", "full_lr3e-03", "sweep_plot.png",
+        "campaign.toml", "manifest.json", "run_commands.sh", "sweep_results.json"}
+    assert (sweep / "sweep_plot.png").read_bytes()[:4] == b"\x89PNG"
+    # campaign at the tuned LRs; every run complete, each step exactly once
+    campaign = out / "campaign"
+    manifest = json.loads((campaign / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    for arm in manifest["arms"]:
+        assert arm["lr"] == results["best_lr"][arm["name"]]
+        assert arm["lr_source"] == "sweep"
+        for run in arm["runs"]:
+            steps = [r["step"] for r in iter_jsonl(campaign / run["log_dir"] / "metrics.jsonl")]
+            assert steps == [0, 1, 2, 3]
+            assert run["status"] == "finished"
+    # paired seeds: same seed → the same eval prompts in both arms
+    prompts = {arm: {r["prompt_id"] for r in iter_jsonl(campaign / arm / "seed1" / "eval.jsonl")}
+               for arm in ("grpo", "full")}
+    assert prompts["grpo"] == prompts["full"] and len(prompts["grpo"]) == 6
+    assert (campaign / "analysis").is_dir() and any((campaign / "analysis").iterdir())
+    experiment = json.loads((out / "experiment.json").read_text())
+    assert experiment["best_lr"] == results["best_lr"]
+    # W&B: every run of the sweep and the campaign logged, each step once
+    from test_follow import settled_history
+
+    rows = settled_history(Path(env["WANDB_DIR"]), 2 * 3 * 2 + 2 * 2 * 4)
+    per_run: dict[str, list[int]] = {}
+    for row in rows:
+        per_run.setdefault(row["_run_id"], []).append(row["_step"])
+    assert len(per_run) == 4 + 4
+    assert sorted(sorted(v) for v in per_run.values()) == sorted(
+        [[0, 1, 2]] * 4 + [[0, 1, 2, 3]] * 4)
+    # the written campaign spec is ready to run: it validates and plans the same LRs
+    from textpolicy.runner.spec import Spec
+
+    again = Spec.from_toml(sweep / "campaign.toml")
+    assert {a.label: a.lr for a in again.arms} == results["best_lr"]
+
+
+def test_ctrl_c_stops_cleanly_and_rerun_resumes(tmp_path: Path, env: dict[str, str]) -> None:
+    out = tmp_path / "camp"
+    args = ["campaign", "--engine", "local", "--task", "arithmetic", "--campaign-root",
+            str(out), "--seeds", "0-1", "--max-steps", "12", "--save-every", "3",
+            "--eval-every", "0", "--execute", "--progress", "plain"]
+    proc = subprocess.Popen([*TP, *args], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    first = out / "baseline" / "seed0" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(iter_jsonl(first))) < 4:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Stopped" in stdout
+    done_before = [r["step"] for r in iter_jsonl(first)]
+    assert 4 <= len(done_before) < 12
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete"
+
+    result = _tp(args, env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    for arm in ("baseline", "candidate"):
+        for seed in (0, 1):
+            steps = [r["step"] for r in iter_jsonl(out / arm / f"seed{seed}" / "metrics.jsonl")]
+            assert steps == list(range(12)), (arm, seed, steps)
+    # a third run skips everything
+    result = _tp(args, env, tmp_path)
+    assert result.returncode == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {r["status"] for a in manifest["arms"] for r in a["runs"]} == {"skipped"}
+
+
+@pytest.mark.parametrize("workers", ["process", "thread"])
+def test_parallel_runs(tmp_path: Path, env: dict[str, str], workers: str) -> None:
+    out = tmp_path / "par"
+    result = _tp(["campaign", "--engine", "local", "--task", "arithmetic", "--campaign-root",
+                  str(out), "--seeds", "0-1", "--max-steps", "3", "--eval-every", "0",
+                  "--execute", "--parallel", "2", "--workers", workers, "--progress", "plain"],
+                 env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {r["status"] for a in manifest["arms"] for r in a["runs"]} == {"finished"}
+    for arm in ("baseline", "candidate"):
+        for seed in (0, 1):
+            steps = [r["step"] for r in iter_jsonl(out / arm / f"seed{seed}" / "metrics.jsonl")]
+            assert steps == [0, 1, 2]
+    # the same seed gives both arms the same first-step samples (paired init and data)
+    gens = {arm: [(g["prompt_id"], g["completion"]) for g in
+                  iter_jsonl(out / arm / "seed1" / "emergence" / "generations.jsonl")
+                  if g["step"] == 0] for arm in ("baseline", "candidate")}
+    assert gens["baseline"] == gens["candidate"]
+
+
+def test_sweep_table_layout_matches_the_seed_document() -> None:
+    rows = [ProbeRow("grpo", "grpo", 5e-5, 20, 114, 0.07, 0.068, 0.0234, None, "ok", 1),
+            ProbeRow("full", "full", 1e-3, 20, 98, 0.02, 0.021, 0.0401, None, "ok", 1)]
+    table = format_table(rows, with_eval=False).splitlines()
+    assert table[0] == "=" * 80
+    assert table[1] == "  LEARNING RATE SWEEP RESULTS"
+    assert table[3] == (" Algorithm         LR  Steps  Datums  Correct%  Running%   MeanLoss"
+                        "   Status")
+    assert table[4] == "─" * 80
+    assert table[5] == ("      grpo      5e-05     20     114      7.0%      6.8%     0.0234"
+                        "       ok")
+    assert table[6] == ("      full      1e-03     20      98      2.0%      2.1%     0.0401"
+                        "       ok")
