@@ -64,8 +64,10 @@ from textpolicy.cli.run_cmd import (
               help="Permutation/bootstrap resamples.")
 @execution_options
 def campaign(**params: Any) -> None:
-    """Plan (and with --execute run) a campaign: baseline and candidate arms × paired seeds,
-    then the significance analysis.
+    """Plan a campaign of paired arms; --execute runs it, then the analysis.
+
+    The baseline and candidate arms run every seed; seed s is the same init, data order and
+    eval prompts in both.
 
     \b
     Examples:

@@ -23,7 +23,7 @@ import click
 def follow(metrics_path: str, project: str, entity: str | None, run_name: str | None,
            group: str | None, poll_seconds: float, idle_timeout_seconds: float,
            no_follow: bool) -> None:
-    """Log every row of a metrics.jsonl to W&B: backfill what is there, then tail it.
+    """Stream a run's metrics.jsonl to W&B: backfill, then tail it.
 
     Never logs a step twice, also across restarts: the W&B run id and the last logged step
     are kept in wandb_follow.json next to the metrics file, and a restarted follower resumes

@@ -159,8 +159,9 @@ def execute_spec(raw: dict[str, Any], *, source: str, params: dict[str, Any],
               help="Output directory. [default: the spec's `output`, else results/<name>]")
 @execution_options
 def run(spec_file: str, dry_run: bool, output: str | None, **params: Any) -> None:
-    """Run a spec file: an LR sweep, a campaign, or an experiment (sweep, campaign at the
-    tuned LRs, analysis).
+    """Run a spec file: a sweep, a campaign or an experiment.
+
+    An experiment is an LR sweep, then a campaign at the tuned LRs, then the analysis.
 
     Re-running the same spec resumes: finished runs are skipped and interrupted runs continue
     from their last checkpoint. Ctrl-C stops every run cleanly after its current step.
@@ -184,3 +185,25 @@ def run(spec_file: str, dry_run: bool, output: str | None, **params: Any) -> Non
     outcome = run_spec(spec, opts, echo=click.echo)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)
+
+
+def render_cli_reference() -> str:
+    """docs/cli.md: the ``--help`` of ``tp`` and of every command (fixed width, so the text
+    does not depend on the terminal). ``python -c "from textpolicy.cli.run_cmd import
+    render_cli_reference as r; print(r(), end='')" > docs/cli.md``"""
+    from textpolicy.cli import main
+
+    width = 100
+    root = click.Context(main, info_name="tp", terminal_width=width, max_content_width=width,
+                         help_option_names=["-h", "--help"])
+    parts = ["# Command-line reference", "",
+             "Generated from `--help` of every command (a test keeps it current).", "",
+             "## tp", "", "```text", main.get_help(root), "```"]
+    for name in main.list_commands(root):
+        command = main.get_command(root, name)
+        if command is None:
+            continue
+        ctx = click.Context(command, info_name=name, parent=root, terminal_width=width,
+                            max_content_width=width)
+        parts += ["", f"## tp {name}", "", "```text", command.get_help(ctx), "```"]
+    return "\n".join(parts) + "\n"

@@ -56,7 +56,7 @@ from textpolicy.cli.run_cmd import (
 @stage_options
 @execution_options
 def sweep(**params: Any) -> None:
-    """Probe every algorithm at every learning rate for a few steps; pick each one's best LR.
+    """Run an LR sweep: short probes of each algorithm at each LR, best LR per algorithm.
 
     Prints the results table, the best LR per algorithm (and the metric that chose it) and
     the recommended campaign; writes sweep_results.json, sweep_plot.png and a ready-to-run

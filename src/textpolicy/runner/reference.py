@@ -1,0 +1,134 @@
+"""The spec-file reference (docs/specs.md), generated from the spec classes so it cannot drift.
+
+    python -m textpolicy.runner.reference > docs/specs.md
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Union
+
+import attrs
+
+from textpolicy.runner.spec import (
+    AnalysisSpec,
+    ArmSpec,
+    EngineSpec,
+    EvalSpec,
+    Spec,
+    SweepSpec,
+    TaskSpec,
+    TrainingSpec,
+    WandbSpec,
+)
+
+SECTIONS: tuple[tuple[str, type], ...] = (
+    ("top level", Spec),
+    ("[engine]", EngineSpec),
+    ("[task]", TaskSpec),
+    ("[training]", TrainingSpec),
+    ("[eval]", EvalSpec),
+    ("[[arms]]", ArmSpec),
+    ("[sweep]", SweepSpec),
+    ("[analysis]", AnalysisSpec),
+    ("[wandb]", WandbSpec),
+)
+
+INTRO = """\
+# Spec files
+
+A spec file is TOML. `kind` says what `tp run SPEC` does with it:
+
+- `sweep` — probe every arm at every LR of `[sweep]` for `probe_steps` steps; print the
+  results table, the best LR per arm and the recommended campaign; write
+  `sweep_results.json`, `sweep_plot.png` and a ready-to-run `campaign.toml`.
+- `campaign` — run every arm × every seed (paired: seed s is the same init, data order and
+  eval prompts in every arm), then the analysis. `tp run --dry-run` only writes
+  `manifest.json` and `run_commands.sh`.
+- `experiment` — a sweep of the arms that set no `lr`, then a campaign at the tuned LRs, then
+  the analysis: `<output>/sweep/`, `<output>/campaign/` (+ `analysis/`), `experiment.json`.
+
+An arm's learning rate: its own `lr`, else the LR the sweep tuned for it (experiment), else
+`training.lr`, else the task's default — the seed document's `--baseline-lr` /
+`--candidate-lr` over `--lr`. Settings left out take the task's defaults, exactly as
+`tp train` does.
+
+Every problem of a spec is reported at once, one line each —
+`FILE: key.path: value: problem; allowed: ...` — with "did you mean" for misspelt keys and
+names; the exit code is 2 and nothing is written. Plugin names (engine, task, pipeline,
+stage) and plugin parameters (`[task.params]`, `[stage_params.<stage>]`,
+`[[arms]] params`) are checked against the plugin registry and each plugin's own parameter
+class. Secrets (API keys) are refused: set them in the environment.
+
+Short forms: `engine = "local"` means `[engine] name = "local"`; `task = "math"` means
+`[task] name = "math"`.
+
+This reference is generated from the spec classes (`python -m textpolicy.runner.reference`);
+a test keeps it current.
+"""
+
+
+def type_name(tp: Any) -> str:
+    if isinstance(tp, str):
+        return tp
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        names = [type_name(a) for a in args if a is not type(None)]
+        return " | ".join(names) + (" (optional)" if type(None) in args else "")
+    if origin is tuple:
+        return f"array of {type_name(args[0])}"
+    if origin is not None and "Mapping" in str(origin):
+        return "table"
+    if attrs.has(tp):
+        return "table"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def default_text(field: attrs.Attribute[Any]) -> str:
+    default: Any = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        value = default.factory()
+        if attrs.has(type(value)):
+            return "(table defaults)"
+        return "`{}`" if value == {} else f"`{value!r}`"
+    if default is attrs.NOTHING:
+        return "**required**"
+    if default is None:
+        return "(omitted)"
+    if field.name == "arms":
+        return "baseline = grpo, candidate = full"
+    if isinstance(default, tuple):
+        return "`[" + ", ".join(repr(v) for v in default) + "]`"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, str):
+        return f'`"{default}"`'
+    return f"`{default!r}`"
+
+
+def render() -> str:
+    hints_cache: dict[type, dict[str, Any]] = {}
+    lines = [INTRO]
+    for title, cls in SECTIONS:
+        hints = hints_cache.setdefault(cls, typing.get_type_hints(cls))
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()).replace("``", "`")
+        lines += ["", f"## {title}", "", doc, "",
+                  "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+        for field in attrs.fields(cls):
+            meta = field.metadata
+            allowed = meta.get("allowed", "") or "any"
+            lines.append(f"| `{field.name}` | {type_name(hints[field.name])} | "
+                         f"{default_text(field)} | {allowed} | {meta.get('doc', '')} |")
+    lines += ["", "## Stage parameters", "",
+              "`[stage_params.<stage>]` and `[[arms]] params = { <stage> = {...} }` take the "
+              "parameters of each stage, checked against the stage's parameter class "
+              "(`tp pipelines` and docs/pipelines.md list them); `planning = { detector = "
+              "\"strategic_grams\", ... }` configures the planning detector.", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
