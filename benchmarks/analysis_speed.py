@@ -61,9 +61,9 @@ def main() -> None:
     print(f"evaluate_significance only (reading included): {t_eval:.3f} s; "
           f"recommendation {report.recommendation}")
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from textpolicy.cli import main; main()", "analyze", str(root),
-                    "--resamples", str(args.resamples), "--json"], check=True,
-                   stdout=subprocess.DEVNULL)
+    cli = "from textpolicy.cli import main; main()"
+    subprocess.run([sys.executable, "-c", cli, "analyze", str(root), "--resamples",
+                    str(args.resamples), "--json"], check=True, stdout=subprocess.DEVNULL)
     print(f"cold `tp analyze` in a fresh process (imports included): "
           f"{time.perf_counter() - t0:.2f} s")
 

@@ -84,9 +84,12 @@ def t_mde(sd_d: float, n_pairs: int, *, alpha: float = 0.05, power: float = 0.8
     """Smallest |δ| the paired t detects with the given power and pairs."""
     if n_pairs < 2 or not math.isfinite(sd_d) or sd_d <= 0:
         return None
-    es = _tt_power().solve_power(effect_size=None, nobs=n_pairs, alpha=alpha, power=power,
-                                 alternative="two-sided")
-    return float(np.asarray(es).item()) * sd_d
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        es = float(np.asarray(_tt_power().solve_power(
+            effect_size=None, nobs=n_pairs, alpha=alpha, power=power,
+            alternative="two-sided")).item())
+    return es * sd_d if math.isfinite(es) else None
 
 
 def var_d(sigma_seed: float, sigma_int: float, pq: float, k: int, m: int, *,

@@ -17,7 +17,7 @@ import attrs
 import numpy as np
 
 from textpolicy.analysis import design, methods, power
-from textpolicy.analysis.records import AnalysisInput, TestResult, _jsonable
+from textpolicy.analysis.records import AnalysisInput, AnalysisWarning, TestResult, _jsonable
 from textpolicy.analysis.rundata import RunData, load_runs
 from textpolicy.errors import AnalysisError, ConfigError
 
@@ -180,7 +180,8 @@ def evaluate_significance(
             comparisons_in.append((name, pairing, data))
         comparisons = _compare(comparisons_in, values, endpoint, alpha=alpha, mde=mde,
                                only=tests)
-    messages = tuple(dict.fromkeys(str(w.message) for w in caught))
+    messages = tuple(dict.fromkeys(str(w.message) for w in caught
+                                   if issubclass(w.category, AnalysisWarning)))
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     arm_rows = tuple(_arm_summary(name, rs, values, role="baseline" if name == baseline
