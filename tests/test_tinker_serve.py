@@ -246,6 +246,26 @@ def test_resume_a_tinker_run(server: ServeProcess, clean_tinker_run: list[dict[s
     _assert_same_metrics(rows(log_dir / "metrics.jsonl"), clean_tinker_run)
 
 
+def test_parallel_runs_share_one_server(server: ServeProcess, tmp_path: Path) -> None:
+    """Runs in threads of one process (how the runner runs remote engines in parallel), each
+    with its own engine: the server loads their models one at a time and serves them side by
+    side."""
+    outcomes: dict[int, Any] = {}
+
+    def run(i: int) -> None:
+        config = _config(tmp_path / f"run{i}", "tinker", server.url, max_steps=2,
+                         save_every=0, seed=i, lr=1e-3 * (i + 1))
+        outcomes[i] = run_training(config, progress="off")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert sorted(outcomes) == [0, 1, 2]
+    assert all(o.status == "finished" and o.steps_done == 2 for o in outcomes.values())
+
+
 def test_tp_train_engine_tinker_needs_only_base_url(server: ServeProcess, env: dict[str, str],
                                                    tmp_path: Path) -> None:
     log_dir = tmp_path / "cli"

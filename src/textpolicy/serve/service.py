@@ -45,6 +45,10 @@ EngineFactory = Callable[[], Engine]
 #: ephemeral samplers kept per session (a training loop uses only its newest one)
 KEEP_EPHEMERAL_SAMPLERS = 4
 
+#: model loading (transformers' from_pretrained, peft) is not thread-safe: sessions load one
+#: at a time; everything else of different sessions runs side by side
+_LOAD_LOCK = threading.RLock()
+
 
 class ApiError(Exception):
     """Answered as an HTTP error with a JSON body (not a failed future)."""
@@ -96,7 +100,8 @@ class _Session:
     def engine(self) -> Engine:
         """The session's engine, made on first use (on the worker thread)."""
         if self._engine is None:
-            self._engine = self._engine_factory()
+            with _LOAD_LOCK:
+                self._engine = self._engine_factory()
         return self._engine
 
     def close(self) -> None:
@@ -239,9 +244,10 @@ class TinkerService:
         if save is None:
             return None
         target = self.state_dir / "tokenizers" / _sanitize(base_model)
-        if not (target / "tokenizer_config.json").exists():
-            target.mkdir(parents=True, exist_ok=True)
-            save(str(target))
+        with _LOAD_LOCK:
+            if not (target / "tokenizer_config.json").exists():
+                target.mkdir(parents=True, exist_ok=True)
+                save(str(target))
         return str(target.resolve())
 
     def create_model(self, body: Mapping[str, Any], *, poison: bool) -> ServerFuture:
@@ -259,8 +265,9 @@ class TinkerService:
 
         def create() -> dict[str, Any]:
             engine_name = self._resolve_base(request.base_model)
-            client = session.engine.create_training_client(
-                engine_name, lora_rank=model.lora_rank, seed=seed)
+            with _LOAD_LOCK:
+                client = session.engine.create_training_client(
+                    engine_name, lora_rank=model.lora_rank, seed=seed)
             model.client = client
             model.tokenizer_id = self._tokenizer_dir(request.base_model, client)
             return {"type": "create_model", "model_id": model_id}
@@ -443,7 +450,8 @@ class TinkerService:
 
             def create() -> dict[str, Any]:
                 local = self._local_path(path)
-                client = session.engine.resume_training_client(local)
+                with _LOAD_LOCK:
+                    client = session.engine.resume_training_client(local)
                 model.client = client
                 meta = self._checkpoint_meta(path)
                 engine_base = str(getattr(client, "base_model", "") or "")
@@ -460,7 +468,8 @@ class TinkerService:
         def work(model: _Model) -> dict[str, Any]:
             session, _ = self._model(model.model_id)
             old = model.client
-            model.client = session.engine.resume_training_client(self._local_path(path))
+            with _LOAD_LOCK:
+                model.client = session.engine.resume_training_client(self._local_path(path))
             if old is not None:
                 old.close()
             return {"type": "load_weights", "path": path, "model_id": model.model_id}
@@ -530,8 +539,9 @@ class TinkerService:
                 raise ApiError(400, str(exc)) from None
 
             def make() -> SamplingClient:
-                client = session.engine.create_training_client(engine_name, lora_rank=None,
-                                                               seed=0)
+                with _LOAD_LOCK:
+                    client = session.engine.create_training_client(engine_name, lora_rank=None,
+                                                                   seed=0)
                 return client.sampling_client(f"{_sanitize(str(base_model))}-base")
 
             sampler = _Sampler(sampler_id, str(base_model), session.worker.call(make))
