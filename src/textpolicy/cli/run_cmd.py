@@ -61,8 +61,8 @@ def execution_options(f: F) -> F:
                           "lines).")(f)
     f = click.option("--workers", type=click.Choice(["auto", "thread", "process"]),
                      default="auto",
-                     help="How parallel runs execute (auto: worker processes for the local "
-                          "engine, threads for remote engines).")(f)
+                     help="How parallel runs execute: threads of this process (auto) or "
+                          "worker processes.")(f)
     f = click.option("--continue-on-error", is_flag=True, default=None,
                      help="Keep running the other runs when one fails.")(f)
     f = click.option("--parallel", type=click.IntRange(min=1), default=None,

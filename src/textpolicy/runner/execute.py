@@ -4,12 +4,14 @@ Runs execute in *slots*; each slot makes one engine and reuses it for run after 
 run gets its own training client), so imports and engine start-up are paid once per slot:
 
 * ``parallel == 1``: one slot, a thread of this process.
-* ``parallel > 1``, ``workers="thread"``: N threads of this process (for remote engines such
-  as ``tinker``, where a run mostly waits on the network).
+* ``parallel > 1``, ``workers="thread"`` (the default, ``auto``): N threads of this process,
+  each with its own engine. Remote engines (``tinker``) mostly wait on the network; the local
+  engine's torch kernels release the GIL, and the threads share one import of torch and
+  transformers.
 * ``parallel > 1``, ``workers="process"``: N long-lived worker processes
-  (``python -m textpolicy.runner.worker``), which is what uses several CPU cores for the local
-  engine (torch CPU work in threads of one process contends for the GIL).
-  ``workers="auto"`` picks processes for the ``local`` engine and threads otherwise.
+  (``python -m textpolicy.runner.worker``), each paying its own imports and engine start-up.
+  Measured on the 2-core machine (docs/performance.md, "Runner parallelism") threads were at
+  least as fast and used less CPU, so ``auto`` means threads.
 
 Training always happens off the main thread; the main thread only waits, so Ctrl-C sets the
 stop event (and forwards SIGINT to worker processes): every running run ends after its current
@@ -222,8 +224,7 @@ class Executor:
         self.parallel = max(1, parallel)
         self.continue_on_error = continue_on_error
         if workers == "auto":
-            engine = plan.runs[0].config.engine if plan.runs else "local"
-            workers = "process" if engine == "local" else "thread"
+            workers = "thread"
         self.workers = workers if self.parallel > 1 else "thread"
         self.display = display or Display(plan.kind, mode="off")
         self.wandb = wandb

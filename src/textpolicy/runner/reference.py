@@ -48,6 +48,13 @@ A spec file is TOML. `kind` says what `tp run SPEC` does with it:
   `manifest.json` and `run_commands.sh`.
 - `experiment` — a sweep of the arms that set no `lr`, then a campaign at the tuned LRs, then
   the analysis: `<output>/sweep/`, `<output>/campaign/` (+ `analysis/`), `experiment.json`.
+  Its `--dry-run` writes the sweep's plan; the campaign is planned once the sweep has chosen
+  each arm's LR.
+
+Outputs are resumable: running a spec again skips finished runs and resumes interrupted ones
+from their last checkpoint. Sweep probes live in `<arm>_lr<lr>/` (the seed document's
+layout, e.g. `grpo_lr5e-05/`) when the sweep has one seed, and in `<arm>_lr<lr>/seed<s>/`
+with several; campaign runs in `<arm>/seed<s>/`.
 
 An arm's learning rate: its own `lr`, else the LR the sweep tuned for it (experiment), else
 `training.lr`, else the task's default — the seed document's `--baseline-lr` /
