@@ -114,8 +114,8 @@ class Rollouts:
                 if len(seq) != lengths[i]:
                     raise RolloutError(
                         f"completion {i}: {lengths[i]} tokens but {len(seq)} top-k rows")
-                for t, pos in enumerate(seq):
-                    topk[i, t, : len(pos)] = pos
+                for j, pos in enumerate(seq):
+                    topk[i, j, : len(pos)] = pos
         plan = None
         if planning_mask is not None:
             if len(planning_mask) != n:

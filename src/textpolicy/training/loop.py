@@ -31,12 +31,13 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
+from numpy.typing import NDArray
 
 from textpolicy.engines.base import (
     AdamParams,
@@ -48,6 +49,7 @@ from textpolicy.engines.base import (
     Tokenizer,
     TrainingClient,
     build_rl_datum,
+    build_sft_datum,
 )
 from textpolicy.errors import ConfigError, EngineError
 from textpolicy.plugins import Registry, get_registry, structure_params
@@ -111,6 +113,35 @@ class RunOutcome:
     final_eval: Mapping[str, float] | None = None
     last_metrics: Mapping[str, Any] | None = None
     note: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Datums
+
+
+def build_datum(loss: str, prompt_ids: Sequence[int], completion_ids: Sequence[int],
+                sampler_logprobs: Sequence[float] | NDArray[Any],
+                token_advantages: Sequence[float] | NDArray[Any]) -> Datum:
+    """The datum of one completion for the run's ``loss`` (next-token shifted).
+
+    ``importance_sampling`` / ``ppo``: :func:`build_rl_datum` (target tokens, sampler logprobs,
+    advantages). ``cross_entropy``: advantage-weighted log-likelihood, ``-Σ A_t·logp`` —
+    weights 0 on the prompt targets and the token advantages on the completion targets (the
+    on-policy policy gradient; without weights a cross-entropy datum would fit every prompt
+    and completion token whatever its advantage).
+    """
+    if loss != "cross_entropy":
+        return build_rl_datum(prompt_ids, completion_ids, sampler_logprobs, token_advantages)
+    base = build_sft_datum(prompt_ids, completion_ids)  # validates the shapes
+    adv = np.asarray(token_advantages, dtype=np.float32).reshape(-1)
+    if adv.shape != (len(completion_ids),):
+        raise EngineError(f"datum: completion has {len(completion_ids)} tokens but "
+                          f"{adv.shape[0]} advantages")
+    full = [int(t) for t in prompt_ids] + [int(t) for t in completion_ids]
+    weights = np.concatenate([np.zeros(len(prompt_ids) - 1, dtype=np.float32), adv])
+    return Datum(model_input=full[:-1],  # type: ignore[arg-type]  # attrs converter=tuple
+                 loss_fn_inputs={"target_tokens": base.loss_fn_inputs["target_tokens"],
+                                 "weights": weights})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,8 +384,8 @@ class _Run:
         lengths = rollouts.lengths
         trainable = (np.abs(adv) > 0).any(axis=1) & (lengths > 0)
         datums: list[Datum] = [
-            build_rl_datum(prompts[flat[i][0]], flat[i][2].tokens, flat[i][2].logprobs,
-                           adv[i, : lengths[i]])
+            build_datum(cfg.loss, prompts[flat[i][0]], flat[i][2].tokens,
+                        flat[i][2].logprobs, adv[i, : lengths[i]])
             for i in np.flatnonzero(trainable)]
         loss = 0.0
         if datums:
@@ -589,6 +620,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "METRIC_KEYS",
     "RunOutcome",
+    "build_datum",
     "make_engine",
     "make_task",
     "run_training",
