@@ -177,3 +177,30 @@ def test_sweep_table_layout_matches_the_seed_document() -> None:
                         "       ok")
     assert table[6] == ("      full      1e-03     20      98      2.0%      2.1%     0.0401"
                         "       ok")
+
+
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_failed_run_and_continue_on_error(tmp_path: Path, keep_going: bool) -> None:
+    from click.testing import CliRunner
+
+    from textpolicy.cli import main
+
+    out = tmp_path / "fail"
+    broken = out / "baseline" / "seed0"
+    broken.mkdir(parents=True)  # run files without config.json: training refuses this run
+    (broken / "metrics.jsonl").write_text(json.dumps({"step": 0}) + "\n")
+    args = ["campaign", "--engine", "local", "--task", "arithmetic", "--campaign-root",
+            str(out), "--seeds", "0-1", "--max-steps", "2", "--eval-every", "0", "--execute",
+            "--progress", "off"] + (["--continue-on-error"] if keep_going else [])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "FAILED baseline/seed0" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    status = {r["log_dir"]: r["status"] for a in manifest["arms"] for r in a["runs"]}
+    assert status["baseline/seed0"] == "failed" and manifest["status"] == "failed"
+    others = {k: v for k, v in status.items() if k != "baseline/seed0"}
+    if keep_going:
+        assert set(others.values()) == {"finished"}
+    else:
+        assert set(others.values()) == {"not_started"}
+    assert not (out / "analysis").exists()  # no analysis of an incomplete campaign
