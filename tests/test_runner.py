@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -100,6 +101,18 @@ def test_quickstart_reduced_end_to_end(tmp_path: Path, env: dict[str, str]) -> N
     assert len(per_run) == 4 + 4
     assert sorted(sorted(v) for v in per_run.values()) == sorted(
         [[0, 1, 2]] * 4 + [[0, 1, 2, 3]] * 4)
+    # the printed campaign command is valid and plans the tuned LRs (dry run)
+    from click.testing import CliRunner
+
+    from textpolicy.cli import main
+
+    line = next(ln.strip() for ln in stdout.splitlines() if ln.strip().startswith("tp campaign"))
+    argv = [a for a in shlex.split(line)[1:] if a != "--execute"]
+    dry = CliRunner().invoke(main, [*argv, "--campaign-root", str(tmp_path / "rec")])
+    assert dry.exit_code == 0, dry.output + dry.stderr
+    rec = json.loads((tmp_path / "rec" / "manifest.json").read_text())
+    assert {a["pipeline"]: a["lr"] for a in rec["arms"]} == results["best_lr"]
+    assert rec["seeds"] == [0, 1]
     # the written campaign spec is ready to run: it validates and plans the same LRs
     from textpolicy.runner.spec import Spec
 

@@ -34,6 +34,8 @@ from textpolicy.runner.toml_out import dumps as toml_dumps
 RULE_WIDTH = 80
 METRIC_EVAL = "eval_accuracy"
 METRIC_RUNNING = "running_correct_rate"
+#: campaign seeds recommended after a plain sweep (a campaign needs several paired seeds)
+RECOMMENDED_SEEDS = (0, 1, 2, 3)
 
 
 @attrs.frozen
@@ -162,7 +164,7 @@ def recommended_spec(spec: Spec, best: Mapping[str, Mapping[str, float]],
     data["name"] = f"{spec.name}_campaign" if spec.name else "campaign"
     data["output"] = campaign_output
     if spec.kind == "sweep":
-        data["seeds"] = [0, 1, 2, 3]
+        data["seeds"] = list(RECOMMENDED_SEEDS)
     arms = []
     for arm_data, arm in zip(data["arms"], spec.arms, strict=True):
         if arm.label in best:
@@ -187,6 +189,11 @@ def recommended_command(spec: Spec, best: Mapping[str, Mapping[str, float]],
     argv += ["--max-steps", str(spec.training.max_steps), "--batch-size", str(cfg.batch_size),
              "--group-size", str(cfg.group_size), "--lora-rank", str(cfg.lora_rank or 0),
              "--max-tokens", str(cfg.max_tokens), "--temperature", mf._num(cfg.temperature),
+             "--eval-every", str(cfg.eval_every), "--eval-samples", str(cfg.eval_samples)]
+    if cfg.eval_prompts is not None:
+        argv += ["--eval-prompts", str(cfg.eval_prompts)]
+    seeds = spec.seeds if spec.kind == "experiment" else RECOMMENDED_SEEDS
+    argv += ["--seeds", ",".join(map(str, seeds)),
              "--baseline-lr", format_lr(best["grpo"]["lr"]),
              "--candidate-lr", format_lr(best["full"]["lr"])]
     return shlex.join(argv)
