@@ -83,3 +83,24 @@ def test_cross_entropy_run_trains_on_advantages_not_on_prompts(tmp_path: Path) -
     # (measured: 653 and 800 at steps 0 and 1); the advantage-weighted loss is tens.
     for m in metrics:
         assert abs(m["loss"]) < 200.0, m["loss"]
+
+
+def test_arithmetic_grades_special_tokens_inside_a_completion(engine: Any) -> None:
+    """The training loop and the eval grade what was sampled: ``8<pad><eos>`` or
+    ``<bos>8<eos>`` is not the exact answer (the warm-start model samples such completions:
+    about 3% of its 'correct' ones scored 1 when special tokens were stripped before grading),
+    while ``8<eos>`` is."""
+    from textpolicy.training.loop import completion_text
+
+    tc = engine.create_training_client(TINY_MODEL, lora_rank=None, seed=0)
+    tok = tc.get_tokenizer()
+    task = ArithmeticTask()
+    ex = next(e for e in task.train_examples(0) if e.answer == "8")
+    digit = tok.encode("8", add_special_tokens=False)
+    eos, pad, bos = tok.eos_token_id, tok.pad_token_id, tok.bos_token_id
+    cases = {(*digit, eos): True, (*digit, pad, eos): False, (bos, *digit, eos): False,
+             (*digit, pad, pad, pad): False}
+    for ids, correct in cases.items():
+        text = completion_text(task, tok, ids)
+        assert task.grade(ex, text).correct is correct, (ids, text)
+    tc.close()

@@ -12,7 +12,9 @@
 * Reward ``exact_match``: 1.0 when the completion is exactly the answer (leading/trailing
   whitespace ignored); when the completion text still contains the tokenizer's end-of-sequence
   text (decoded without skipping special tokens) it must be exactly answer + eos. Truncated or
-  extra output scores 0. Correctness = reward == 1.
+  extra output scores 0 — stray special tokens (``8<pad><eos>``, ``<bos>8<eos>``) included:
+  the task sets ``grade_special_tokens`` so training and eval grade the text decoded with
+  special tokens. Correctness = reward == 1.
 * ``max_tokens`` (default 4): enough for two digits and eos; runs should sample no more.
 """
 
@@ -71,6 +73,9 @@ class ArithmeticTask:
 
     name = "arithmetic"
     default_model = TINY_MODEL
+    #: the training loop and eval decode completions WITH special tokens for this task, so
+    #: ``8<pad><eos>`` or ``<bos>8<eos>`` is not graded as the exact answer ``8<eos>``
+    grade_special_tokens = True
 
     def __init__(self, params: ArithmeticParams | None = None) -> None:
         self.params = params or ArithmeticParams()

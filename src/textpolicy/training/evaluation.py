@@ -73,7 +73,8 @@ def run_eval(
     pairs: list[tuple[Example, str]] = []
     for ex, fut in zip(examples, futures, strict=True):
         for seq in fut.result():
-            pairs.append((ex, tokenizer.decode(list(seq.tokens), skip_special_tokens=True)))
+            keep = bool(getattr(task, "grade_special_tokens", False))  # see loop.completion_text
+            pairs.append((ex, tokenizer.decode(list(seq.tokens), skip_special_tokens=not keep)))
     grades = task.grade_many(pairs) if pairs else []
     correct = np.array([g.correct for g in grades], dtype=bool).reshape(len(examples), samples)
     rows = tuple(

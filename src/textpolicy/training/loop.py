@@ -144,6 +144,14 @@ def build_datum(loss: str, prompt_ids: Sequence[int], completion_ids: Sequence[i
                                  "weights": weights})
 
 
+def completion_text(task: Task, tokenizer: Tokenizer, tokens: Sequence[int]) -> str:
+    """The text a completion is graded (and logged) as: decoded without special tokens,
+    unless the task sets ``grade_special_tokens = True`` (then with them, so a grader can
+    require the eos token and reject stray pad/bos tokens)."""
+    keep = bool(getattr(task, "grade_special_tokens", False))
+    return tokenizer.decode(list(tokens), skip_special_tokens=not keep)
+
+
 # ---------------------------------------------------------------------------------------------
 # Building the components
 
@@ -362,8 +370,7 @@ class _Run:
                     f"step {step}: the engine returned {len(seqs)} samples for prompt {g}, "
                     f"expected {cfg.group_size}")
         flat = [(g, j, seq) for g, seqs in enumerate(groups) for j, seq in enumerate(seqs)]
-        texts = [self.tok.decode(list(seq.tokens), skip_special_tokens=True)
-                 for _g, _j, seq in flat]
+        texts = [completion_text(self.task, self.tok, seq.tokens) for _g, _j, seq in flat]
         grades = self.task.grade_many(
             [(batch[g], text) for (g, _j, _s), text in zip(flat, texts, strict=True)])
         rollouts = Rollouts.from_lists(
@@ -621,6 +628,7 @@ __all__ = [
     "METRIC_KEYS",
     "RunOutcome",
     "build_datum",
+    "completion_text",
     "make_engine",
     "make_task",
     "run_training",
