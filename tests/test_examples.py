@@ -7,6 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -29,7 +30,9 @@ def _parse_train(argv: list[str]) -> dict[str, object]:
     from textpolicy.training import make_config
 
     assert argv[:2] == ["tp", "train"]
-    ctx = train_cmd.train.make_context("train", argv[2:])
+    # parent context as `tp` makes it (click caches a command's help option per command)
+    root = click.Context(main, info_name="tp", help_option_names=["-h", "--help"])
+    ctx = train_cmd.train.make_context("train", argv[2:], parent=root)
     settings = train_cmd.build_settings(dict(ctx.params))
     return make_config(**settings).to_dict()
 
