@@ -79,8 +79,21 @@ from textpolicy.training.runfiles import (
 )
 from textpolicy.training.seeds import train_sampling_seed
 
-#: how many top-k logprobs are requested when the pipeline's signal is ``entropy``.
+#: how many top-k logprobs are requested when the pipeline's signal is ``entropy`` and the
+#: vocabulary is larger than ``EXACT_ENTROPY_MAX_VOCAB`` (the entropy is then a lower bound).
 ENTROPY_TOPK = 20
+#: vocabularies up to this size are requested in full: the entropy signal is exact.
+EXACT_ENTROPY_MAX_VOCAB = 256
+
+
+def entropy_topk(tokenizer: Any) -> int:
+    """Top-k logprobs to request for the ``entropy`` signal: the whole vocabulary when it has
+    at most ``EXACT_ENTROPY_MAX_VOCAB`` tokens (exact entropy), else ``ENTROPY_TOPK``."""
+    try:
+        size = len(tokenizer)
+    except TypeError:
+        return ENTROPY_TOPK
+    return size if 0 < size <= EXACT_ENTROPY_MAX_VOCAB else ENTROPY_TOPK
 
 #: the keys of every metrics row (eval keys are added on eval steps).
 METRIC_KEYS: tuple[str, ...] = (
@@ -290,7 +303,8 @@ class _Run:
         from textpolicy.vocab import TokenVocab
 
         self.vocab: Any = TokenVocab.from_tokenizer(self.tok)
-        self.topk = ENTROPY_TOPK if getattr(pipeline, "signal", "surprisal") == "entropy" else 0
+        self.topk = (entropy_topk(self.tok)
+                     if getattr(pipeline, "signal", "surprisal") == "entropy" else 0)
         self.correct_total = 0
         self.completions_total = 0
         self.sampler: SamplingClient | None = None  # a sampler on the current weights
@@ -629,6 +643,7 @@ __all__ = [
     "RunOutcome",
     "build_datum",
     "completion_text",
+    "entropy_topk",
     "make_engine",
     "make_task",
     "run_training",
