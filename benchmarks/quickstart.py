@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,9 +59,9 @@ def main() -> None:
     results = [one_run(args.keep) for _ in range(args.repeats)]
     for r in results:
         print(json.dumps(r))
-    walls = sorted(float(r["wall_s"]) for r in results)
-    print(f"quickstart wall time: median {walls[len(walls) // 2]:.1f} s over {len(walls)} "
-          f"run(s) (target <= 180 s)")
+    walls = [float(r["wall_s"]) for r in results]
+    print(f"quickstart wall time: median {statistics.median(walls):.1f} s, min {min(walls):.1f}"
+          f" s, max {max(walls):.1f} s over {len(walls)} run(s) (target <= 180 s)")
 
 
 if __name__ == "__main__":
