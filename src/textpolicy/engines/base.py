@@ -14,7 +14,7 @@ place that builds them, so the same datums go to either engine.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import attrs
@@ -77,6 +77,10 @@ class AdamParams:
     grad_clip_norm: float = 0.0
 
 
+def _int_tuple(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(values)
+
+
 @attrs.frozen(eq=False)
 class Datum:
     """One training example in Tinker's format (already next-token shifted).
@@ -85,7 +89,7 @@ class Datum:
     ``weights``) to 1-D arrays of the same length as ``model_input``.
     """
 
-    model_input: tuple[int, ...] = attrs.field(converter=tuple)
+    model_input: tuple[int, ...] = attrs.field(converter=_int_tuple)
     loss_fn_inputs: Mapping[str, NDArray[Any]] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:

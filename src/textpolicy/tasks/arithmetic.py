@@ -59,7 +59,9 @@ def eval_ids() -> frozenset[str]:
 
 def exact_match(completion: str, answer: str, eos_text: str = "<eos>") -> Grade:
     """Exact-match grade of one completion (see the module docstring for the eos rule)."""
-    text = completion.strip()
+    # No stripping: the tiny model's vocabulary has a space symbol, so "7   " is a truncated
+    # completion (no eos within max_tokens), not the answer, and must score 0.
+    text = completion
     ok = text == answer + eos_text if eos_text and eos_text in text else text == answer
     return Grade(reward=1.0 if ok else 0.0, correct=ok, format_ok=ok or text.isdigit())
 

@@ -152,7 +152,7 @@ def build_datum(loss: str, prompt_ids: Sequence[int], completion_ids: Sequence[i
                           f"{adv.shape[0]} advantages")
     full = [int(t) for t in prompt_ids] + [int(t) for t in completion_ids]
     weights = np.concatenate([np.zeros(len(prompt_ids) - 1, dtype=np.float32), adv])
-    return Datum(model_input=full[:-1],  # type: ignore[arg-type]  # attrs converter=tuple
+    return Datum(model_input=full[:-1],
                  loss_fn_inputs={"target_tokens": base.loss_fn_inputs["target_tokens"],
                                  "weights": weights})
 
