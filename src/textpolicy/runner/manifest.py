@@ -18,6 +18,7 @@ import platform
 import re
 import shlex
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -171,19 +172,45 @@ def git_commit() -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(dirty)} if commit else None
 
 
-def task_fingerprint(task_name: str, task_params: Mapping[str, Any]) -> dict[str, Any]:
-    """The task's ``describe()`` and data ``fingerprint()`` (an error note if unavailable)."""
-    from textpolicy.plugins import get_registry, structure_params
+_FINGERPRINTS: dict[str, tuple[threading.Thread, dict[str, Any]]] = {}
 
-    try:
-        record = get_registry().tasks.get(task_name)
-        params = structure_params(record.params, task_params, where=f"task {task_name!r}")
-        task = record.factory(params)
-        return {"name": task_name, "describe": redact(dict(task.describe())),
-                "fingerprint": dict(task.fingerprint())}
-    except Exception as exc:  # provenance must never stop a plan from being written
+
+def task_fingerprint(task_name: str, task_params: Mapping[str, Any], *,
+                     timeout: float = 20.0) -> dict[str, Any]:
+    """The task's ``describe()`` and data ``fingerprint()`` (an error note if unavailable).
+
+    A task may need to fetch its data to fingerprint it; a plan must not hang on that (no
+    network, a slow hub), so after ``timeout`` seconds the manifest records a note instead.
+    The manifest is rewritten after the runs, when the data is local.
+    """
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        from textpolicy.plugins import get_registry, structure_params
+
+        try:
+            record = get_registry().tasks.get(task_name)
+            params = structure_params(record.params, task_params, where=f"task {task_name!r}")
+            task = record.factory(params)
+            box["value"] = {"name": task_name, "describe": redact(dict(task.describe())),
+                            "fingerprint": dict(task.fingerprint())}
+        except Exception as exc:  # provenance must never stop a plan from being written
+            box["value"] = {"name": task_name, "fingerprint": None,
+                            "fingerprint_error": f"{type(exc).__name__}: {exc}"}
+
+    key = json.dumps([task_name, dict(task_params)], sort_keys=True, default=str)
+    if key in _FINGERPRINTS:  # one lookup per process and task (it may still be running)
+        thread, box = _FINGERPRINTS[key]
+    else:
+        thread = threading.Thread(target=work, daemon=True, name="task fingerprint")
+        _FINGERPRINTS[key] = (thread, box)
+        thread.start()
+    thread.join(timeout)
+    if "value" not in box:
         return {"name": task_name, "fingerprint": None,
-                "fingerprint_error": f"{type(exc).__name__}: {exc}"}
+                "fingerprint_error": f"not available within {timeout:.0f} s (data not local?)"}
+    result: dict[str, Any] = box["value"]
+    return result
 
 
 def now() -> str:
