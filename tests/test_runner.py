@@ -217,3 +217,18 @@ def test_failed_run_and_continue_on_error(tmp_path: Path, keep_going: bool) -> N
     else:
         assert set(others.values()) == {"not_started"}
     assert not (out / "analysis").exists()  # no analysis of an incomplete campaign
+
+
+def test_failing_analysis_falls_back_to_the_comparison(tmp_path: Path) -> None:
+    from textpolicy.runner import campaign as cmp
+    from textpolicy.runner.plan import campaign_plan
+    from textpolicy.runner.spec import load_spec
+
+    spec = load_spec({"kind": "campaign", "engine": "local", "task": "arithmetic"})
+    plan = campaign_plan(spec, tmp_path / "empty")  # no run directory exists
+    out, text, ok = cmp.analyze(spec, plan)
+    assert not ok
+    assert "The significance analysis failed" in text and "tp analyze" in text
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert [a["name"] for a in comparison["arms"]] == ["baseline", "candidate"]
+    assert (out / "comparison.md").read_text().startswith("# Campaign comparison")

@@ -108,11 +108,11 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
         return code, status, None
     if not spec.analysis.enabled:
         return code, status, None
-    out, text = cmp.analyze(spec, plan)
+    out, text, ok = cmp.analyze(spec, plan)
     if text:
         echo(text.rstrip())
     echo(f"Analysis written to {out}")
-    return code, status, out
+    return (code if ok else EXIT_FAILED), status, out
 
 
 def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,

@@ -78,13 +78,14 @@ def update_manifest(spec: Spec, plan: Plan, results: Sequence[RunResult],
     return status
 
 
-def analyze(spec: Spec, plan: Plan) -> tuple[Path, str]:
-    """Run the analysis into <campaign>/analysis; return (directory, text to print)."""
+def analyze(spec: Spec, plan: Plan) -> tuple[Path, str, bool]:
+    """Run the analysis into <campaign>/analysis; return (directory, text to print, whether
+    the significance analysis succeeded)."""
     out = plan.root / "analysis"
     try:
         from textpolicy.analysis import analyze_campaign
     except ImportError:
-        return out, fallback_comparison(spec, plan)
+        return out, fallback_comparison(spec, plan), True
     try:
         report = analyze_campaign(plan.root, alpha=spec.analysis.alpha,
                                   num_resamples=spec.analysis.resamples,
@@ -92,7 +93,8 @@ def analyze(spec: Spec, plan: Plan) -> tuple[Path, str]:
     except Exception as exc:  # the runs are done; never lose them to a failing analysis
         text = fallback_comparison(spec, plan)
         return out, (f"{text}\nThe significance analysis failed "
-                     f"({type(exc).__name__}: {exc}); re-run it with: tp analyze {plan.root}")
+                     f"({type(exc).__name__}: {exc}); re-run it with: tp analyze {plan.root}"
+                     ), False
     text = ""
     for attr in ("summary_text", "markdown", "to_markdown"):
         value = getattr(report, attr, None)
@@ -103,7 +105,7 @@ def analyze(spec: Spec, plan: Plan) -> tuple[Path, str]:
             break
     if not text and (out / "significance.md").is_file():
         text = (out / "significance.md").read_text(encoding="utf-8")
-    return out, text
+    return out, text, True
 
 
 def fallback_comparison(spec: Spec, plan: Plan) -> str:
