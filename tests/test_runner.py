@@ -232,3 +232,30 @@ def test_failing_analysis_falls_back_to_the_comparison(tmp_path: Path) -> None:
     comparison = json.loads((out / "comparison.json").read_text())
     assert [a["name"] for a in comparison["arms"]] == ["baseline", "candidate"]
     assert (out / "comparison.md").read_text().startswith("# Campaign comparison")
+
+
+def test_campaign_on_the_tinker_engine_with_threads(tmp_path: Path, env: dict[str, str]) -> None:
+    """The real tinker SDK against `tp serve`: parallel runs on threads, each its own client."""
+    server = subprocess.Popen([*TP, "serve", "--port", "0", "--state-dir", str(tmp_path / "st")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        assert "listening on http://" in first, first
+        url = first.split("listening on ")[1].split()[0]
+        out = tmp_path / "tk"
+        result = _tp(["campaign", "--engine", "tinker", "--task", "arithmetic", "--base-url",
+                      url, "--campaign-root", str(out), "--seeds", "0", "--max-steps", "3",
+                      "--eval-every", "0", "--execute", "--parallel", "2", "--progress",
+                      "plain"], {**env, "TINKER_API_KEY": "tml-local-test"}, tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert {r["status"] for a in manifest["arms"] for r in a["runs"]} == {"finished"}
+        assert "tml-local-test" not in (out / "manifest.json").read_text()
+        for arm in ("baseline", "candidate"):
+            steps = [r["step"] for r in iter_jsonl(out / arm / "seed0" / "metrics.jsonl")]
+            assert steps == [0, 1, 2]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
