@@ -9,9 +9,11 @@ per HTTP request (a stand-in for the network and Tinker's queue). Two measuremen
    the SDK and textpolicy's wrapper) and (b) the whole training loop (``run_training``:
    also grading, advantages, datums, run files). The target is <= 2 % of step time for (a);
    (b) also includes textpolicy's own per-step work.
-2. A sweep of 8 probes (4 LRs x 2 algorithms) with ``tp sweep --parallel 8`` versus
-   ``--parallel 1``, and one probe alone: with latency dominating, 8 parallel probes should
-   take about as long as one.
+2. Eight probes (4 LRs x 2 algorithms) at once versus one probe alone: (a) as eight
+   ``run_training`` threads of this process started together (the engine and server side of
+   parallelism), (b) as ``tp sweep --parallel 8`` versus ``--parallel 1`` (whole commands,
+   process start-up included). With latency dominating, 8 parallel probes should take about
+   as long as one.
 
 Usage::
 
@@ -25,6 +27,7 @@ Tinker's own speed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -114,9 +117,38 @@ def training_loop(url: str, steps: int, batch: int, group: int, root: Path) -> d
                          seed=0)
     run_training(config, on_step=lambda _row: marks.append(
         (time.perf_counter(), time.process_time())), progress="off")
-    walls = [b[0] - a[0] for a, b in zip(marks, marks[1:], strict=False)]
-    cpus = [b[1] - a[1] for a, b in zip(marks, marks[1:], strict=False)]
+    walls = [b[0] - a[0] for a, b in itertools.pairwise(marks)]
+    cpus = [b[1] - a[1] for a, b in itertools.pairwise(marks)]
     return _summary(walls, cpus)
+
+
+def threaded_probes(url: str, root: Path, probe_steps: int, n: int) -> dict[str, float]:
+    """``n`` probes (the sweep's LRs x algorithms) as run_training calls in threads of this
+    process, all started at once (what the runner's thread slots do once warm), versus one
+    probe alone. Imports are warm (the measurements above ran first)."""
+    from textpolicy.training import make_config, run_training
+
+    lrs = [3e-4, 1e-3, 3e-3, 1e-2]
+    algorithms = ["grpo", "full"]
+
+    def probe(i: int, name: str) -> None:
+        config = make_config(
+            log_dir=str(root / name / f"p{i}"), task="arithmetic", engine="tinker",
+            engine_options={"base_url": url}, max_steps=probe_steps, batch_size=4,
+            group_size=8, eval_every=0, save_every=0, seed=0, lr=lrs[i % 4],
+            pipeline=algorithms[i // 4 % 2])
+        run_training(config, progress="off")
+
+    t0 = time.perf_counter()
+    probe(0, "single")
+    one = time.perf_counter() - t0
+    threads = [threading.Thread(target=probe, args=(i, "threads")) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"one_probe_s": one, f"threads{n}_s": time.perf_counter() - t0}
 
 
 def sweep(url: str, root: Path, parallel: int, lrs: str, algorithms: str,
@@ -156,6 +188,9 @@ def main() -> None:
                                                      args.group, root)
             print("training loop:", json.dumps(results["training_loop"]), flush=True)
             if not args.skip_sweep:
+                results["threaded_probes"] = threaded_probes(serve.url, root,
+                                                             args.probe_steps, 8)
+                print("threaded probes:", json.dumps(results["threaded_probes"]), flush=True)
                 lrs, algorithms = "3e-4,1e-3,3e-3,1e-2", "grpo,full"
                 one = sweep(serve.url, root, 1, "1e-3", "grpo", args.probe_steps, "one")
                 par = sweep(serve.url, root, 8, lrs, algorithms, args.probe_steps, "par8")
