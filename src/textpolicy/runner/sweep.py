@@ -192,6 +192,10 @@ def recommended_command(spec: Spec, best: Mapping[str, Mapping[str, float]],
              "--eval-every", str(cfg.eval_every), "--eval-samples", str(cfg.eval_samples)]
     if cfg.eval_prompts is not None:
         argv += ["--eval-prompts", str(cfg.eval_prompts)]
+    for (stage, param), flag in mf.STAGE_FLAGS.items():
+        value = spec.stage_params.get(stage, {}).get(param)
+        if value is not None:
+            argv += [flag, mf._num(value) if isinstance(value, float) else str(value)]
     seeds = spec.seeds if spec.kind == "experiment" else RECOMMENDED_SEEDS
     argv += ["--seeds", ",".join(map(str, seeds)),
              "--baseline-lr", format_lr(best["grpo"]["lr"]),
