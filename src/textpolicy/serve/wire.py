@@ -91,7 +91,7 @@ def decode_forward_backward(body: bytes, content_encoding: str | None = None) ->
             tokens.extend(np.frombuffer(chunk.encoded_text.tokens, dtype=np.int32).tolist())
         inputs = {name: _tensor_to_numpy(t) for name, t in d.loss_fn_inputs.items()}
         try:
-            datums.append(Datum(model_input=tokens, loss_fn_inputs=inputs))  # type: ignore[arg-type]
+            datums.append(Datum(model_input=tokens, loss_fn_inputs=inputs))
         except Exception as exc:
             raise WireError(str(exc)) from None
     return {
