@@ -257,14 +257,19 @@ class Executor:
         next_index = 0
         interrupted = False
         warming = False  # a new thread slot has not finished a step yet
+        warmed_once = False  # some slot has finished a step (imports are warm)
         try:
             while todo or running:
                 while (todo and len(running) < self.parallel and not self.stop.is_set()
                        and not (failed and not self.continue_on_error)):
                     if idle:
                         slot = slots[idle.pop()]
-                    elif warming and self.workers == "thread":
-                        break  # one thread slot warms up (imports, engine) at a time
+                    elif (warming and self.workers == "thread"
+                          and (not warmed_once or todo[0].config.engine != "tinker")):
+                        # One thread slot warms up (imports, engine) at a time: model loading
+                        # is not thread-safe. Remote (tinker) slots load no model, so once the
+                        # first has warmed the imports the rest start together.
+                        break
                     else:
                         slot = self._make_slot(next_index)
                         slots[next_index] = slot
@@ -295,6 +300,7 @@ class Executor:
                     continue
                 if kind in ("step", "done"):
                     warming = False
+                    warmed_once = True
                 if kind == "step":
                     key, row = payload
                     if key in running:
