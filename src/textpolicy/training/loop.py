@@ -487,6 +487,8 @@ def run_training(
 
     stored = files.read_config()
     checkpoint: dict[str, Any] | None = None
+    if stored is not None and files.last_checkpoint() is None and not files.has_any_rows():
+        stored = None  # a start that failed before its first row (e.g. a bad --model)
     if stored is not None:
         checkpoint = files.last_checkpoint()
         done = int(checkpoint["step"]) if checkpoint else 0
@@ -515,11 +517,6 @@ def run_training(
     tc: TrainingClient | None = None
     run: _Run | None = None
     try:
-        if stored is None:
-            record = build_record(
-                config, condition=condition, model=model, pipeline=pipeline.describe(),
-                task=_task_description(task), engine=_engine_description(engine, config))
-            files.write_config(record)
         start = int(checkpoint["step"]) if checkpoint else 0
         files.recover(start if checkpoint else None)
         random.seed(config.seed)
@@ -531,6 +528,11 @@ def run_training(
         else:
             tc = engine.create_training_client(model, lora_rank=config.lora_rank,
                                                seed=config.seed)
+        if stored is None:  # written once the model loaded: a bad --model leaves no record
+            record = build_record(
+                config, condition=condition, model=model, pipeline=pipeline.describe(),
+                task=_task_description(task), engine=_engine_description(engine, config))
+            files.write_config(record)
         run = _Run(config, task, pipeline, files, tc, reporter, condition,
                    local_states=_saves_locally(engine), examples=examples)
         if checkpoint is not None:

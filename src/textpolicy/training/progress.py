@@ -60,8 +60,8 @@ class PlainReporter:
         self._total, self._done0 = total, done
         self._every = max(1, total // 20)
         self._t0 = time.monotonic()
-        where = f"resuming at step {done}" if done else "starting"
-        self.note(f"{description}: {where} of {total}")
+        where = f"resuming at step {done} of {total}" if done else f"starting, {total} steps"
+        self.note(f"{description}: {where}")
 
     def update(self, row: Mapping[str, Any]) -> None:
         step = int(row["step"]) + 1
