@@ -264,8 +264,9 @@ def load_spec(raw: Mapping[str, Any], *, source: str = "<spec>",
     if spec is not None:
         problems.extend(_run_validators(spec, ()))
         problems.extend(_check_structure(spec, raw))
-        if resolve and not problems:
-            problems.extend(_resolve(spec, raw, base_dir))
+        if resolve:  # names and plugin parameters too, so every problem shows at once
+            seen = {problem.path for problem in problems}
+            problems.extend(p for p in _resolve(spec, raw, base_dir) if p.path not in seen)
     if problems:
         raise SpecError(source, _render(source, raw, problems))
     assert spec is not None
