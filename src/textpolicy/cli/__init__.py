@@ -8,6 +8,7 @@ turned into a one-line ``Error: ...`` message and its exit code here, never a tr
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any
 
@@ -61,8 +62,15 @@ class LazyGroup(click.Group):
             close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=1)
             if close and "No such command" in str(exc):
                 raise click.UsageError(
-                    f"No such command {args[0]!r} (did you mean {close[0]!r}?)", ctx) from None
+                    f"No such command {args[0]!r}; did you mean {close[0]!r}?", ctx) from None
             raise
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -70,6 +78,23 @@ class LazyGroup(click.Group):
         except TextPolicyError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except click.UsageError as exc:  # a subcommand's bad flag or value
+            raise _one_line(exc) from None
+
+
+class OneLineUsageError(click.ClickException):
+    """A bad command, flag or value as one ``Error: ...`` line (exit 2), no usage block."""
+
+    exit_code = 2
+
+
+def _one_line(exc: click.UsageError) -> click.ClickException:
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc  # `tp` alone prints the help
+    message = exc.format_message()
+    if exc.ctx is not None:
+        message += f" See '{exc.ctx.command_path} --help'."
+    return OneLineUsageError(message)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,94 @@
+"""New-user audit regressions: one-line usage errors, failed starts, progress wording."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from textpolicy.cli import COMMANDS, main
+
+
+@pytest.mark.parametrize("command", [[], *[[name] for name in COMMANDS]],
+                         ids=lambda c: " ".join(["tp", *c]))
+def test_unknown_flag_is_one_line_on_every_command(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--bogus-flag"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: No such option '--bogus-flag'")
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["trian"], "No such command 'trian'; did you mean 'train'? See 'tp --help'."),
+    (["run"], "Missing argument 'SPEC'. See 'tp run --help'."),
+    (["analyze", "--alpha", "x"], "Invalid value for '--alpha': 'x' is not a valid float"),
+    (["power", "--seeds"], "Option '--seeds' requires an argument."),
+    (["follow"], "Missing option '--metrics-path'."),
+])
+def test_usage_errors_are_one_line(args: list[str], needle: str) -> None:
+    result = CliRunner().invoke(main, args, prog_name="tp")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert needle in lines[0]
+
+
+def test_tp_alone_still_prints_the_help() -> None:
+    result = CliRunner().invoke(main, [])
+    assert "Commands:" in result.output
+    assert "Error" not in result.output
+
+
+def test_bad_model_leaves_nothing_and_a_stale_config_does_not_block_the_fix(
+        tmp_path: Path) -> None:
+    log_dir = tmp_path / "run"
+    common = ["train", "--log-dir", str(log_dir), "--max-steps", "1", "--eval-every", "0",
+              "--batch-size", "2", "--group-size", "2", "--progress", "off"]
+    bad = CliRunner().invoke(main, [*common, "--model", str(tmp_path / "no_such_model")])
+    assert bad.exit_code == 2, bad.output
+    assert bad.stderr.strip().startswith("Error: model ")
+    assert not log_dir.exists()  # a typo must not pin the directory to the bad settings
+
+    # a directory left by an older failed start: config.json only, no rows, no checkpoint
+    log_dir.mkdir()
+    (log_dir / "config.json").write_text(json.dumps(
+        {"config": {"model": "/typo", "log_dir": str(log_dir)}}), encoding="utf-8")
+    good = CliRunner().invoke(main, common)
+    assert good.exit_code == 0, good.output
+    stored = json.loads((log_dir / "config.json").read_text(encoding="utf-8"))
+    assert stored["config"]["model"] is None
+    assert len((log_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_plain_progress_start_line_reads_well() -> None:
+    from textpolicy.training.progress import PlainReporter
+
+    out = io.StringIO()
+    PlainReporter(out).start(total=20, done=0, description="grpo seed 1")
+    PlainReporter(out).start(total=20, done=5, description="grpo seed 1")
+    assert out.getvalue().splitlines() == ["grpo seed 1: starting, 20 steps",
+                                           "grpo seed 1: resuming at step 5 of 20"]
+
+
+def test_spec_reports_value_and_name_problems_together(tmp_path: Path) -> None:
+    spec = tmp_path / "typos.toml"
+    spec.write_text('kind = "campaign"\n[[arms]]\npipeline = "grpoo"\n'
+                    '[[arms]]\npipeline = "full"\nlr = -1\n'
+                    '[engine]\nname = "tinker"\noptions = {api_key = "tml-x"}\n',
+                    encoding="utf-8")
+    result = CliRunner().invoke(main, ["run", str(spec), "--dry-run",
+                                       "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert "(3 problems)" in lines[0], result.stderr
+    assert any("arms[1].lr: -1: must be > 0" in line for line in lines)
+    assert any("arms[0].pipeline: 'grpoo'" in line and "did you mean 'grpo'" in line
+               for line in lines)
+    # the secret is reported once, not again as an unknown engine option
+    assert sum("engine.options.api_key" in line for line in lines) == 1
+    assert not (tmp_path / "out").exists()
