@@ -92,3 +92,21 @@ def test_spec_reports_value_and_name_problems_together(tmp_path: Path) -> None:
     # the secret is reported once, not again as an unknown engine option
     assert sum("engine.options.api_key" in line for line in lines) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--max-steps", "1", "--log-dir", "{file}"],
+    ["campaign", "--engine", "local", "--task", "arithmetic", "--campaign-root", "{file}"],
+    ["run", "{spec}", "--dry-run", "--output", "{file}/sub"],
+])
+def test_a_file_where_a_directory_goes_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    file = tmp_path / "notes.txt"
+    file.write_text("keep me\n", encoding="utf-8")
+    spec = tmp_path / "spec.toml"
+    spec.write_text('kind = "campaign"\n', encoding="utf-8")
+    argv = [a.format(file=file, spec=spec) for a in args]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {file}"), result.stderr
+    assert file.read_text(encoding="utf-8") == "keep me\n"

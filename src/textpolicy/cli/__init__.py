@@ -80,6 +80,24 @@ class LazyGroup(click.Group):
             sys.exit(exc.exit_code)
         except click.UsageError as exc:  # a subcommand's bad flag or value
             raise _one_line(exc) from None
+        except OSError as exc:  # an unusable path (a file where a directory goes, ...)
+            click.echo(f"Error: {_os_error_line(exc)}", err=True)
+            sys.exit(2 if isinstance(exc, _BAD_PATH_ERRORS) else 1)
+
+
+_BAD_PATH_ERRORS = (FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                    PermissionError)
+
+
+def _os_error_line(exc: OSError) -> str:
+    import os
+
+    name = exc.filename
+    if isinstance(exc, FileExistsError) and name is not None and not os.path.isdir(name):
+        reason = "exists and is not a directory; give a directory path"
+    else:
+        reason = exc.strerror or str(exc)
+    return f"{name}: {reason}" if name is not None else reason
 
 
 class OneLineUsageError(click.ClickException):
