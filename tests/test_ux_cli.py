@@ -110,3 +110,35 @@ def test_a_file_where_a_directory_goes_is_one_line(tmp_path: Path, args: list[st
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: {file}"), result.stderr
     assert file.read_text(encoding="utf-8") == "keep me\n"
+
+
+def test_changed_spec_on_an_old_output_is_refused_before_anything_is_rewritten(
+        tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    spec = tmp_path / "c.toml"
+    body = ('kind = "campaign"\nseeds = [0]\n[training]\nmax_steps = 1\nbatch_size = 2\n'
+            'group_size = 2\n[eval]\nevery = 0\n[analysis]\nenabled = false\n')
+    spec.write_text(body, encoding="utf-8")
+    first = CliRunner().invoke(main, ["run", str(spec), "--output", str(out),
+                                      "--progress", "off"])
+    assert first.exit_code == 0, first.output
+    manifest = (out / "manifest.json").read_text(encoding="utf-8")
+    commands = (out / "run_commands.sh").read_text(encoding="utf-8")
+
+    spec.write_text(body.replace("group_size = 2", "group_size = 4"), encoding="utf-8")
+    for extra in ([], ["--dry-run"]):
+        again = CliRunner().invoke(main, ["run", str(spec), "--output", str(out),
+                                          "--progress", "off", *extra])
+        assert again.exit_code == 2, again.output
+        lines = again.stderr.strip().splitlines()
+        assert len(lines) == 1, again.stderr
+        assert "2 existing run(s) were made with other settings" in lines[0]
+        assert "group_size: 2 -> 4" in lines[0]
+        assert (out / "manifest.json").read_text(encoding="utf-8") == manifest
+        assert (out / "run_commands.sh").read_text(encoding="utf-8") == commands
+
+    # extending the runs (more steps) is still allowed
+    spec.write_text(body.replace("max_steps = 1", "max_steps = 2"), encoding="utf-8")
+    more = CliRunner().invoke(main, ["run", str(spec), "--output", str(out),
+                                     "--progress", "off"])
+    assert more.exit_code == 0, more.output

@@ -19,7 +19,13 @@ from textpolicy.runner import campaign as cmp
 from textpolicy.runner import manifest as mf
 from textpolicy.runner import sweep as swp
 from textpolicy.runner.execute import Executor, RunResult, WandbTarget
-from textpolicy.runner.plan import Plan, campaign_plan, format_lr, sweep_plan
+from textpolicy.runner.plan import (
+    Plan,
+    campaign_plan,
+    check_existing_runs,
+    format_lr,
+    sweep_plan,
+)
 from textpolicy.runner.progress import Display
 from textpolicy.runner.spec import Spec
 
@@ -75,6 +81,7 @@ def _check(results: list[RunResult], stop: threading.Event, echo: Echo) -> int:
 def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
           campaign_output: str | None = None) -> tuple[int, swp.SweepReport | None]:
     plan = sweep_plan(spec, root)
+    check_existing_runs(plan)
     swp.write_plan(spec, plan)
     echo(f"LR sweep: {len(plan.runs)} probes ({plan.total_steps} steps) in {root}")
     if not opts.execute:
@@ -92,6 +99,7 @@ def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Ec
 def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
              tuned: dict[str, float] | None = None) -> tuple[int, str | None, Path | None]:
     plan = campaign_plan(spec, root, tuned)
+    check_existing_runs(plan)
     cmp.write_plan(spec, plan, tuned)
     lrs = ", ".join(f"{a.label}={format_lr(next(r.lr for r in plan.runs if r.arm == a.label))}"
                     for a in spec.arms)

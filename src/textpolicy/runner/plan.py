@@ -138,3 +138,43 @@ def campaign_plan(spec: Spec, root: Path, tuned: Mapping[str, float] | None = No
             runs.append(PlannedRun(key=key, arm=arm.label, pipeline=arm.pipeline, seed=seed,
                                    lr=config.lr, config=config))
     return Plan(kind="campaign", root=root, runs=tuple(runs))
+
+
+def check_existing_runs(plan: Plan) -> None:
+    """Refuse a plan whose run directories already hold runs made with other settings.
+
+    Otherwise a changed spec pointed at an old output would skip the finished runs (or fail
+    on the unfinished ones) after rewriting manifest.json and run_commands.sh with settings
+    those runs never had. Raising ``max_steps`` (to extend runs) and the engine's
+    ``base_url``/``device`` are allowed, as in ``tp train``.
+    """
+    from textpolicy.errors import ConfigError
+    from textpolicy.training.run_record import config_dict, config_differences
+    from textpolicy.training.runfiles import RunFiles
+
+    clashes: list[str] = []
+    for run in plan.runs:
+        files = RunFiles(run.config.log_dir)
+        stored = files.read_config()
+        if stored is None or (files.last_checkpoint() is None and not files.has_any_rows()):
+            continue
+        recorded = stored.get("config")
+        old: Mapping[str, Any] = recorded if isinstance(recorded, Mapping) else {}
+        new = config_dict(run.config)
+        diff = config_differences(old, new)
+        if diff:
+            changes = [f"{k}: {_dotted(old, k)!r} -> {_dotted(new, k)!r}" for k in diff]
+            clashes.append(f"{run.key} ({'; '.join(changes)})")
+    if clashes:
+        more = f" and {len(clashes) - 1} more" if len(clashes) > 1 else ""
+        raise ConfigError(
+            f"{plan.root}: {len(clashes)} existing run(s) were made with other settings: "
+            f"{clashes[0]}{more}; use another output directory, or the settings they were "
+            f"made with")
+
+
+def _dotted(data: Mapping[str, Any], key: str) -> Any:
+    value: Any = data
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
