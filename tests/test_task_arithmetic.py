@@ -67,8 +67,8 @@ def test_render_prompt_char_tokenizer_and_chat_template() -> None:
 
 
 @pytest.mark.parametrize(("completion", "correct"), [
-    ("7", True), (" 7 ", False), ("7   ", False), ("7<eos>", True), ("07", False), ("7<eos>7", False),
-    ("77", False), ("", False), ("<eos>", False), ("7<eos><eos>", False)])
+    ("7", True), (" 7 ", False), ("7   ", False), ("7<eos>", True), ("07", False),
+    ("7<eos>7", False), ("77", False), ("", False), ("<eos>", False), ("7<eos><eos>", False)])
 def test_exact_match(completion: str, correct: bool) -> None:
     grade = exact_match(completion, "7")
     assert grade.correct is correct and grade.reward == (1.0 if correct else 0.0)

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from textpolicy.errors import ConfigError
+from textpolicy.training.defaults import STAGE_FLAGS
 
 F = Callable[..., Any]
 
@@ -89,14 +90,6 @@ def stage_options(f: F, *, gtpo_hicra: bool = True) -> F:
     return f
 
 
-STAGE_FLAG_KEYS: dict[str, tuple[str, str]] = {
-    "gtpo_beta": ("gtpo", "beta"),
-    "hicra_alpha": ("hicra", "alpha"),
-    "sepa_steps": ("sepa", "ramp_steps"),
-    "sepa_schedule": ("sepa", "schedule"),
-    "sepa_delay_steps": ("sepa", "delay_steps"),
-    "sepa_correct_rate_gate": ("sepa", "correct_rate_gate"),
-}
 
 
 def common_table(params: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +110,7 @@ def common_table(params: dict[str, Any]) -> dict[str, Any]:
     if evals:
         raw["eval"] = evals
     stage_params: dict[str, dict[str, Any]] = {}
-    for flag, (stage, key) in STAGE_FLAG_KEYS.items():
+    for flag, (stage, key) in STAGE_FLAGS.items():
         if params.get(flag) is not None:
             stage_params.setdefault(stage, {})[key] = params[flag]
     if stage_params:

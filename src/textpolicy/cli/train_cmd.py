@@ -18,16 +18,7 @@ from typing import Any
 import click
 
 from textpolicy.errors import ConfigError
-
-# flag -> (stage, parameter) of the advantage pipeline
-STAGE_FLAGS: dict[str, tuple[str, str]] = {
-    "gtpo_beta": ("gtpo", "beta"),
-    "hicra_alpha": ("hicra", "alpha"),
-    "sepa_steps": ("sepa", "ramp_steps"),
-    "sepa_schedule": ("sepa", "schedule"),
-    "sepa_delay_steps": ("sepa", "delay_steps"),
-    "sepa_correct_rate_gate": ("sepa", "correct_rate_gate"),
-}
+from textpolicy.training.defaults import STAGE_FLAGS
 
 LOSS_CHOICES = ("importance_sampling", "ppo", "cross_entropy")
 AGGREGATION_CHOICES = ("token-sum", "token-mean", "seq-mean-token-mean",

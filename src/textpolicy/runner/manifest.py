@@ -11,11 +11,8 @@ option names are redacted; the spec refuses them in the first place).
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import json
 import os
-import platform
-import re
 import shlex
 import subprocess
 import threading
@@ -25,28 +22,13 @@ from typing import Any
 
 from textpolicy.runner.plan import Plan, PlannedRun, format_lr
 from textpolicy.training.config import TrainConfig
-
-REDACTED = "<redacted>"
-_SECRET = re.compile(r"key|token|secret|password|passwd|credential|auth", re.IGNORECASE)
+from textpolicy.training.defaults import STAGE_FLAGS as SEED_STAGE_FLAGS
+from textpolicy.training.run_record import redact
+from textpolicy.training.run_record import versions as versions  # re-exported for the runner
 
 #: stage parameter → the seed document's `tp train` flag
 STAGE_FLAGS: dict[tuple[str, str], str] = {
-    ("gtpo", "beta"): "--gtpo-beta",
-    ("hicra", "alpha"): "--hicra-alpha",
-    ("sepa", "ramp_steps"): "--sepa-steps",
-    ("sepa", "schedule"): "--sepa-schedule",
-    ("sepa", "delay_steps"): "--sepa-delay-steps",
-    ("sepa", "correct_rate_gate"): "--sepa-correct-rate-gate",
-}
-
-
-def redact(value: Any) -> Any:
-    """Copy with credential-like keys (at any depth) replaced by a marker."""
-    if isinstance(value, Mapping):
-        return {k: REDACTED if _SECRET.search(str(k)) else redact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    return value
+    target: "--" + option.replace("_", "-") for option, target in SEED_STAGE_FLAGS.items()}
 
 
 def config_record(config: TrainConfig) -> dict[str, Any]:
@@ -144,18 +126,6 @@ def write_run_commands(plan: Plan, header: Sequence[str] = ()) -> Path:
 
 
 # --------------------------------------------------------------------------- provenance
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def versions() -> dict[str, str | None]:
-    return {name: _version(name) for name in ("textpolicy", "tinker", "torch", "transformers")
-            } | {"python": platform.python_version()}
-
-
 def git_commit() -> dict[str, Any] | None:
     """Commit of the textpolicy source checkout (None when it is not a git checkout)."""
     import textpolicy

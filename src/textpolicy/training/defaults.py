@@ -19,6 +19,18 @@ from textpolicy.errors import ConfigError
 from textpolicy.plugins import did_you_mean
 from textpolicy.training.config import TrainConfig
 
+#: the seed document's stage flags: option name (``--gtpo-beta`` → ``gtpo_beta``) → (stage,
+#: parameter) of the advantage pipeline. ``tp train``, ``tp sweep``/``tp campaign`` and the
+#: runner's ``run_commands.sh`` all read this one table.
+STAGE_FLAGS: Mapping[str, tuple[str, str]] = {
+    "gtpo_beta": ("gtpo", "beta"),
+    "hicra_alpha": ("hicra", "alpha"),
+    "sepa_steps": ("sepa", "ramp_steps"),
+    "sepa_schedule": ("sepa", "schedule"),
+    "sepa_delay_steps": ("sepa", "delay_steps"),
+    "sepa_correct_rate_gate": ("sepa", "correct_rate_gate"),
+}
+
 #: the seed document's defaults (MATH on Tinker); used for every task without its own row.
 SEED_DEFAULTS: Mapping[str, Any] = {
     "lr": 4e-5,

@@ -29,17 +29,14 @@ RESUMABLE_KEYS: frozenset[str] = frozenset({"log_dir", "max_steps"})
 RESUMABLE_ENGINE_OPTIONS: frozenset[str] = frozenset({"base_url", "device"})
 
 
-def redact(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy of ``options`` with credential-like keys (at any depth) replaced by a marker."""
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if _SECRET.search(str(key)):
-            out[key] = REDACTED
-        elif isinstance(value, Mapping):
-            out[key] = redact(value)
-        else:
-            out[key] = value
-    return out
+def redact(value: Any) -> Any:
+    """Copy of ``value`` with credential-like keys (at any depth, in mappings and lists)
+    replaced by a marker. Everything written to config.json and manifest.json passes here."""
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _SECRET.search(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:
