@@ -53,14 +53,20 @@ def paired_seeds(data: AnalysisInput, params: PairedSeedsParams) -> TestResult:
                                         max_exact=params.max_exact_seeds)
     how = "exact over all 2^S sign vectors" if exact else (
         f"Monte Carlo, {data.num_resamples} sign vectors")
-    notes = (f"paired t over {len(d)} seed pairs (df={df}); {100 * (1 - data.alpha):g}% CI "
-             f"from the same t; sign-flip p={p_flip:.4g} ({how}; smallest possible "
-             f"{2 / 2 ** len(d):.3g})")
+    flip = (f"sign-flip p={p_flip:.4g} ({how}; smallest possible {2 / 2 ** len(d):.3g})")
+    if math.isnan(p):
+        notes = (f"paired t over {len(d)} seed pairs: every pair differs by the same "
+                 f"{float(d.mean()):.4g} pp (SD 0), so t is undefined — no t p value or CI "
+                 f"(not a significant result); {flip}")
+    else:
+        notes = (f"paired t over {len(d)} seed pairs (df={df}); {100 * (1 - data.alpha):g}% CI "
+                 f"from the same t; {flip}")
     return TestResult(
         name="paired_seeds", p_value=p, delta=float(d.mean()), ci_low=lo, ci_high=hi,
         notes=notes, level="seed",
         extra={"t": t, "df": df, "sign_flip_p": p_flip, "sign_flip_exact": exact,
                "sign_flip_min_p": 2 / 2 ** len(d), "sd_pp": float(d.std(ddof=1)),
+               "t_undefined": math.isnan(p),
                "differences_pp": d.tolist(), "seeds": list(data.seeds)})
 
 

@@ -34,8 +34,10 @@ def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
         f"## {c.candidate} vs {c.baseline}: **{VERDICT[c.recommendation]}** "
         f"(`{c.recommendation}`)", "",
         f"- Primary test: `{pr.name}` on {ep.description}.",
-        f"- Effect: **{_f(pr.delta)} pp**, {100 * c.ci_level:.4g}% CI "
-        f"[{_f(pr.ci_low)}, {_f(pr.ci_high)}] pp; p = {_p(c.p_adjusted)}"
+        f"- Effect: **{_f(pr.delta)} pp**, "
+        + (f"{100 * c.ci_level:.4g}% CI [{_f(pr.ci_low)}, {_f(pr.ci_high)}] pp"
+           if pr.ci_low is not None and pr.ci_high is not None else "no CI")
+        + f"; p = {_p(c.p_adjusted)}"
         + (f" (Holm-adjusted over {len(report.comparisons)} candidates; unadjusted "
            f"{_p(c.p_raw)})" if len(report.comparisons) > 1 else "")
         + f"; pairs: {c.data.n_pairs} (paired by {c.pairing}).",
@@ -73,22 +75,31 @@ def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
                      f"{pw['n_pairs']} pairs; power at the observed effect "
                      f"{_f(pw['power_at_observed'])}; smallest detectable effect now "
                      f"{_f(pw['mde_pp_at_current_pairs'])} pp.")
-        lines.append(f"- Seed pairs needed at the observed effect: {so['t_refined']} "
-                     f"(closed form {so['closed_form']}; {so['t_refined_sd_upper80']} with the "
-                     "80% upper bound of the SD).")
+        if so["t_refined"] is None:
+            lines.append(f"- Seed pairs needed at the observed effect: {so.get('note')}.")
+        else:
+            lines.append(f"- Seed pairs needed at the observed effect: {so['t_refined']} "
+                         f"(closed form {so['closed_form']}; {so['t_refined_sd_upper80']} with "
+                         "the 80% upper bound of the SD).")
         if "seeds_needed_mde" in pw:
             sm = pw["seeds_needed_mde"]
-            lines.append(f"- Seed pairs needed at MDE {_f(pw['mde_pp'])} pp: {sm['t_refined']} "
-                         f"(closed form {sm['closed_form']}; conservative "
-                         f"{sm['t_refined_sd_upper80']}).")
+            if sm["t_refined"] is None:
+                lines.append(f"- Seed pairs needed at MDE {_f(pw['mde_pp'])} pp: "
+                             f"{sm.get('note')}.")
+            else:
+                lines.append(f"- Seed pairs needed at MDE {_f(pw['mde_pp'])} pp: "
+                             f"{sm['t_refined']} (closed form {sm['closed_form']}; "
+                             f"conservative {sm['t_refined_sd_upper80']}).")
     else:
         lines.append(f"- {pw.get('design')}.")
     gen = pw.get("generation_level")
     if gen:
-        lines.append(f"- Generation-level figure (seed document, for comparison): "
-                     f"{gen['needed_per_arm_observed']} generations per arm at the observed "
-                     f"pooled difference; detectable now ≈ {_f(gen['mde_pp_at_current'])} pp. "
-                     f"{gen['note']}.")
+        needed = (f"{gen['needed_per_arm_observed']} generations per arm at the observed "
+                  "pooled difference" if gen["needed_per_arm_observed"] is not None else
+                  "generations per arm at the observed pooled difference: "
+                  + str(gen.get("needed_per_arm_observed_note")))
+        lines.append(f"- Generation-level figure (seed document, for comparison): {needed}; "
+                     f"detectable now ≈ {_f(gen['mde_pp_at_current'])} pp. {gen['note']}.")
     return lines
 
 

@@ -45,18 +45,21 @@ def sign_flip_p(d: np.ndarray, *, num_resamples: int = 20000, rng: np.random.Gen
 
 
 def paired_t(d: np.ndarray, *, alpha: float) -> tuple[float, float, float, float, int]:
-    """Paired t over per-pair differences: (t, p, ci_low, ci_high, df) with a 1−alpha CI."""
+    """Paired t over per-pair differences: (t, p, ci_low, ci_high, df) with a 1−alpha CI.
+
+    NaN t/p/CI when fewer than 2 pairs or when every difference is the same (SD 0: t
+    undefined).
+    """
     d = np.asarray(d, dtype=np.float64)
     n = len(d)
     if n < 2:
         return math.nan, math.nan, math.nan, math.nan, 0
+    if float(d.std(ddof=1)) <= 1e-12 * max(1.0, float(np.abs(d).max())):
+        # all differences equal: the t statistic is 0/0 or ±inf (no variance to estimate), so
+        # there is no t p value or CI — reporting p = 0 from two identical pairs would be a
+        # false claim; the caller shows the sign-flip p beside it
+        return math.nan, math.nan, math.nan, math.nan, n - 1
     res = stats.ttest_1samp(d, 0.0)
-    sd = float(d.std(ddof=1))
-    if sd == 0.0:
-        # all differences equal: t is undefined (0/0) or infinite; scipy returns NaN
-        mean = float(d.mean())
-        p = 1.0 if mean == 0.0 else 0.0
-        return (math.nan if mean == 0 else math.copysign(math.inf, mean)), p, mean, mean, n - 1
     ci = res.confidence_interval(confidence_level=1.0 - alpha)
     return float(res.statistic), float(res.pvalue), float(ci.low), float(ci.high), n - 1
 
@@ -212,6 +215,31 @@ def holm(p_values: list[float]) -> list[float]:
         scaled = arr[order] * (m - np.arange(m))
         out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
     return [float(x) for x in out]
+
+
+def holm_ci_alphas(p_values: list[float], alpha: float) -> list[float]:
+    """Per-hypothesis CI levels (1 − a) that agree with Holm's decisions at ``alpha``.
+
+    Sorted by p, hypothesis ``r`` (0-based) gets ``a = α/(m − r)`` while every hypothesis up
+    to it is rejected; from the first non-rejected one on, the level stays at that step's
+    ``α/(m − r₀)``. For a test whose CI is its inversion (t tests), the CI then excludes 0
+    exactly when Holm rejects: a rejected one has p_(r) < α/(m − r), and every later one has
+    p ≥ p_(r₀) ≥ α/(m − r₀). (The plain "level of its rank" could exclude 0 for a hypothesis
+    that Holm keeps because an earlier one was kept.) NaN p values get ``alpha``.
+    """
+    arr = np.asarray(p_values, dtype=np.float64)
+    out = [alpha] * len(arr)
+    ok = np.flatnonzero(~np.isnan(arr))
+    m = len(ok)
+    order = ok[np.argsort(arr[ok], kind="stable")]
+    level = alpha
+    stopped = False
+    for r, i in enumerate(order):
+        if not stopped:
+            level = alpha / (m - r)
+            stopped = not arr[i] * (m - r) < alpha  # the arithmetic of ``holm``
+        out[int(i)] = level
+    return out
 
 
 def cohens_h(p1: float, p0: float) -> float:

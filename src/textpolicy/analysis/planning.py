@@ -165,10 +165,18 @@ def pilot_inputs(campaign_dir: str | os.PathLike[str], *, mde_pp: float,
         cc = np.array([values[r].curve[i] for r in pairing.cand])
         d = cc - cb
         sd = float(d.std(ddof=1))
-        by_step.append({"step": step, "delta_pp": 100 * float(d.mean()), "sd_pp": 100 * sd,
-                        "seeds_needed_observed": power.t_seeds(sd, float(d.mean()),
-                                                               alpha=alpha),
-                        "seeds_needed_mde": power.t_seeds(sd, mde_pp / 100, alpha=alpha)})
+        delta = float(d.mean())
+        # None = not estimable: identical pairs (SD 0, e.g. the shared initial model at step
+        # 0) or an observed difference ≈ 0 (see power.NEGLIGIBLE_FRACTION)
+        estimable = sd > power.NEGLIGIBLE_SD * max(1e-2, abs(delta))
+        mde_now = power.t_mde(sd, len(d), alpha=alpha) if estimable else None
+        observed_ok = (estimable and delta != 0 and mde_now is not None
+                       and abs(delta) >= power.NEGLIGIBLE_FRACTION * mde_now)
+        by_step.append({"step": step, "delta_pp": 100 * delta, "sd_pp": 100 * sd,
+                        "seeds_needed_observed": power.t_seeds(sd, delta, alpha=alpha)
+                        if observed_ok else None,
+                        "seeds_needed_mde": power.t_seeds(sd, mde_pp / 100, alpha=alpha)
+                        if estimable else None})
     d = cand.mean(axis=1) - base.mean(axis=1)
     return PlanInputs(
         baseline_acc=min(max(p0, 1e-3), 1 - 1e-3), mde_pp=mde_pp,

@@ -22,6 +22,13 @@ from textpolicy.errors import ConfigError
 
 _GH_X, _GH_W = np.polynomial.hermite.hermgauss(60)
 
+# An observed difference under this fraction of the smallest effect the data at hand detect
+# (80 % power) is "≈ 0" for planning: the sample size "needed at the observed effect" would be
+# over 1/fraction² = 100 times the current one, a number that only reflects noise.
+NEGLIGIBLE_FRACTION = 0.1
+# SD of per-pair differences at or below this (relative, pp) counts as 0 (identical pairs).
+NEGLIGIBLE_SD = 1e-9
+
 
 def _tt_power() -> Any:
     from statsmodels.stats.power import TTestPower
@@ -258,7 +265,8 @@ def simulate_paired(model: LogitModel, *, n_pairs: int, m: int, k: int, num_sims
         with np.errstate(divide="ignore", invalid="ignore"):
             t = mean / (sd / math.sqrt(n_pairs))
         p_val = 2 * stats.t.sf(np.abs(t), n_pairs - 1)
-        p_val = np.where(sd == 0, np.where(mean == 0, 1.0, 0.0), p_val)
+        # identical differences: t undefined, the analysis reports no p (never a rejection)
+        p_val = np.where(sd <= NEGLIGIBLE_SD * np.maximum(1.0, np.abs(mean)), 1.0, p_val)
         rejections += int(np.sum(p_val < alpha))
         d_means.append(mean)
         d_sds.append(sd)

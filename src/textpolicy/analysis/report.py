@@ -1,8 +1,10 @@
 """Significance evaluation: arms → endpoint → tests → Holm → recommendation → power.
 
 The recommendation is decided by the primary test alone (its Holm-adjusted p across the
-candidate arms); the primary's CI comes from the same procedure at the Holm level of its rank
-(α/(m − rank + 1); plain 1 − α with one candidate).
+candidate arms); the primary's CI comes from the same procedure at the Holm step-down level
+(``methods.holm_ci_alphas``: α/(m − rank + 1) while the step-down rejects, frozen at the first
+kept hypothesis; plain 1 − α with one candidate), so a CI excludes 0 exactly when the
+recommendation is significant.
 """
 
 from __future__ import annotations
@@ -260,16 +262,15 @@ def _compare(items: list[tuple[str, design.Pairing, AnalysisInput]],
     raw_f = [math.nan if p is None else p for p in raw]
     adjusted = methods.holm(raw_f)
     m = sum(not math.isnan(p) for p in raw_f)
-    order = sorted((i for i, p in enumerate(raw_f) if not math.isnan(p)), key=lambda i: raw_f[i])
-    rank = {i: r for r, i in enumerate(order)}
+    ci_alphas = methods.holm_ci_alphas(raw_f, alpha)
     out = []
     for i, ((name, pairing, data), res) in enumerate(zip(items, results, strict=True)):
         from textpolicy.plugins import get_registry, structure_params
 
         pname = _primary_name(data)
         primary = res[pname]
-        level_alpha = alpha / (m - rank[i]) if i in rank else alpha
-        if m > 1 and i in rank:
+        level_alpha = ci_alphas[i]
+        if m > 1 and not math.isnan(raw_f[i]):
             record = get_registry().significance_tests.get(pname)
             params = structure_params(record.params, {}, where=pname)
             at_level = record.fn(attrs.evolve(data, alpha=level_alpha), params)
@@ -363,6 +364,32 @@ def _secondary(pairing: design.Pairing, values: Mapping[RunData, design.RunValue
     return out
 
 
+def _seeds_needed(sd: float, sd_hi: float, delta: float, *, alpha: float,
+                  negligible: str | None) -> dict[str, Any]:
+    """Seed pairs for 80 % power at ``delta`` pp, or Nones with a note saying why not."""
+    if negligible is None and not sd > power.NEGLIGIBLE_SD * max(1.0, abs(delta)):
+        negligible = ("not estimable (SD of the per-pair differences is 0: every pair "
+                      "differs by the same amount, so seed-level variance is unknown)")
+    if negligible is not None:
+        return {"closed_form": None, "t_refined": None, "t_refined_sd_upper80": None,
+                "note": negligible}
+    return {"closed_form": power.closed_form_seeds(sd * sd, delta, alpha=alpha),
+            "t_refined": power.t_seeds(sd, delta, alpha=alpha),
+            "t_refined_sd_upper80": power.t_seeds(sd_hi, delta, alpha=alpha)}
+
+
+def _negligible(delta: float, resolvable: float | None, what: str) -> str | None:
+    """A "not estimable" note when the observed difference is ≈ 0 for planning purposes."""
+    if delta == 0:
+        return "not estimable (observed difference ≈ 0: it is exactly 0)"
+    if (resolvable is not None and math.isfinite(resolvable)
+            and abs(delta) < power.NEGLIGIBLE_FRACTION * resolvable):
+        return (f"not estimable (observed difference ≈ 0: |Δ| = {abs(delta):.3g} pp is under "
+                f"{power.NEGLIGIBLE_FRACTION:g} of the smallest effect {what} detect, "
+                f"{resolvable:.3g} pp)")
+    return None
+
+
 def _power(data: AnalysisInput, endpoint: design.Endpoint, *, alpha: float,
            mde: float | None) -> dict[str, Any]:
     out: dict[str, Any] = {"target_power": 0.8, "alpha": alpha, "unit": "pp"}
@@ -372,24 +399,22 @@ def _power(data: AnalysisInput, endpoint: design.Endpoint, *, alpha: float,
         delta = float(d.mean())
         s = data.n_pairs
         sd_hi = power.sd_upper(sd, s)
+        mde_now = power.t_mde(sd, s, alpha=alpha)
         out.update({
             "design": "paired seeds (paired t)", "n_pairs": s, "sd_pair_diff_pp": sd,
             "sd_pair_diff_pp_upper80": sd_hi, "observed_delta_pp": delta,
             "power_at_observed": power.t_power(sd, delta, s, alpha=alpha),
-            "mde_pp_at_current_pairs": power.t_mde(sd, s, alpha=alpha),
-            "seeds_needed_observed": {
-                "closed_form": power.closed_form_seeds(sd * sd, delta, alpha=alpha),
-                "t_refined": power.t_seeds(sd, delta, alpha=alpha),
-                "t_refined_sd_upper80": power.t_seeds(sd_hi, delta, alpha=alpha)},
+            "mde_pp_at_current_pairs": mde_now,
+            "seeds_needed_observed": _seeds_needed(
+                sd, sd_hi, delta, alpha=alpha,
+                negligible=_negligible(delta, mde_now, f"these {s} pairs")),
             "note": ("power at the observed effect is a function of the p value (descriptive); "
                      "plan with the seeds needed at a minimum effect you care about (--mde)"),
         })
         if mde is not None:
             out["mde_pp"] = mde
-            out["seeds_needed_mde"] = {
-                "closed_form": power.closed_form_seeds(sd * sd, mde, alpha=alpha),
-                "t_refined": power.t_seeds(sd, mde, alpha=alpha),
-                "t_refined_sd_upper80": power.t_seeds(sd_hi, mde, alpha=alpha)}
+            out["seeds_needed_mde"] = _seeds_needed(sd, sd_hi, mde, alpha=alpha,
+                                                    negligible=None)
         if endpoint.kind == "heldout" and endpoint.samples_min >= 1:
             vc = power.variance_components(data.base_units, data.cand_units,
                                            endpoint.samples_min)
@@ -400,15 +425,18 @@ def _power(data: AnalysisInput, endpoint: design.Endpoint, *, alpha: float,
     if data.gen_counts is not None:
         kb, nb, kc, nc = data.gen_counts
         p1, p2 = kb / nb, kc / nc
-        n_obs = power.two_proportion_n(p1, p2, alpha=alpha)
+        mde_gen = 100 * power.two_proportion_mde((p1 + p2) / 2, min(nb, nc), alpha=alpha)
+        why = _negligible(100 * (p2 - p1), mde_gen, f"{min(nb, nc)} generations per arm")
         gen: dict[str, Any] = {
             "test": "two-proportion z (independent generations)",
             "generations_per_arm": [nb, nc], "p_baseline": p1, "p_candidate": p2,
-            "needed_per_arm_observed": n_obs,
-            "mde_pp_at_current": 100 * power.two_proportion_mde((p1 + p2) / 2, min(nb, nc),
-                                                                alpha=alpha),
+            "needed_per_arm_observed": None if why else power.two_proportion_n(
+                p1, p2, alpha=alpha),
+            "mde_pp_at_current": mde_gen,
             "note": ("the seed document's figure, for comparison only: it assumes independent "
                      "generations, so it understates what is needed when runs vary")}
+        if why:
+            gen["needed_per_arm_observed_note"] = why
         if mde is not None:
             gen["needed_per_arm_mde"] = power.two_proportion_n(
                 p1, min(0.999999, p1 + mde / 100), alpha=alpha)

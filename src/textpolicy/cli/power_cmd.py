@@ -108,9 +108,11 @@ def power(pilot: Path | None, mde: float, baseline_acc: float, sigma_seed: float
     if by_step:
         click.echo("\nPilot by eval step (if the campaign stopped there):")
         for row in by_step:
+            obs, at_mde = row["seeds_needed_observed"], row["seeds_needed_mde"]
             click.echo(f"  step {row['step']}: Δ {row['delta_pp']:+.2f} pp, SD(D) "
                        f"{row['sd_pp']:.2f} pp, pairs needed at observed Δ "
-                       f"{row['seeds_needed_observed']}, at MDE {row['seeds_needed_mde']}")
+                       f"{'not estimable' if obs is None else obs}, at MDE "
+                       f"{'not estimable' if at_mde is None else at_mde}")
     click.echo(f"\n{plan['note']}")
     if sims:
         click.echo(f"Simulation: {sims} campaigns per row, seed {seed}, hierarchical logistic "
