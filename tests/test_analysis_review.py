@@ -163,3 +163,18 @@ def test_tp_power_pilot_by_step_says_not_estimable(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "pairs needed at observed Δ not estimable" in res.output
     assert "None" not in res.output
+
+
+def test_one_run_per_arm_recommendation_is_scoped_to_these_runs(tmp_path: Path) -> None:
+    arms = {"baseline": [_run(tmp_path / "b", seed=0, correct=30)],
+            "candidate": [_run(tmp_path / "c", seed=0, correct=70)]}
+    rep = evaluate_significance(arms, baseline="baseline", num_resamples=200)
+    data = rep.to_dict()
+    assert data["primary"]["test"] == "prompt_paired"
+    assert data["recommendation"] == "significant_improvement"
+    assert data["recommendation_scope"] == data["primary"]["scope"] == "these_runs"
+    md = build_sepa_significance_markdown(rep)
+    assert md.count("for these runs only") == 2  # the headline and the comparison heading
+    seeds = evaluate_significance(_arms(tmp_path / "s", {"candidate": [3, 5, 1, 4]}),
+                                  baseline="baseline", num_resamples=200).to_dict()
+    assert seeds["recommendation_scope"] == "seeds"

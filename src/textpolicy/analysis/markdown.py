@@ -12,6 +12,9 @@ VERDICT = {
     "significant_regression": "Significant regression",
 }
 
+THESE_RUNS = (" — for these runs only: the primary test is prompt-level (an arm has one run), "
+              "so this is not a claim over training seeds")
+
 
 def _f(x: Any, digits: int = 3) -> str:
     if x is None:
@@ -32,7 +35,7 @@ def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
     pr = c.primary
     lines = [
         f"## {c.candidate} vs {c.baseline}: **{VERDICT[c.recommendation]}** "
-        f"(`{c.recommendation}`)", "",
+        f"(`{c.recommendation}`)" + (THESE_RUNS if c.scope == "these_runs" else ""), "",
         f"- Primary test: `{pr.name}` on {ep.description}.",
         f"- Effect: **{_f(pr.delta)} pp**, "
         + (f"{100 * c.ci_level:.4g}% CI [{_f(pr.ci_low)}, {_f(pr.ci_high)}] pp"
@@ -108,8 +111,10 @@ def build_sepa_significance_markdown(report: SignificanceReport) -> str:
     lines = ["# Significance report", "",
              f"Baseline arm: `{report.baseline}`. Endpoint: {report.endpoint.description}. "
              f"α = {report.alpha:g}, {report.num_resamples} resamples, seed {report.seed}.", "",
-             f"**Recommendation: `{report.recommendation}`** (decided by the primary test "
-             "alone; p and CI come from the same procedure).", ""]
+             f"**Recommendation: `{report.recommendation}`**"
+             + (THESE_RUNS if report.headline.scope == "these_runs" else "")
+             + " (decided by the primary test alone; p and CI come from the same procedure).",
+             ""]
     if report.endpoint.kind == "training":
         lines += ["> No held-out eval was found: the endpoint is on-policy training "
                   "correctness. Treat the result as descriptive.", ""]

@@ -3,7 +3,7 @@
 Paired design (statistics.md "Power is about seeds"): the per-pair difference D_s has
 ``Var(D_s) = 2σ²_seed(1 − ρ_pair) + 2(σ²_int + E[p(1−p)]/K)/M`` (probability scale), and the
 seeds needed for power 1−β at effect δ are ``⌈(z_{1−α/2} + z_{1−β})² Var(D_s)/δ²⌉``, refined
-with the noncentral t (``statsmodels.stats.power.TTestPower``). The simulator draws the
+with the noncentral t (``TTestPower``'s formula, in scipy). The simulator draws the
 hierarchical model ``logit p = μ + δ·arm + u_seed + e_run + b_prompt + c_run×prompt``,
 ``k ~ Binomial(K, p)`` and runs the paired t on every simulated campaign.
 """
@@ -11,8 +11,6 @@ hierarchical model ``logit p = μ + δ·arm + u_seed + e_run + b_prompt + c_run�
 from __future__ import annotations
 
 import math
-import warnings
-from typing import Any
 
 import attrs
 import numpy as np
@@ -30,10 +28,24 @@ NEGLIGIBLE_FRACTION = 0.1
 NEGLIGIBLE_SD = 1e-9
 
 
-def _tt_power() -> Any:
-    from statsmodels.stats.power import TTestPower
-
-    return TTestPower()
+def paired_t_power(effect_size: float, n: float, *, alpha: float = 0.05) -> float:
+    """Power of the two-sided one-sample/paired t with ``n`` pairs at standardised effect
+    ``effect_size`` = |δ|/SD(D): P(|T| > t_{1−α/2, n−1}) with T ~ noncentral t(n − 1,
+    effect_size·√n). The formula of ``statsmodels.stats.power.TTestPower`` (the tests check
+    the numbers), computed with scipy so that ``tp analyze`` does not import statsmodels.
+    """
+    df = n - 1
+    crit = float(stats.t.isf(alpha / 2, df))
+    nc = abs(effect_size) * math.sqrt(n)
+    upper = float(stats.nct.sf(crit, df, nc))
+    lower = float(stats.nct.cdf(-crit, df, nc))
+    # scipy's noncentral t gives NaN deep in a tail (statsmodels then returns NaN power):
+    # there the wrong-side term is ~0 and the right-side term ~1 or ~0
+    if math.isnan(lower):
+        lower = 0.0
+    if math.isnan(upper):
+        upper = 1.0 if nc > crit else 0.0
+    return min(1.0, upper + lower)
 
 
 def closed_form_seeds(var_d: float, delta: float, *, alpha: float = 0.05,
@@ -47,32 +59,25 @@ def closed_form_seeds(var_d: float, delta: float, *, alpha: float = 0.05,
 
 def t_seeds(sd_d: float, delta: float, *, alpha: float = 0.05, power: float = 0.8
             ) -> int | None:
-    """Pairs needed by the two-sided paired t (noncentral t, statsmodels ``TTestPower``)."""
+    """Pairs needed by the two-sided paired t: the smallest n >= 2 whose noncentral-t power
+    reaches ``power`` (what ``TTestPower.solve_power`` gives, rounded up)."""
     if delta == 0 or not math.isfinite(sd_d):
         return None
     if sd_d == 0:
         return 2
     es = abs(delta) / sd_d
-    if _tt_power().power(effect_size=es, nobs=2, alpha=alpha) >= power:
+    if paired_t_power(es, 2, alpha=alpha) >= power:
         return 2
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ConvergenceWarning: handled below
-            n = float(np.asarray(_tt_power().solve_power(
-                effect_size=es, nobs=None, alpha=alpha, power=power,
-                alternative="two-sided")).item())
-    except (ValueError, RuntimeError):
-        n = math.nan
-    if math.isfinite(n):
-        return math.ceil(n - 1e-9)
-    # the root finder gives up for tiny effects: walk from the closed form (within a few)
+    # the t needs a little more than the closed form: search upwards from it
     guess = closed_form_seeds(sd_d * sd_d, delta, alpha=alpha, power=power) or 2
     lo, hi = max(2, guess - 1), guess + 1
-    while _tt_power().power(effect_size=es, nobs=hi, alpha=alpha) < power:
+    while paired_t_power(es, lo, alpha=alpha) >= power and lo > 2:
+        lo = max(2, lo // 2)
+    while paired_t_power(es, hi, alpha=alpha) < power:
         lo, hi = hi, hi * 2
     while hi - lo > 1:  # bisection on the power curve (monotone in n)
         mid = (lo + hi) // 2
-        if _tt_power().power(effect_size=es, nobs=mid, alpha=alpha) >= power:
+        if paired_t_power(es, mid, alpha=alpha) >= power:
             hi = mid
         else:
             lo = mid
@@ -83,7 +88,7 @@ def t_power(sd_d: float, delta: float, n_pairs: int, *, alpha: float = 0.05) -> 
     """Power of the two-sided paired t with ``n_pairs`` pairs at effect ``delta``."""
     if n_pairs < 2 or not math.isfinite(sd_d) or sd_d <= 0:
         return None
-    return float(_tt_power().power(effect_size=abs(delta) / sd_d, nobs=n_pairs, alpha=alpha))
+    return paired_t_power(abs(delta) / sd_d, n_pairs, alpha=alpha)
 
 
 def t_mde(sd_d: float, n_pairs: int, *, alpha: float = 0.05, power: float = 0.8
@@ -91,12 +96,14 @@ def t_mde(sd_d: float, n_pairs: int, *, alpha: float = 0.05, power: float = 0.8
     """Smallest |δ| the paired t detects with the given power and pairs."""
     if n_pairs < 2 or not math.isfinite(sd_d) or sd_d <= 0:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        es = float(np.asarray(_tt_power().solve_power(
-            effect_size=None, nobs=n_pairs, alpha=alpha, power=power,
-            alternative="two-sided")).item())
-    return es * sd_d if math.isfinite(es) else None
+    hi = 1.0
+    while paired_t_power(hi, n_pairs, alpha=alpha) < power:
+        hi *= 2
+        if hi > 1e6:
+            return None
+    es = optimize.brentq(lambda e: paired_t_power(e, n_pairs, alpha=alpha) - power, 0.0, hi,
+                         xtol=1e-12, rtol=1e-12)
+    return float(es) * sd_d
 
 
 def var_d(sigma_seed: float, sigma_int: float, pq: float, k: int, m: int, *,

@@ -48,8 +48,15 @@ class Comparison:
     secondary: tuple[dict[str, Any], ...]
     power: dict[str, Any]
 
+    @property
+    def scope(self) -> str:
+        """What the recommendation generalises over: ``"seeds"`` (a seed-level primary test)
+        or ``"these_runs"`` (prompt-level primary: one run in an arm; not a claim over seeds)."""
+        return "these_runs" if self.primary.name == "prompt_paired" else "seeds"
+
     def primary_dict(self, endpoint: str) -> dict[str, Any]:
         return {
+            "scope": self.scope,
             "test": self.primary.name, "endpoint": endpoint, "delta": self.primary.delta,
             "ci_low": self.primary.ci_low, "ci_high": self.primary.ci_high,
             "p_value": self.p_adjusted, "n_pairs": self.data.n_pairs,
@@ -103,6 +110,7 @@ class SignificanceReport:
         return _jsonable({
             "alpha": self.alpha,
             "recommendation": head.recommendation,
+            "recommendation_scope": head.scope,
             "baseline": self.baseline,
             "candidate": head.candidate,
             "primary": head.primary_dict(self.endpoint.label),
