@@ -142,3 +142,29 @@ def test_changed_spec_on_an_old_output_is_refused_before_anything_is_rewritten(
     more = CliRunner().invoke(main, ["run", str(spec), "--output", str(out),
                                      "--progress", "off"])
     assert more.exit_code == 0, more.output
+
+
+def test_dry_run_never_erases_the_record_of_runs_already_made(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    spec = tmp_path / "c.toml"
+    spec.write_text('kind = "campaign"\nseeds = [0]\n[training]\nmax_steps = 1\n'
+                    'batch_size = 2\ngroup_size = 2\n[eval]\nevery = 0\n[analysis]\n'
+                    'enabled = false\n', encoding="utf-8")
+    plan = CliRunner().invoke(main, ["run", str(spec), "--output", str(out), "--dry-run"])
+    assert plan.exit_code == 0, plan.output
+    assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["status"] == "planned"
+    assert "2 pending" in plan.output
+
+    first = CliRunner().invoke(main, ["run", str(spec), "--output", str(out),
+                                      "--progress", "off"])
+    assert first.exit_code == 0, first.output
+    manifest = (out / "manifest.json").read_text(encoding="utf-8")
+    commands = (out / "run_commands.sh").read_text(encoding="utf-8")
+    assert json.loads(manifest)["status"] == "finished"
+
+    dry = CliRunner().invoke(main, ["run", str(spec), "--output", str(out), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert (out / "manifest.json").read_text(encoding="utf-8") == manifest
+    assert (out / "run_commands.sh").read_text(encoding="utf-8") == commands
+    assert "2 finished" in dry.output and "nothing to run" in dry.output
+    assert "wrote" not in dry.output

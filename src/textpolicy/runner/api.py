@@ -8,6 +8,7 @@ experiment writes ``<output>/sweep/`` and ``<output>/campaign/`` (its analysis i
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from textpolicy.runner.plan import (
     sweep_plan,
 )
 from textpolicy.runner.progress import Display
+from textpolicy.runner.results import completed_steps, is_finished
 from textpolicy.runner.spec import Spec
 
 EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
@@ -78,15 +80,79 @@ def _check(results: list[RunResult], stop: threading.Event, echo: Echo) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 seed``, ``2 seeds``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def run_states(plan: Plan) -> dict[str, int]:
+    """How many of the plan's runs are finished, partly made, and not started."""
+    counts = {"finished": 0, "partial": 0, "pending": 0}
+    for run in plan.runs:
+        log_dir = Path(run.config.log_dir)
+        if is_finished(log_dir, run.config.max_steps):
+            counts["finished"] += 1
+        elif completed_steps(log_dir) or (log_dir / "checkpoints.jsonl").is_file():
+            counts["partial"] += 1
+        else:
+            counts["pending"] += 1
+    return counts
+
+
+def _state_line(counts: dict[str, int]) -> str:
+    parts = [f"{counts['finished']} finished"]
+    if counts["partial"]:
+        parts.append(f"{counts['partial']} partly made (would resume)")
+    parts.append(f"{counts['pending']} pending")
+    todo = counts["partial"] + counts["pending"]
+    tail = "nothing to run" if not todo else f"{plural(todo, 'run')} to run"
+    return f"Runs: {', '.join(parts)}; {tail}"
+
+
+def _keeps_record(root: Path, counts: dict[str, int]) -> bool:
+    """Whether the plan files in ``root`` record runs already made (a dry run must not
+    rewrite them: the manifest holds each run's status and steps)."""
+    if not (root / "manifest.json").is_file():
+        return False
+    if counts["finished"] or counts["partial"]:
+        return True
+    return _recorded_status(root / "manifest.json") not in (None, "planned")
+
+
+def _recorded_status(path: Path) -> str | None:
+    """The ``status`` a JSON record holds (None: no file or no status; "unreadable")."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "unreadable"  # not ours to overwrite without running
+    status = data.get("status") if isinstance(data, dict) else "unreadable"
+    return status if isinstance(status, str) or status is None else "unreadable"
+
+
+def _dry_run(plan: Plan, echo: Echo, write: Callable[[], None], hint: str = "") -> None:
+    counts = run_states(plan)
+    echo(_state_line(counts))
+    root = plan.root
+    if _keeps_record(root, counts):
+        echo(f"Dry run: kept {root / 'manifest.json'} and {root / 'run_commands.sh'} as they "
+             "are (they record the runs already made)")
+        return
+    write()
+    echo(f"Dry run: wrote {root / 'manifest.json'} and {root / 'run_commands.sh'}{hint}")
+
+
 def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
           campaign_output: str | None = None) -> tuple[int, swp.SweepReport | None]:
     plan = sweep_plan(spec, root)
     check_existing_runs(plan)
-    swp.write_plan(spec, plan)
-    echo(f"LR sweep: {len(plan.runs)} probes ({plan.total_steps} steps) in {root}")
+    echo(f"LR sweep: {plural(len(plan.runs), 'probe')} ({plural(plan.total_steps, 'step')}) "
+         f"in {root}")
     if not opts.execute:
-        echo(f"Dry run: wrote {root / 'manifest.json'} and {root / 'run_commands.sh'}")
+        _dry_run(plan, echo, lambda: swp.write_plan(spec, plan))
         return EXIT_OK, None
+    swp.write_plan(spec, plan)
     results = _executor(spec, plan, opts, stop, f"sweep {spec.name}").run()
     code = _check(results, stop, echo)
     if code == EXIT_STOPPED:
@@ -100,15 +166,16 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
              tuned: dict[str, float] | None = None) -> tuple[int, str | None, Path | None]:
     plan = campaign_plan(spec, root, tuned)
     check_existing_runs(plan)
-    cmp.write_plan(spec, plan, tuned)
     lrs = ", ".join(f"{a.label}={format_lr(next(r.lr for r in plan.runs if r.arm == a.label))}"
                     for a in spec.arms)
-    echo(f"Campaign: {len(spec.arms)} arms × {len(spec.seeds)} seeds = {len(plan.runs)} runs "
-         f"({plan.total_steps} steps) in {root}; LRs {lrs}")
+    echo(f"Campaign: {plural(len(spec.arms), 'arm')} × {plural(len(spec.seeds), 'seed')} = "
+         f"{plural(len(plan.runs), 'run')} ({plural(plan.total_steps, 'step')}) in {root}; "
+         f"LRs {lrs}")
     if not opts.execute:
-        echo(f"Dry run: wrote {root / 'manifest.json'} and {root / 'run_commands.sh'}; "
-             "add --execute to run it")
+        _dry_run(plan, echo, lambda: cmp.write_plan(spec, plan, tuned),
+                 "; add --execute to run it")
         return EXIT_OK, "planned", None
+    cmp.write_plan(spec, plan, tuned)
     results = _executor(spec, plan, opts, stop, f"campaign {spec.name}").run()
     status = cmp.update_manifest(spec, plan, results, tuned)
     code = _check(results, stop, echo)
@@ -141,6 +208,8 @@ def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
     code, report = sweep(spec, root / "sweep", opts, stop, echo,
                          campaign_output=str(campaign_root))
     if not opts.execute:
+        if _recorded_status(root / "experiment.json") not in (None, "planned"):
+            return Outcome(code, root)  # it records an experiment already run
         mf.write_json(root / "experiment.json", {
             "kind": "experiment", "name": spec.name, "status": "planned",
             "sweep": "sweep", "campaign": "campaign",
