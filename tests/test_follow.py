@@ -196,3 +196,34 @@ def test_resumed_run_rows_are_not_relogged(tmp_path: Path, wandb_dir: Path) -> N
     result = Follower(metrics, follow=False, stop=stop).run()
     assert (result.first_step, result.last_step) == (5, 6)
     assert sorted(r["_step"] for r in settled_history(wandb_dir, 7)) == list(range(7))
+
+
+def test_missing_file_is_an_error_without_follow_and_announced_with_it(
+        tmp_path: Path, wandb_dir: Path) -> None:
+    missing = tmp_path / "nowhere" / "metrics.jsonl"
+    once = CliRunner().invoke(main, ["follow", "--metrics-path", str(missing), "--no-follow"])
+    assert once.exit_code == 2, once.output
+    lines = once.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {missing}: "), once.stderr
+    assert "does not exist" in lines[0]
+    assert not missing.parent.exists()  # nothing written next to it
+
+    waited = CliRunner().invoke(main, ["follow", "--metrics-path", str(missing),
+                                       "--poll-seconds", "0.05",
+                                       "--idle-timeout-seconds", "0.2"])
+    assert waited.exit_code == 1, waited.output
+    assert f"waiting for {missing}" in waited.stderr
+    assert waited.stderr.strip().splitlines()[-1].startswith(f"Error: {missing}: ")
+
+
+def test_backfill_summary_names_the_run(tmp_path: Path, wandb_dir: Path) -> None:
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.parent.mkdir()
+    _write(metrics, range(0, 1))
+    result = CliRunner().invoke(main, ["follow", "--metrics-path", str(metrics),
+                                       "--no-follow", "--run-name", "named"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    assert "logged 1 step (0..0) from " + str(metrics.parent) in lines[0]
+    assert "W&B run named (" in lines[0]

@@ -35,8 +35,18 @@ def follow(metrics_path: str, project: str, entity: str | None, run_name: str | 
           --run-name candidate-full --group ab_v1
       WANDB_MODE=offline tp follow --metrics-path run/metrics.jsonl --no-follow
     """
+    from pathlib import Path
+
+    from textpolicy.errors import ConfigError, TextPolicyError
     from textpolicy.runner.follow import Follower
 
+    path = Path(metrics_path)
+    if not path.exists():
+        if no_follow:
+            raise ConfigError(f"{metrics_path}: does not exist, nothing to log (without "
+                              "--no-follow, tp follow waits for it to appear)")
+        click.echo(f"waiting for {metrics_path} to appear (giving up after "
+                   f"{idle_timeout_seconds:g} s; --idle-timeout-seconds)", err=True)
     follower = Follower(metrics_path, project=project, entity=entity, run_name=run_name,
                         group=group, poll_seconds=poll_seconds,
                         idle_timeout_seconds=idle_timeout_seconds, follow=not no_follow)
@@ -48,8 +58,15 @@ def follow(metrics_path: str, project: str, entity: str | None, run_name: str | 
         follower.close()
         click.echo("stopped", err=True)
         return
+    if not path.exists():
+        raise TextPolicyError(f"{metrics_path}: still does not exist after waiting "
+                              f"{idle_timeout_seconds:g} s (--idle-timeout-seconds)")
     if result.steps_logged:
-        click.echo(f"logged {result.steps_logged} steps ({result.first_step}..{result.last_step})"
-                   f" to W&B run {result.run_id} in project {project}")
+        n = result.steps_logged
+        run = (f"{result.run_name} ({result.run_id})" if result.run_name
+               else str(result.run_id))
+        click.echo(f"logged {n} {'step' if n == 1 else 'steps'} ({result.first_step}.."
+                   f"{result.last_step}) from {path.parent} to W&B run {run} in project "
+                   f"{project}")
     else:
         click.echo(f"nothing new to log from {metrics_path}")

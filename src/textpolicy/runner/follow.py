@@ -34,6 +34,7 @@ class FollowResult:
     steps_logged: int
     first_step: int | None
     last_step: int | None
+    run_name: str | None = None  # the W&B run's display name (None: no run was opened)
 
 
 class JsonlTail:
@@ -126,6 +127,7 @@ class Follower:
         self.stop = stop or threading.Event()
         self.state_path = self.metrics_path.with_name(STATE_FILE)
         self._run: Any = None
+        self._run_name: str | None = None
         self._state = self._load_state()
 
     # ------------------------------------------------------------------ state
@@ -173,6 +175,8 @@ class Follower:
         if self.mode:
             kwargs["mode"] = self.mode
         self._run = wandb.init(**kwargs)
+        name = getattr(self._run, "name", None)
+        self._run_name = name if isinstance(name, str) and name else self.run_name
         self._state.update({"run_id": run_id, "project": self.project, "entity": self.entity})
         self._save_state()
         return self._run
@@ -222,7 +226,8 @@ class Follower:
             self.close()
         return FollowResult(run_id=self._state.get("run_id"), steps_logged=len(logged),
                             first_step=logged[0] if logged else None,
-                            last_step=logged[-1] if logged else None)
+                            last_step=logged[-1] if logged else None,
+                            run_name=self._run_name)
 
 
 class FollowerThread:
