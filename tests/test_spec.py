@@ -255,7 +255,8 @@ def test_cli_flags_go_through_the_same_validation(tmp_path: Path) -> None:
         "campaign", "--engine", "local", "--task", "arithmetic", "--campaign-root", str(root),
         "--candidate", "ful"])
     assert result.exit_code == 2
-    assert "tp campaign: arms[1].pipeline: 'ful': unknown pipeline" in result.stderr
+    assert result.stderr.startswith("Error: --candidate: 'ful': unknown pipeline 'ful' (did "
+                                    "you mean 'full'?)"), result.stderr
     assert not root.exists()
 
 

@@ -168,3 +168,27 @@ def test_dry_run_never_erases_the_record_of_runs_already_made(tmp_path: Path) ->
     assert (out / "run_commands.sh").read_text(encoding="utf-8") == commands
     assert "2 finished" in dry.output and "nothing to run" in dry.output
     assert "wrote" not in dry.output
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["campaign", "--baseline-lr", "-1"], ["--baseline-lr: -1.0: must be > 0"]),
+    (["campaign", "--candidate", "nosuch", "--lr", "-2", "--seeds", "0,0"],
+     ["--seeds: [0, 0]: values must be unique", "--lr: -2.0: must be > 0",
+      "--candidate: 'nosuch': unknown pipeline 'nosuch'"]),
+    (["campaign", "--gtpo-beta", "-3", "--alpha", "3"],
+     ["--alpha: 3.0: must be strictly between 0 and 1", "--gtpo-beta: -3.0: must be"]),
+    (["sweep", "--algorithms", "grpo,nosuch", "--lr-values", "-1"],
+     ["--lr-values: [-1.0]: must be > 0", "--algorithms: 'nosuch': unknown pipeline"]),
+])
+def test_sweep_and_campaign_errors_name_the_flag(tmp_path: Path, args: list[str],
+                                                 expected: list[str]) -> None:
+    root = "--campaign-root" if args[0] == "campaign" else "--sweep-root"
+    result = CliRunner().invoke(main, [*args, "--engine", "local", "--task", "arithmetic",
+                                       root, str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for needle in expected:
+        assert needle in lines[0]
+    assert "arms[" not in lines[0] and "training." not in lines[0]
+    assert not (tmp_path / "out").exists()

@@ -92,4 +92,15 @@ def campaign(**params: Any) -> None:
         "baseline": "baseline",
         "analysis": {"alpha": params["alpha"], "resamples": params["resamples"]},
     })
-    execute_spec(raw, source="tp campaign", params=params, execute=params["execute"])
+    execute_spec(raw, source="tp campaign", params=params, execute=params["execute"],
+                 flags=CAMPAIGN_FLAGS)
+
+
+#: spec keys only tp campaign's flags set (the rest: run_cmd.COMMON_FLAGS)
+CAMPAIGN_FLAGS = {
+    "arms[0].lr": "--baseline-lr", "arms[1].lr": "--candidate-lr",
+    "arms[0].pipeline": "--baseline", "arms[1].pipeline": "--candidate",
+    "arms[0]": "--baseline", "arms[1]": "--candidate",
+    "seeds": "--seeds", "analysis.alpha": "--alpha", "analysis.resamples": "--resamples",
+    "output": "--campaign-root", "name": "--campaign-root",
+}

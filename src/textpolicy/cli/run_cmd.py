@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -92,6 +92,32 @@ def stage_options(f: F, *, gtpo_hicra: bool = True) -> F:
 
 
 
+#: spec key paths set by the flags common_table reads (for error messages)
+COMMON_FLAGS: dict[str, str] = {
+    "engine.name": "--engine", "engine": "--engine", "task": "--task", "model": "--model",
+    "engine.options.base_url": "--base-url", "parallel": "--parallel",
+    "continue_on_error": "--continue-on-error",
+    **{f"training.{key}": "--" + key.replace("_", "-")
+       for key in ("batch_size", "group_size", "max_tokens", "temperature", "lora_rank",
+                   "max_steps", "save_every", "max_examples", "lr")},
+    **{f"eval.{key}": f"--eval-{key}" for key in ("every", "samples", "prompts")},
+    **{f"stage_params.{stage}.{key}": "--" + flag.replace("_", "-")
+       for flag, (stage, key) in STAGE_FLAGS.items()},
+}
+
+
+def flag_problems(problems: Sequence[str], source: str, flags: Mapping[str, str]
+                  ) -> list[str]:
+    """Spec problem lines (``SOURCE: key.path: ...``) with each key path that a flag set
+    replaced by that flag; other lines keep their key path."""
+    out = []
+    for line in problems:
+        text = line.removeprefix(f"{source}: ")
+        path = text.split(": ", 1)[0]
+        out.append(flags[path] + text[len(path):] if path in flags else text)
+    return out
+
+
 def common_table(params: dict[str, Any]) -> dict[str, Any]:
     """Spec keys shared by ``tp sweep`` and ``tp campaign`` flags (only what was given)."""
     raw: dict[str, Any] = {"engine": {"name": params["engine"]}, "task": params["task"]}
@@ -133,11 +159,19 @@ def eval_options(f: F) -> F:
 
 
 def execute_spec(raw: dict[str, Any], *, source: str, params: dict[str, Any],
-                 execute: bool) -> None:
-    """Validate a spec table built from flags and run it (exit with the outcome's code)."""
-    from textpolicy.runner import Options, Spec, run_spec
+                 execute: bool, flags: Mapping[str, str] | None = None) -> None:
+    """Validate a spec table built from flags and run it (exit with the outcome's code).
 
-    spec = Spec.from_dict(raw, source=source)
+    Problems are reported on one line, each naming the flag that set the key (``flags``:
+    extra spec key path → flag, over ``COMMON_FLAGS``)."""
+    from textpolicy.runner import Options, Spec, run_spec
+    from textpolicy.runner.spec import SpecError
+
+    try:
+        spec = Spec.from_dict(raw, source=source)
+    except SpecError as exc:
+        named = flag_problems(exc.problems, source, {**COMMON_FLAGS, **(flags or {})})
+        raise ConfigError("; ".join(named)) from None
     opts = Options(execute=execute, workers=params["workers"], progress=params["progress"])
     outcome = run_spec(spec, opts, echo=click.echo)
     if outcome.exit_code:

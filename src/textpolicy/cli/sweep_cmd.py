@@ -80,7 +80,13 @@ def sweep(**params: Any) -> None:
                   "probe_steps": params["probe_steps"],
                   "seeds": parse_seeds(params["seeds"]), "select": params["select"]},
     })
-    execute_spec(raw, source="tp sweep", params=params, execute=True)
+    flags = {"sweep.lr_values": "--lr-values", "sweep.probe_steps": "--probe-steps",
+             "sweep.seeds": "--seeds", "sweep.select": "--select", "arms": "--algorithms",
+             "output": "--sweep-root", "name": "--sweep-root",
+             **{f"arms[{i}].{key}": "--algorithms" for i in range(len(algorithms))
+                for key in ("pipeline", "name")},
+             **{f"arms[{i}]": "--algorithms" for i in range(len(algorithms))}}
+    execute_spec(raw, source="tp sweep", params=params, execute=True, flags=flags)
 
 
 def _arm_name(pipeline: str) -> str:
