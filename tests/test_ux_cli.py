@@ -132,7 +132,7 @@ def test_changed_spec_on_an_old_output_is_refused_before_anything_is_rewritten(
         assert again.exit_code == 2, again.output
         lines = again.stderr.strip().splitlines()
         assert len(lines) == 1, again.stderr
-        assert "2 existing run(s) were made with other settings" in lines[0]
+        assert "2 existing runs were made with other settings" in lines[0]
         assert "group_size: 2 -> 4" in lines[0]
         assert (out / "manifest.json").read_text(encoding="utf-8") == manifest
         assert (out / "run_commands.sh").read_text(encoding="utf-8") == commands
@@ -192,3 +192,30 @@ def test_sweep_and_campaign_errors_name_the_flag(tmp_path: Path, args: list[str]
         assert needle in lines[0]
     assert "arms[" not in lines[0] and "training." not in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_counts_read_singular_and_plural(tmp_path: Path) -> None:
+    from textpolicy.runner.progress import Display
+    from textpolicy.training.progress import PlainReporter
+    from textpolicy.wording import plural
+
+    assert [plural(n, "seed") for n in (0, 1, 2)] == ["0 seeds", "1 seed", "2 seeds"]
+    out = io.StringIO()
+    PlainReporter(out).start(total=1, done=0, description="grpo seed 0")
+    assert out.getvalue().splitlines() == ["grpo seed 0: starting, 1 step"]
+
+    result = CliRunner().invoke(main, [
+        "campaign", "--engine", "local", "--task", "arithmetic", "--seeds", "0",
+        "--max-steps", "1", "--campaign-root", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert "2 arms × 1 seed = 2 runs (2 steps)" in result.output
+    result = CliRunner().invoke(main, [
+        "campaign", "--engine", "local", "--task", "arithmetic", "--seeds", "0,1",
+        "--max-steps", "1", "--campaign-root", str(tmp_path / "c2")])
+    assert "2 arms × 2 seeds = 4 runs (4 steps)" in result.output
+
+    stream = io.StringIO()
+    Display("sweep s", mode="plain", stream=stream).start(["a"], {"a": 1})
+    assert stream.getvalue().splitlines() == ["sweep s: 1 run, 1 step"]
+    script = (tmp_path / "c" / "run_commands.sh").read_text(encoding="utf-8")
+    assert "# campaign: 2 runs;" in script

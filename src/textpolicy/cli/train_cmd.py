@@ -217,7 +217,9 @@ def train(**params: Any) -> None:
             signal.signal(s, h)
     if outcome.note:
         click.echo(outcome.note, err=True)
-    summary = f"{outcome.status}: {outcome.steps_done}/{config.max_steps} steps in {config.log_dir}"
+    steps = "step" if config.max_steps == 1 else "steps"
+    summary = (f"{outcome.status}: {outcome.steps_done}/{config.max_steps} {steps} in "
+               f"{config.log_dir}")
     if outcome.final_eval:
         summary += "; final eval " + ", ".join(
             f"{k} {v:.3f}" for k, v in sorted(outcome.final_eval.items()))

@@ -30,6 +30,7 @@ from textpolicy.runner.plan import (
 from textpolicy.runner.progress import Display
 from textpolicy.runner.results import completed_steps, is_finished
 from textpolicy.runner.spec import Spec
+from textpolicy.wording import plural
 
 EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
 
@@ -78,11 +79,6 @@ def _check(results: list[RunResult], stop: threading.Event, echo: Echo) -> int:
     for r in failed:
         echo(f"FAILED {r.key}: {r.error}")
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 seed``, ``2 seeds``."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def run_states(plan: Plan) -> dict[str, int]:
@@ -223,7 +219,8 @@ def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
     tuned = report.best_lr
     untuned = [a.label for a in spec.arms if a.lr is None and a.label not in tuned]
     if untuned:
-        raise RunFailedError(f"the sweep found no LR for arm(s) {', '.join(untuned)} "
+        raise RunFailedError(f"the sweep found no LR for {'arm' if len(untuned) == 1 else 'arms'} "
+                             f"{', '.join(untuned)} "
                              f"(every probe failed); see {root / 'sweep'}")
     echo("Campaign LRs from the sweep: "
          + ", ".join(f"{k}={format_lr(v)}" for k, v in tuned.items()))

@@ -25,6 +25,7 @@ from textpolicy.training.config import TrainConfig
 from textpolicy.training.defaults import STAGE_FLAGS as SEED_STAGE_FLAGS
 from textpolicy.training.run_record import redact
 from textpolicy.training.run_record import versions as versions  # re-exported for the runner
+from textpolicy.wording import plural
 
 #: stage parameter → the seed document's `tp train` flag
 STAGE_FLAGS: dict[tuple[str, str], str] = {
@@ -105,7 +106,8 @@ def unexpressed_settings(config: TrainConfig) -> list[str]:
 
 def run_commands_script(plan: Plan, header: Sequence[str] = ()) -> str:
     lines = ["#!/usr/bin/env bash",
-             f"# {plan.kind}: {len(plan.runs)} runs; re-running a command resumes its run.",
+             f"# {plan.kind}: {plural(len(plan.runs), 'run')}; re-running a command "
+             "resumes its run.",
              *[f"# {h}" for h in header],
              "set -euo pipefail",
              'cd "$(dirname "$0")"', ""]

@@ -151,6 +151,7 @@ def check_existing_runs(plan: Plan) -> None:
     from textpolicy.errors import ConfigError
     from textpolicy.training.run_record import config_dict, config_differences
     from textpolicy.training.runfiles import RunFiles
+    from textpolicy.wording import plural
 
     clashes: list[str] = []
     for run in plan.runs:
@@ -168,7 +169,8 @@ def check_existing_runs(plan: Plan) -> None:
     if clashes:
         more = f" and {len(clashes) - 1} more" if len(clashes) > 1 else ""
         raise ConfigError(
-            f"{plan.root}: {len(clashes)} existing run(s) were made with other settings: "
+            f"{plan.root}: {plural(len(clashes), 'existing run was', 'existing runs were')} "
+            "made with other settings: "
             f"{clashes[0]}{more}; use another output directory, or the settings they were "
             f"made with")
 

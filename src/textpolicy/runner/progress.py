@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Any, TextIO
 
+from textpolicy.wording import plural
+
 
 def _eta(seconds: float | None) -> str:
     if seconds is None:
@@ -55,7 +57,8 @@ class Display:
                               transient=False)
             self._live.start()
         elif self.mode == "plain":
-            self._line(f"{self.title}: {len(keys)} runs, {sum(max_steps.values())} steps")
+            self._line(f"{self.title}: {plural(len(keys), 'run')}, "
+                       f"{plural(sum(max_steps.values()), 'step')}")
 
     def close(self) -> None:
         if self._live is not None:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from textpolicy.wording import plural
+
 PROGRESS_MODES: tuple[str, ...] = ("auto", "bar", "plain", "off")
 
 
@@ -60,7 +62,8 @@ class PlainReporter:
         self._total, self._done0 = total, done
         self._every = max(1, total // 20)
         self._t0 = time.monotonic()
-        where = f"resuming at step {done} of {total}" if done else f"starting, {total} steps"
+        where = (f"resuming at step {done} of {total}" if done
+                 else f"starting, {plural(total, 'step')}")
         self.note(f"{description}: {where}")
 
     def update(self, row: Mapping[str, Any]) -> None:
