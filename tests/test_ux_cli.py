@@ -219,3 +219,26 @@ def test_counts_read_singular_and_plural(tmp_path: Path) -> None:
     assert stream.getvalue().splitlines() == ["sweep s: 1 run, 1 step"]
     script = (tmp_path / "c" / "run_commands.sh").read_text(encoding="utf-8")
     assert "# campaign: 2 runs;" in script
+
+
+def test_complete_run_still_checks_what_was_asked(tmp_path: Path) -> None:
+    log_dir = tmp_path / "run"
+    common = ["train", "--log-dir", str(log_dir), "--max-steps", "1", "--eval-every", "0",
+              "--batch-size", "2", "--group-size", "2", "--progress", "off"]
+    first = CliRunner().invoke(main, common)
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(main, common)
+    assert again.exit_code == 0 and "already complete" in again.stderr
+    for extra, needle in [
+        (["--engine", "nosuch"], "nosuch"),
+        (["--engine-option", "nosuch=1"], "nosuch"),
+        (["--engine-option", "device=tpu"], "device='tpu'"),
+        (["--model", str(tmp_path / "no_such_model")], "model"),
+        (["--task", "nosuch"], "nosuch"),
+        (["--pipeline", "nosuch"], "nosuch"),
+    ]:
+        result = CliRunner().invoke(main, [*common, *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), (extra, result.stderr)
+        assert needle in lines[0], (extra, lines[0])

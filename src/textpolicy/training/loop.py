@@ -62,8 +62,6 @@ from textpolicy.training.progress import PROGRESS_MODES, Reporter, make_reporter
 from textpolicy.training.run_record import (
     build_record,
     check_resumable,
-    config_dict,
-    config_differences,
     redact,
 )
 from textpolicy.training.runfiles import (
@@ -178,8 +176,9 @@ def make_task(config: TrainConfig, registry: Registry | None = None) -> Task:
     return task
 
 
-def make_engine(config: TrainConfig, registry: Registry | None = None) -> Engine:
-    """The engine named by ``config.engine``, made with ``**config.engine_options``."""
+def check_engine(config: TrainConfig, registry: Registry | None = None) -> Any:
+    """The engine's registry record, after checking that ``config.engine`` is registered and
+    accepts ``config.engine_options`` by name (its values are judged when it is made)."""
     reg = registry if registry is not None else get_registry()
     record = reg.engines.get(config.engine)
     options = dict(config.engine_options)
@@ -196,7 +195,13 @@ def make_engine(config: TrainConfig, registry: Registry | None = None) -> Engine
             f"{sorted(redact(options))}; allowed: {', '.join(accepted) or '(none)'}") from None
     except ValueError:
         pass  # no signature available: let the factory judge
-    engine: Engine = record.factory(**options)
+    return record
+
+
+def make_engine(config: TrainConfig, registry: Registry | None = None) -> Engine:
+    """The engine named by ``config.engine``, made with ``**config.engine_options``."""
+    record = check_engine(config, registry)
+    engine: Engine = record.factory(**dict(config.engine_options))
     return engine
 
 
@@ -493,10 +498,13 @@ def run_training(
         checkpoint = files.last_checkpoint()
         done = int(checkpoint["step"]) if checkpoint else 0
         if checkpoint is not None and done >= config.max_steps:
-            diff = config_differences(stored.get("config") or {}, config_dict(config))
+            # what was asked is still checked: a typo must not pass as "complete"
+            check_engine(config, registry)
+            check_resumable(stored, config, where)
+            old_options = (stored.get("config") or {}).get("engine_options") or {}
+            if engine is None and dict(old_options) != dict(config.engine_options):
+                make_engine(config, registry).close()  # judge the changed option values
             note = f"{config.log_dir}: run already complete at step {done}"
-            if diff:
-                note += f" (config differs in {', '.join(diff)}; nothing was re-run)"
             return RunOutcome(log_dir=config.log_dir, steps_done=done, status="finished",
                               resumed_from=done, final_eval=_final_eval(files, config, done),
                               note=note)
