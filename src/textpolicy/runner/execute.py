@@ -239,6 +239,10 @@ class Executor:
 
     # ------------------------------------------------------------------ public
     def run(self) -> list[RunResult]:
+        with _interruptible():
+            return self._run()
+
+    def _run(self) -> list[RunResult]:
         runs = list(self.plan.runs)
         results: dict[str, RunResult] = {}
         self.display.start([r.key for r in runs], {r.key: r.config.max_steps for r in runs})
@@ -338,6 +342,21 @@ class Executor:
         if self.wandb is None:
             return None
         return FollowerThread(self.wandb.follower(run)).start()
+
+
+@contextlib.contextmanager
+def _interruptible() -> Any:
+    """SIGINT raises KeyboardInterrupt while runs execute, even in a process started with
+    SIGINT ignored (a background job of a non-interactive shell, `nohup ... &`): Python then
+    installs no handler, and `kill -INT` would be ignored instead of stopping cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_plan(plan: Plan, **kwargs: Any) -> list[RunResult]:
