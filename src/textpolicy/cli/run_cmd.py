@@ -208,7 +208,7 @@ def run(spec_file: str, dry_run: bool, output: str | None, **params: Any) -> Non
         spec = attrs.evolve(spec, output=output)
     opts = Options(execute=not dry_run, parallel=params["parallel"],
                    continue_on_error=params["continue_on_error"], workers=params["workers"],
-                   progress=params["progress"])
+                   progress=params["progress"], execute_hint="run it without --dry-run")
     outcome = run_spec(spec, opts, echo=click.echo)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)

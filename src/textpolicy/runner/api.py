@@ -50,6 +50,9 @@ class Options:
     continue_on_error: bool | None = None
     workers: str = "auto"
     progress: str = "auto"
+    #: how a dry run tells the user to execute (`tp campaign --execute`, `tp run` without
+    #: `--dry-run`)
+    execute_hint: str = "add --execute to run it"
 
 
 @attrs.frozen
@@ -169,7 +172,7 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
          f"LRs {lrs}")
     if not opts.execute:
         _dry_run(plan, echo, lambda: cmp.write_plan(spec, plan, tuned),
-                 "; add --execute to run it")
+                 f"; {opts.execute_hint}")
         return EXIT_OK, "planned", None
     cmp.write_plan(spec, plan, tuned)
     results = _executor(spec, plan, opts, stop, f"campaign {spec.name}").run()
