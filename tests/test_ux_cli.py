@@ -242,3 +242,18 @@ def test_complete_run_still_checks_what_was_asked(tmp_path: Path) -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: "), (extra, result.stderr)
         assert needle in lines[0], (extra, lines[0])
+
+
+def test_analyze_points_from_sweep_and_experiment_dirs_to_the_campaign(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "manifest.json").write_text('{"kind": "sweep", "runs": []}')
+    result = CliRunner().invoke(main, ["analyze", str(sweep)])
+    assert result.exit_code == 1 and "is an LR sweep, not a campaign" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    experiment = tmp_path / "exp"
+    (experiment / "campaign").mkdir(parents=True)
+    (experiment / "experiment.json").write_text("{}")
+    result = CliRunner().invoke(main, ["analyze", str(experiment)])
+    assert result.exit_code == 1
+    assert f"its campaign is {experiment / 'campaign'}" in result.stderr

@@ -41,8 +41,15 @@ def discover_arms(campaign_dir: str | os.PathLike[str]) -> tuple[dict[str, list[
     if not root.is_dir():
         raise AnalysisError(f"{root} is not a directory")
     manifest_path = root / "manifest.json"
+    if (root / "experiment.json").is_file() and (root / "campaign").is_dir():
+        raise AnalysisError(f"{root} is an experiment; its campaign is {root / 'campaign'} "
+                            f"(tp analyze {root / 'campaign'})")
     if manifest_path.is_file():
         manifest = read_json(manifest_path)
+        if manifest.get("kind") == "sweep":
+            raise AnalysisError(
+                f"{root} is an LR sweep, not a campaign: its results are in "
+                f"{root / 'sweep_results.json'}; analyse the campaign it recommends")
         arms_spec = manifest.get("arms")
         if isinstance(arms_spec, list) and arms_spec:
             arms: dict[str, list[Path]] = {}
