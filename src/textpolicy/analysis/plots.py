@@ -73,7 +73,8 @@ def forest_plot(report: SignificanceReport, path: Path) -> Path:
     ax.set_yticks(y)
     ax.set_yticklabels([r[0] for r in rows], fontsize=8)
     ax.set_xlabel("candidate − baseline (percentage points)")
-    ax.set_title(f"Effects on {report.endpoint.label} (generation-level rows: training data)")
+    ax.set_title(f"Effects on {report.endpoint.label}\n"
+                 "(generation-level rows: pooled training data, pseudo-replicated)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
