@@ -24,6 +24,8 @@ from typing import Any
 
 import attrs
 
+from textpolicy.runner.results import complete_rows
+
 STATE_FILE = "wandb_follow.json"
 DEFAULT_PROJECT = "textpolicy-tinker"
 
@@ -63,17 +65,7 @@ class JsonlTail:
         if end < 0:
             return []
         self.offset += end + 1
-        rows = []
-        for raw in data[: end + 1].split(b"\n"):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows
+        return complete_rows(data[: end + 1])
 
 
 def _numeric(row: Mapping[str, Any]) -> dict[str, float | int]:

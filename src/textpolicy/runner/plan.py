@@ -149,7 +149,11 @@ def check_existing_runs(plan: Plan) -> None:
     ``base_url``/``device`` are allowed, as in ``tp train``.
     """
     from textpolicy.errors import ConfigError
-    from textpolicy.training.run_record import config_dict, config_differences
+    from textpolicy.training.run_record import (
+        config_dict,
+        config_differences,
+        describe_differences,
+    )
     from textpolicy.training.runfiles import RunFiles
     from textpolicy.wording import plural
 
@@ -164,7 +168,7 @@ def check_existing_runs(plan: Plan) -> None:
         new = config_dict(run.config)
         diff = config_differences(old, new)
         if diff:
-            changes = [f"{k}: {_dotted(old, k)!r} -> {_dotted(new, k)!r}" for k in diff]
+            changes = describe_differences(old, new, diff)
             clashes.append(f"{run.key} ({'; '.join(changes)})")
     if clashes:
         more = f" and {len(clashes) - 1} more" if len(clashes) > 1 else ""
@@ -173,10 +177,3 @@ def check_existing_runs(plan: Plan) -> None:
             "made with other settings: "
             f"{clashes[0]}{more}; use another output directory, or the settings they were "
             f"made with")
-
-
-def _dotted(data: Mapping[str, Any], key: str) -> Any:
-    value: Any = data
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value

@@ -14,13 +14,11 @@ EVAL = "eval.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
 
 
-def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Complete rows of a JSONL file; a half-written last line (or a missing file) is fine."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return
-    for raw in data.split(b"\n")[:-1]:  # the text after the last newline is incomplete
+def complete_rows(data: bytes) -> list[dict[str, Any]]:
+    """The JSON objects on the complete lines of ``data``: the text after the last newline
+    is a half-written line and is left out, as are blank or unparsable lines."""
+    rows = []
+    for raw in data.split(b"\n")[:-1]:
         if not raw.strip():
             continue
         try:
@@ -28,7 +26,17 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         except ValueError:
             continue
         if isinstance(row, dict):
-            yield row
+            rows.append(row)
+    return rows
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Complete rows of a JSONL file; a half-written last line (or a missing file) is fine."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    yield from complete_rows(data)
 
 
 def metrics_rows(log_dir: Path) -> list[dict[str, Any]]:

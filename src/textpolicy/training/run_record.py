@@ -111,10 +111,16 @@ def check_resumable(stored_record: Mapping[str, Any], config: TrainConfig, where
     new = config_dict(config)
     diff = config_differences(stored, new)
     if diff:
-        parts = [f"{k}: {_lookup(stored, k)!r} -> {_lookup(new, k)!r}" for k in diff]
+        parts = describe_differences(stored, new, diff)
         raise ConfigError(
             f"{where} belongs to a run with a different configuration ({'; '.join(parts)}); "
             f"re-run with the same settings to resume, or use another --log-dir")
+
+
+def describe_differences(old: Mapping[str, Any], new: Mapping[str, Any],
+                         keys: list[str]) -> list[str]:
+    """``"key: old -> new"`` for each differing (dotted) key."""
+    return [f"{k}: {_lookup(old, k)!r} -> {_lookup(new, k)!r}" for k in keys]
 
 
 def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
