@@ -12,10 +12,12 @@ import click
 
 from textpolicy.cli.run_cmd import (
     common_table,
+    engine_options,
     eval_options,
     execute_spec,
     execution_options,
     parse_seeds,
+    sampling_options,
     stage_options,
     timestamp,
 )
@@ -25,21 +27,9 @@ from textpolicy.cli.run_cmd import (
 @click.option("--campaign-root", default=None,
               help="Output directory. [default: results/tinker_campaign_<timestamp>]")
 @click.option("--execute", is_flag=True, help="Run the campaign (default is dry-run).")
-@click.option("--engine", default="tinker", help="Engine (tinker | local | plugin).")
-@click.option("--task", default="math", help="Task (math | arithmetic | plugin).")
-@click.option("--model", default=None,
-              help="Model ID. [default: the task's; math: Qwen/Qwen3-4B-Instruct-2507]")
-@click.option("--base-url", default=None, help="Tinker service URL. [default: production]")
-@click.option("--lora-rank", type=click.IntRange(min=0), default=None,
-              help="LoRA rank (0: all weights). [default: the task's; math: 64]")
+@engine_options
 @click.option("--max-steps", type=click.IntRange(min=1), default=100, help="Steps per arm.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, help="Prompts per step.")
-@click.option("--group-size", type=click.IntRange(min=1), default=8,
-              help="Completions per prompt.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
-              help="Max completion length. [default: the task's; math: 2048]")
-@click.option("--temperature", type=float, default=None,
-              help="Sampling temperature. [default: the task's; math: 0.7]")
+@sampling_options(group_size=8)
 @click.option("--lr", type=float, default=None,
               help="Learning rate (every arm, unless overridden). [default: the task's; "
                    "math: 4e-5]")

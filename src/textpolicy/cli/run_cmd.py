@@ -147,6 +147,35 @@ def common_table(params: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def engine_options(f: F) -> F:
+    """Where runs happen: engine, task, model, service URL, LoRA rank (the seed's defaults)."""
+    f = click.option("--lora-rank", type=click.IntRange(min=0), default=None,
+                     help="LoRA rank (0: all weights). [default: the task's; math: 64]")(f)
+    f = click.option("--base-url", default=None,
+                     help="Tinker service URL. [default: production]")(f)
+    f = click.option("--model", default=None, help="Model ID. [default: the task's; math: "
+                     "Qwen/Qwen3-4B-Instruct-2507]")(f)
+    f = click.option("--task", default="math", help="Task (math | arithmetic | plugin).")(f)
+    f = click.option("--engine", default="tinker", help="Engine (tinker | local | plugin).")(f)
+    return f
+
+
+def sampling_options(*, group_size: int) -> Callable[[F], F]:
+    """Prompts × completions per step and how they are sampled (the seed's group size
+    default differs: 16 for the sweep, 8 for the campaign)."""
+    def decorate(f: F) -> F:
+        f = click.option("--temperature", type=float, default=None,
+                         help="Sampling temperature. [default: the task's; math: 0.7]")(f)
+        f = click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+                         help="Max completion length. [default: the task's; math: 2048]")(f)
+        f = click.option("--group-size", type=click.IntRange(min=1), default=group_size,
+                         help="Completions per prompt.")(f)
+        f = click.option("--batch-size", type=click.IntRange(min=1), default=4,
+                         help="Prompts per step.")(f)
+        return f
+    return decorate
+
+
 def eval_options(f: F) -> F:
     f = click.option("--eval-prompts", type=click.IntRange(min=1), default=None,
                      help="Held-out prompts per eval. [default: all]")(f)

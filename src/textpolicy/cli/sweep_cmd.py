@@ -12,11 +12,13 @@ import click
 
 from textpolicy.cli.run_cmd import (
     common_table,
+    engine_options,
     eval_options,
     execute_spec,
     execution_options,
     parse_floats,
     parse_seeds,
+    sampling_options,
     stage_options,
     timestamp,
 )
@@ -27,20 +29,8 @@ from textpolicy.cli.run_cmd import (
               help="Output directory. [default: results/lr_sweep_<timestamp>]")
 @click.option("--probe-steps", type=click.IntRange(min=1), default=20,
               help="Steps per probe.")
-@click.option("--engine", default="tinker", help="Engine (tinker | local | plugin).")
-@click.option("--task", default="math", help="Task (math | arithmetic | plugin).")
-@click.option("--model", default=None,
-              help="Model ID. [default: the task's; math: Qwen/Qwen3-4B-Instruct-2507]")
-@click.option("--base-url", default=None, help="Tinker service URL. [default: production]")
-@click.option("--lora-rank", type=click.IntRange(min=0), default=None,
-              help="LoRA rank (0: all weights). [default: the task's; math: 64]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, help="Prompts per step.")
-@click.option("--group-size", type=click.IntRange(min=1), default=16,
-              help="Completions per prompt.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
-              help="Max completion length. [default: the task's; math: 2048]")
-@click.option("--temperature", type=float, default=None,
-              help="Sampling temperature. [default: the task's; math: 0.7]")
+@engine_options
+@sampling_options(group_size=16)
 @click.option("--lr-values", default="5e-5,2e-4,5e-4,1e-3",
               help="Comma-separated LR values.")
 @click.option("--algorithms", default="grpo,full",
