@@ -1,8 +1,8 @@
 """Reading one run directory into numpy arrays (files only; no training code involved).
 
 A run directory holds some of: ``config.json``, ``metrics.jsonl``, ``emergence/steps.jsonl``,
-``emergence/generations.jsonl``, ``eval.jsonl`` (formats in /work/contracts.md "Run directory
-files"). Only what the analysis uses is read: ``generations.jsonl`` is opened only when rewards
+``emergence/generations.jsonl``, ``eval.jsonl`` (formats in docs/training.md
+"Files"). Only what the analysis uses is read: ``generations.jsonl`` is opened only when rewards
 are not binary (see ``RunData.rewards``).
 """
 

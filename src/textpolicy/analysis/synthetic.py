@@ -3,7 +3,7 @@
 Each run draws from a hierarchical logistic model: ``logit p = base + slope·step + effect_arm
 + u_seed + e_run + b_prompt (+ c_run×prompt for eval)``. Seed s shares ``u_seed``, the training
 prompt order and the eval prompts across arms (the paired design). Files follow
-/work/contracts.md "Run directory files"; nothing here is used by the analysis itself.
+docs/training.md "Files"; nothing here is used by the analysis itself.
 """
 
 from __future__ import annotations
