@@ -257,3 +257,19 @@ def test_analyze_points_from_sweep_and_experiment_dirs_to_the_campaign(tmp_path:
     result = CliRunner().invoke(main, ["analyze", str(experiment)])
     assert result.exit_code == 1
     assert f"its campaign is {experiment / 'campaign'}" in result.stderr
+
+
+def test_closed_stdout_exits_quietly() -> None:
+    """`tp plugins | head -1`: a reader that leaves early gets no 'Error: Broken pipe'."""
+    import os
+    import shutil
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([shutil.which("tp") or "tp", "plugins"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == ""

@@ -80,6 +80,11 @@ class LazyGroup(click.Group):
             sys.exit(exc.exit_code)
         except click.UsageError as exc:  # a subcommand's bad flag or value
             raise _one_line(exc) from None
+        except BrokenPipeError:  # `tp plugins | head`: the reader left; exit quietly
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE, as a shell reports a command killed by it
         except OSError as exc:  # an unusable path (a file where a directory goes, ...)
             click.echo(f"Error: {_os_error_line(exc)}", err=True)
             sys.exit(2 if isinstance(exc, _BAD_PATH_ERRORS) else 1)
