@@ -20,25 +20,20 @@ from typing import Any
 
 import attrs
 import numpy as np
-from scipy.special import gammaln
 
 from textpolicy.analysis.records import AnalysisInput, AnalysisWarning, FloatArray
 from textpolicy.analysis.rundata import RunData
 from textpolicy.errors import AnalysisError
+from textpolicy.tasks.evaluation import pass_at_k_many
 
 
 def pass_at_k(correct: np.ndarray, samples: np.ndarray, k: int) -> FloatArray:
     """Unbiased pass@k per problem: 1 − C(n−c, k)/C(n, k) (1 when n − c < k); needs n ≥ k."""
-    n = np.asarray(samples, dtype=np.float64)
-    c = np.asarray(correct, dtype=np.float64)
+    n = np.rint(np.asarray(samples, dtype=np.float64)).astype(np.int64)
     if k < 1 or (n < k).any():
         raise AnalysisError(f"pass@{k} needs at least {k} samples per problem")
-    fail = n - c
-    with np.errstate(invalid="ignore"):
-        log_ratio = (gammaln(fail + 1) - gammaln(fail - k + 1)
-                     - gammaln(n + 1) + gammaln(n - k + 1))
-        ratio = np.where(fail >= k, np.exp(log_ratio), 0.0)
-    return np.asarray(1.0 - ratio, dtype=np.float64)
+    c = np.rint(np.asarray(correct, dtype=np.float64)).astype(np.int64)
+    return pass_at_k_many(n, c, k)
 
 
 @attrs.frozen

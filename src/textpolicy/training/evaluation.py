@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from textpolicy.engines.base import SamplingClient, SamplingParams, Tokenizer
 from textpolicy.tasks.base import Example, Task
-from textpolicy.tasks.evaluation import pass_at_k as _pass_at_k
+from textpolicy.tasks.evaluation import pass_at_k_many
 from textpolicy.training.seeds import eval_sampling_seed
 
 
@@ -38,10 +38,7 @@ def pass_at_k(correct: NDArray[np.bool_], k: int) -> float:
     correct = np.asarray(correct, dtype=bool)
     if correct.size == 0:
         return 0.0
-    if k == 1:
-        return float(correct.mean())
-    n = correct.shape[1]
-    return float(np.mean([_pass_at_k(n, int(c), k) for c in correct.sum(axis=1)]))
+    return float(pass_at_k_many(correct.shape[1], correct.sum(axis=1), k).mean())
 
 
 def eval_ks(samples: int) -> tuple[int, ...]:
