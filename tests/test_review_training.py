@@ -63,7 +63,8 @@ def test_cross_entropy_datum_weights_completion_tokens_by_advantage(engine: Any)
     tc.forward_backward(is_datums, "importance_sampling").result()
     g_is = _grads(tc)
     assert np.abs(g_is).max() > 0
-    np.testing.assert_allclose(g_ce, g_is, rtol=1e-4, atol=1e-6)
+    # equal up to float32 rounding of the ratio exp(logp - q) ≈ 1: relative to the largest entry
+    np.testing.assert_allclose(g_ce, g_is, rtol=1e-4, atol=1e-4 * np.abs(g_ce).max())
     # the RL datum itself is unchanged for the ratio losses
     ref = build_rl_datum(prompt, seqs[0].tokens, seqs[0].logprobs, advs[0])
     for key in ("target_tokens", "logprobs", "advantages"):
