@@ -29,7 +29,7 @@ import attrs
 import numpy as np
 
 from textpolicy.engines.base import Tokenizer
-from textpolicy.errors import TaskError
+from textpolicy.errors import ConfigError, TaskError
 from textpolicy.grading import GradeRequest, MathGrader, extract_boxed
 from textpolicy.tasks.base import Example, Grade
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
 TRAIN_HUB = "EleutherAI/hendrycks_math"
+SAMPLE_DIR = Path(__file__).parent / "data"
 EVAL_HUB = "HuggingFaceH4/MATH-500"
 ALL_SUBJECTS: tuple[str, ...] = (
     "algebra", "counting_and_probability", "geometry", "intermediate_algebra",
@@ -88,6 +89,8 @@ class MathParams:
     ``format_weight`` w: reward = correct + w·(format_ok − 1), i.e. a completion without a
     ``\\boxed{}`` answer gets −w. ``max_examples`` keeps a seed-independent subset of the
     training pool. ``eval_same_subjects`` restricts eval to ``subjects`` (default: all 500).
+    ``sample``: use the bundled offline sample (280 MATH-train and 133 MATH-500 problems of
+    levels 1–2, ``textpolicy/tasks/data``) instead of files or the hub, to try the workflow.
     """
 
     train_dataset: str = TRAIN_HUB
@@ -104,6 +107,7 @@ class MathParams:
     instruction: str = INSTRUCTION
     grader_workers: int = attrs.field(default=2, validator=_positive)
     grader_deadline_s: float = attrs.field(default=12.0, validator=_positive)
+    sample: bool = False
 
 
 def normalize_subject(value: Any) -> str:
@@ -206,6 +210,9 @@ class MathTask:
     def __init__(self, params: MathParams | None = None, *,
                  grader: MathGrader | None = None) -> None:
         self.params = params or MathParams()
+        if self.params.sample and (self.params.train_files or self.params.eval_files):
+            raise ConfigError("task 'math': sample = true uses the bundled sample; drop "
+                              "train_files/eval_files (or set sample = false)")
         _check_files("train_files", self.params.train_files)
         _check_files("eval_files", self.params.eval_files)
         self.grader = grader or MathGrader(self.params.grader_workers,
@@ -221,7 +228,10 @@ class MathTask:
     def _rows(self, which: str) -> list[tuple[str, dict[str, Any]]]:
         p = self.params
         files = p.train_files if which == "train" else p.eval_files
-        offline_forced = bool(p.train_files or p.eval_files)
+        if p.sample:
+            files = (str(SAMPLE_DIR / f"math_sample_{'train' if which == 'train' else 'test'}"
+                         ".jsonl"),)
+        offline_forced = bool(p.train_files or p.eval_files or p.sample)
         if files:
             with _hub_offline(True):
                 rows = _load_files(files)

