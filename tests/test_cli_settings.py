@@ -61,6 +61,7 @@ def test_sweep_prints_its_sizes_and_sweeps_a_comma_composition(tmp_path: Path) -
         "task's default)",
         "Sizes: 1 step × 1 prompt × 2 completions, up to 4 tokens each at temperature 1; "
         "full fine-tune (no LoRA); no held-out eval"]
+    assert "NOT comparable across pipelines" in result.stdout  # the table's legend
     results = json.loads((root / "sweep_results.json").read_text(encoding="utf-8"))
     assert [r["pipeline"] for r in results["results"]] == ["grpo", "maxrl,gtpo"]
     stored = json.loads((root / "maxrl_gtpo_lr1e-03" / "config.json").read_text(
