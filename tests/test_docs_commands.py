@@ -106,15 +106,13 @@ def test_offline_environment_variables_are_named(page: str) -> None:
         assert var in text, f"{page} does not say {var}"
 
 
-def test_quickstart_duration_is_stated_the_same_everywhere() -> None:
-    """README, docs/quickstart.md and examples/quickstart.toml give one figure, and it is the
-    figure docs/performance.md measured."""
-    pattern = re.compile(r"((?:about|≈) [^.;:()]*? minutes?) (?:of wall time )?on 2 CPU cores")
-    stated = {}
-    for page in ("README.md", "docs/quickstart.md", "examples/quickstart.toml"):
-        text = " ".join((ROOT / page).read_text(encoding="utf-8").split())
-        found = pattern.findall(text)
-        assert found, f"{page} does not say how long the quickstart takes"
-        stated[page] = found[0]
-    assert len(set(stated.values())) == 1, stated
-    assert "1:47" in (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+#: how long the quickstart takes, as docs/performance.md measured it ("Quickstart wall time")
+QUICKSTART_TIME = ("≈ 50 s of CPU time: about 1 minute on 2 idle CPU cores, up to 3½ when "
+                   "other jobs share them")
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/quickstart.md", "examples/quickstart.toml",
+                                  "docs/performance.md"])
+def test_quickstart_duration_is_stated_the_same_everywhere(page: str) -> None:
+    text = (ROOT / page).read_text(encoding="utf-8").replace("\n# ", "\n")
+    assert QUICKSTART_TIME in " ".join(text.split()), f"{page} states another duration"
