@@ -95,3 +95,19 @@ def test_unquoted_comma_composition_survives_a_real_shell(tmp_path: Path) -> Non
     assert [s["name"] for s in record["pipeline"]["stages"]] == ["maxrl", "gtpo", "hicra"]
     assert record["pipeline"]["name"] == "maxrl,gtpo,hicra"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no stray redirect file
+
+
+def test_spec_arm_with_a_comma_composition_plans_shell_safe_commands(tmp_path: Path) -> None:
+    spec = tmp_path / "c.toml"
+    spec.write_text('kind = "campaign"\nengine = "local"\ntask = "arithmetic"\nseeds = [0]\n'
+                    '[[arms]]\npipeline = "grpo"\n'
+                    '[[arms]]\npipeline = "maxrl,gtpo,hicra"\nparams = {gtpo = {beta = 0.3}}\n'
+                    '[[arms]]\npipeline = "maxrl>gtpo"\n', encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", str(spec), "--dry-run", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert "maxrl_gtpo_hicra" in json.dumps(manifest)
+    commands = (out / "run_commands.sh").read_text(encoding="utf-8")
+    assert "--pipeline maxrl,gtpo,hicra " in commands  # one shell word, no quoting needed
+    assert "--pipeline 'maxrl>gtpo' " in commands      # '>' still works, quoted

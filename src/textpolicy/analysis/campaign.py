@@ -165,11 +165,11 @@ def _arm_metrics(name: str, runs: Sequence[RunData], report: SignificanceReport
 def _uses_sepa_lambda(runs: Sequence[RunData]) -> bool | None:
     """Whether the arm's pipeline has a scheduled λ (SEPA), from each run's config.json
     (None: a run does not record its pipeline). A pipeline without one logs λ = 0."""
-    described = [r.config.get("pipeline") for r in runs]
-    if not described or not all(isinstance(d, Mapping) and "scheduler" in d
-                                for d in described):
+    described = [d for r in runs if isinstance(d := r.config.get("pipeline"), Mapping)
+                 and "scheduler" in d]
+    if not runs or len(described) != len(runs):
         return None
-    return any(d.get("scheduler") is not None for d in described)
+    return any(d["scheduler"] is not None for d in described)
 
 
 def write_outputs(report: SignificanceReport, out_dir: str | os.PathLike[str], *,
