@@ -532,7 +532,7 @@ def split_pipeline_list(text: str, registry: Registry | None = None) -> list[str
         if not item:
             continue
         first = _SEPARATOR.split(item, maxsplit=1)[0].strip()
-        continues = (out and first in reg.stages and first not in reg.pipelines
+        continues = (bool(out) and first in reg.stages and first not in reg.pipelines
                      and reg.stages.get(first).level == "token")
         if continues:
             out[-1] = f"{out[-1]},{item}"

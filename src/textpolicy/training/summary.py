@@ -40,8 +40,8 @@ def settings_lines(config: TrainConfig, model: str, *, run: bool = True) -> list
     ``run``: also the pipeline, LR and seed (one run); a sweep or campaign, whose runs differ
     in those, leaves them to its own lines."""
     default = "" if config.model else " (the task's default)"
-    first = f"Settings: engine {config.engine}{_service(config)}, task {config.task}, " \
-            f"model {model}{default}"
+    first = (f"Settings: engine {config.engine}{_service(config)}, task {config.task}, "
+             f"model {model}{default}")
     if run:
         first += f"; pipeline {config.pipeline}, lr {config.lr:g}, seed {config.seed}"
     weights = (f"LoRA rank {config.lora_rank}" if config.lora_rank
