@@ -245,8 +245,12 @@ def plot(rows: Sequence[ProbeRow], metric: str, label: str, path: Path) -> Path 
             ax.plot([p[0] for p in pts], [100 * float(p[1] or 0) for p in pts], marker="o",
                     label=arm)
     ax.set_xscale("log")
+    lrs = sorted({r.lr for r in rows})
+    ax.set_xticks(lrs, [format_lr(lr) for lr in lrs])  # the swept LRs, not log-axis decades
+    ax.minorticks_off()
     ax.set_xlabel("learning rate")
-    ax.set_ylabel(f"{label} (%)" if len(label) < 40 else "selection metric (%)")
+    ax.set_ylabel(("held-out eval accuracy" if metric == METRIC_EVAL
+                   else "final running correct rate") + " (%)")
     ax.set_title("LR sweep: " + label, fontsize=9)
     ax.grid(True, alpha=0.3)
     if arms:
