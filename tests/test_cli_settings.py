@@ -78,6 +78,8 @@ def test_run_dry_run_prints_the_quickstart_settings(tmp_path: Path) -> None:
         "task's default)",
         "Sizes: 20 steps × 4 prompts × 8 completions, up to 4 tokens each at temperature 1; "
         "full fine-tune (no LoRA); held-out eval every 10 steps"]
+    shown = (ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8").splitlines()
+    assert all(line in shown for line in _first_lines(result.stdout, 3)[1:])  # as documented
 
 
 def test_unquoted_comma_composition_survives_a_real_shell(tmp_path: Path) -> None:

@@ -38,6 +38,13 @@ def test_every_sweep_column_is_explained_under_the_table() -> None:
     assert all(len(line) <= 88 for line in legend)
 
 
+def test_quickstart_doc_shows_the_legend_as_printed() -> None:
+    shown = (Path(__file__).resolve().parents[1] / "docs" / "quickstart.md").read_text(
+        encoding="utf-8").splitlines()
+    legend = _legend(format_table(_rows(2), with_eval=True))
+    assert all(line in shown for line in legend), legend
+
+
 def test_the_legend_follows_the_columns_shown() -> None:
     legend = " ".join(_legend(format_table(_rows(1), with_eval=False)))
     assert "Eval%" not in legend and "mean over the probe's" not in legend
