@@ -43,7 +43,7 @@ def _commands(lines: list[str], where: str) -> Iterator[tuple[str, str]]:
 
 
 def _doc_commands() -> list[tuple[str, str]]:
-    found = []
+    found: list[tuple[str, str]] = []
     for page in PAGES:
         found += _commands(page.read_text(encoding="utf-8").splitlines(),
                            str(page.relative_to(ROOT)))
