@@ -9,7 +9,7 @@ import pytest
 
 import textpolicy as tp
 from textpolicy.errors import ConfigError, RolloutError, UnknownComponentError
-from textpolicy.pipeline import aggregate_advantages, build_pipeline
+from textpolicy.pipeline import aggregate_advantages, build_pipeline, split_pipeline_list
 from textpolicy.rollouts import Rollouts
 from textpolicy.testing import check_stage, make_rollouts, word_vocab
 from textpolicy.vocab import TokenVocab
@@ -38,7 +38,10 @@ def _batch(seed: int = 0, rewards: list[float] | None = None) -> Rollouts:
     ("grpo+gtpo_sepa", "grpo+gtpo_sepa", ("grpo", "sepa", "gtpo")),
     ("maxrl+gtpo_hicra", "maxrl+gtpo_hicra", ("maxrl", "gtpo", "hicra")),
     ("maxrl+gtpo", "maxrl+gtpo", ("maxrl", "gtpo")),
-    ("maxrl > gtpo > hicra", "maxrl>gtpo>hicra", ("maxrl", "gtpo", "hicra")),
+    ("maxrl > gtpo > hicra", "maxrl,gtpo,hicra", ("maxrl", "gtpo", "hicra")),
+    ("maxrl,gtpo,hicra", "maxrl,gtpo,hicra", ("maxrl", "gtpo", "hicra")),
+    (" maxrl, gtpo ,hicra ", "maxrl,gtpo,hicra", ("maxrl", "gtpo", "hicra")),
+    ("grpo,sepa>gtpo", "grpo,sepa,gtpo", ("grpo", "sepa", "gtpo")),
 ])
 def test_names_aliases_and_compositions(name: str, canonical: str,
                                         stages: tuple[str, ...]) -> None:
@@ -52,6 +55,11 @@ def test_names_aliases_and_compositions(name: str, canonical: str,
     ("ful", "unknown pipeline 'ful' (did you mean 'full'?)"),
     ("maxrl>gtpoo", "unknown advantage stage 'gtpoo' (did you mean 'gtpo'?)"),
     ("maxrl>>gtpo", "empty stage name"),
+    ("maxrl,gtpoo", "unknown advantage stage 'gtpoo' (did you mean 'gtpo'?)"),
+    ("maxrl,,gtpo", "empty stage name"),
+    ("maxrl,gtpo,", "empty stage name"),
+    ("gtpo,hicra", "first stage 'gtpo' is token-level"),
+    ("maxrl,grpo", "stage 'grpo' is episode-level"),
     ("gtpo>hicra", "first stage 'gtpo' is token-level"),
     ("maxrl>grpo", "stage 'grpo' is episode-level"),
     ("", "non-empty"),
@@ -60,6 +68,30 @@ def test_bad_names(name: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         tp.load_pipeline(name)
     assert message in str(info.value)
+
+
+def test_comma_and_arrow_compositions_are_the_same_pipeline() -> None:
+    rollouts = make_rollouts(rewards=[1, 0, 0, 1, 1, 0, 0, 0], group_size=4, length=6)
+    comma = tp.load_pipeline("maxrl,gtpo,hicra", gtpo={"beta": 0.3})
+    arrow = tp.load_pipeline("maxrl>gtpo>hicra", gtpo={"beta": 0.3})
+    assert comma.describe() == arrow.describe()
+    a = comma(rollouts, step=0, vocab=word_vocab()).token_advantages
+    b = arrow(rollouts, step=0, vocab=word_vocab()).token_advantages
+    assert np.array_equal(a, b) and np.abs(a).sum() > 0
+
+
+@pytest.mark.parametrize(("text", "pipelines"), [
+    ("grpo,full", ["grpo", "full"]),
+    ("grpo,maxrl,gtpo,hicra", ["grpo", "maxrl,gtpo,hicra"]),
+    ("maxrl,gtpo,grpo,sepa,gtpo", ["maxrl,gtpo", "grpo,sepa,gtpo"]),
+    ("grpo, maxrl>gtpo ,full", ["grpo", "maxrl>gtpo", "full"]),
+    ("maxrl+gtpo,hicra", ["maxrl+gtpo,hicra"]),     # hicra continues; load_pipeline judges it
+    ("gtpo,hicra", ["gtpo,hicra"]),                 # no pipeline before: its own, then refused
+    ("grpo,gtpoo", ["grpo", "gtpoo"]),              # unknown: its own, then "did you mean"
+    ("grpo,,full,", ["grpo", "full"]),
+])
+def test_split_pipeline_list_keeps_compositions_whole(text: str, pipelines: list[str]) -> None:
+    assert split_pipeline_list(text) == pipelines
 
 
 def test_unknown_name_is_unknown_component_error() -> None:

@@ -136,6 +136,10 @@ def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         assert result.exit_code == 0, result.output
         outputs.append(result)
     assert "finished: 20/20 steps in results/arith_grpo; final eval pass@1" in outputs[0].stdout
+    shown = re.search(r"It first prints what it will run.*?```text\n(.*?)```",
+                      DOCS.read_text(encoding="utf-8"), re.S)
+    assert shown, "docs/training.md lost the settings lines tp train prints first"
+    assert outputs[0].stdout.splitlines()[:2] == shown.group(1).splitlines()
     assert "already complete" in outputs[1].stderr
     assert "finished: 20/20 steps in results/arith_full" in outputs[2].stdout
     grpo = [json.loads(line) for line in

@@ -31,6 +31,7 @@ Conventions that let a pipeline wire plugins together without knowing them:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -62,6 +63,7 @@ __all__ = [
     "int_field",
     "load_pipeline",
     "number_field",
+    "split_pipeline_list",
     "token_signal",
 ]
 
@@ -488,17 +490,24 @@ class Pipeline:
 # Loading
 
 
+#: what separates the stages of a composition: ``,`` (``maxrl,gtpo,hicra``, safe as an
+#: unquoted shell word, the documented form) or ``>`` (``maxrl>gtpo>hicra``; a shell reads an
+#: unquoted ``>`` as a redirect, so it is only safe in spec files and Python)
+COMPOSITION_SEPARATORS = (",", ">")
+_SEPARATOR = re.compile("|".join(re.escape(s) for s in COMPOSITION_SEPARATORS))
+
+
 def _resolve_stage_refs(name: str, registry: Registry) -> tuple[str, list[records.StageRef]]:
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"pipeline name must be a non-empty string, got {name!r}")
     name = name.strip()
-    if ">" in name:
-        parts = [p.strip() for p in name.split(">")]
+    if _SEPARATOR.search(name):
+        parts = [p.strip() for p in _SEPARATOR.split(name)]
         if any(not p for p in parts):
             raise ConfigError(f"pipeline {name!r}: empty stage name in composition")
         for p in parts:
             registry.stages.get(p)  # raises UnknownComponentError with did-you-mean
-        return ">".join(parts), [records.StageRef(stage=p) for p in parts]
+        return ",".join(parts), [records.StageRef(stage=p) for p in parts]
     if name in registry.pipelines:
         named = registry.pipelines.get(name)
         return named.name, list(named.stages)
@@ -508,8 +517,33 @@ def _resolve_stage_refs(name: str, registry: Registry) -> tuple[str, list[record
     raise AssertionError("unreachable")
 
 
+def split_pipeline_list(text: str, registry: Registry | None = None) -> list[str]:
+    """The pipelines of a comma-separated list such as ``tp sweep --algorithms``.
+
+    A composition's own commas stay in it: a pipeline starts with its one episode-level
+    stage, so an item naming a token-level stage continues the pipeline before it and any
+    other item starts a new one — ``"grpo,maxrl,gtpo,hicra"`` is ``["grpo",
+    "maxrl,gtpo,hicra"]`` and ``"grpo,full"`` is ``["grpo", "full"]``. Names are not checked
+    here (:func:`load_pipeline` does that, with "did you mean").
+    """
+    reg = registry if registry is not None else get_registry()
+    out: list[str] = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        first = _SEPARATOR.split(item, maxsplit=1)[0].strip()
+        continues = (bool(out) and first in reg.stages and first not in reg.pipelines
+                     and reg.stages.get(first).level == "token")
+        if continues:
+            out[-1] = f"{out[-1]},{item}"
+        else:
+            out.append(item)
+    return out
+
+
 def load_pipeline(name: str, /, **overrides: Any) -> Pipeline:
-    """Build a pipeline from a registered name, an alias or a composition ``"a>b>c"``.
+    """Build a pipeline from a registered name, an alias or a composition ``"a,b,c"`` (or
+    ``"a>b>c"``: the same pipeline).
 
     ``overrides`` are per-stage parameter overrides keyed by stage name (validated against
     each stage's parameter class), plus ``planning={"detector": ..., **detector_params}``.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,9 @@ def _arm_metrics(name: str, runs: Sequence[RunData], report: SignificanceReport
         return float(arr.mean()) if len(arr) else None
 
     out["final_running_correct_rate"] = last_mean("running_correct_rate")
-    out["final_sepa_lambda"] = last_mean("sepa_lambda")
+    out["uses_sepa_lambda"] = _uses_sepa_lambda(runs)
+    out["final_sepa_lambda"] = (None if out["uses_sepa_lambda"] is False
+                                else last_mean("sepa_lambda"))
     out["max_token_hit_rate"] = all_mean("max_token_hit_rate")
     out["mean_step_time_s"] = all_mean("step_time_s")
     out["mean_loss"] = all_mean("loss")
@@ -158,6 +160,16 @@ def _arm_metrics(name: str, runs: Sequence[RunData], report: SignificanceReport
         out["heldout_accuracy"] = float(np.mean([report.values[r].value for r in runs]))
         out["heldout_step"] = report.endpoint.step
     return out
+
+
+def _uses_sepa_lambda(runs: Sequence[RunData]) -> bool | None:
+    """Whether the arm's pipeline has a scheduled λ (SEPA), from each run's config.json
+    (None: a run does not record its pipeline). A pipeline without one logs λ = 0."""
+    described = [d for r in runs if isinstance(d := r.config.get("pipeline"), Mapping)
+                 and "scheduler" in d]
+    if not runs or len(described) != len(runs):
+        return None
+    return any(d["scheduler"] is not None for d in described)
 
 
 def write_outputs(report: SignificanceReport, out_dir: str | os.PathLike[str], *,

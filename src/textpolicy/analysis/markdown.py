@@ -139,20 +139,48 @@ def build_sepa_significance_markdown(report: SignificanceReport) -> str:
     return "\n".join(lines)
 
 
+#: comparison.md rows left out when they equal the correct rate in every arm (row → why)
+_SAME_AS_CORRECT_RATE = {
+    "mean_reward": "mean reward (the rewards are 0/1)",
+    "final_running_correct_rate": "final running correct rate (the runs have equal lengths)",
+}
+
+
+def _equals_correct_rate(arms: list[dict[str, Any]], key: str) -> bool:
+    pairs = [(a.get(key), a.get("correct_rate")) for a in arms]
+    return any(v is not None for v, _ in pairs) and all(
+        v is None or (c is not None and abs(v - c) <= 1e-9) for v, c in pairs)
+
+
 def comparison_markdown(comparison: dict[str, Any]) -> str:
-    """comparison.md: the seed document's per-arm metrics table."""
+    """comparison.md: the seed document's per-arm metrics table, each row a distinct
+    quantity (a row equal to the correct rate everywhere is named under the table instead)."""
+    arms = comparison["arms"]
+    heldout = next((a.get("heldout_step") for a in arms if a.get("heldout_step") is not None),
+                   None)
     keys = [("runs", "runs"), ("steps", "steps"), ("generations", "total_generations"),
             ("correct", "correct_count"), ("correct rate", "correct_rate"),
             ("mean reward", "mean_reward"),
             ("final running correct rate", "final_running_correct_rate"),
             ("final SEPA λ", "final_sepa_lambda"), ("max-token hit rate", "max_token_hit_rate"),
             ("mean step time (s)", "mean_step_time_s"),
-            ("held-out accuracy (endpoint)", "heldout_accuracy")]
-    arms = comparison["arms"]
+            ("held-out accuracy (endpoint" + (f", step {heldout})" if heldout is not None
+                                              else ")"), "heldout_accuracy")]
+    same = [key for key in _SAME_AS_CORRECT_RATE if _equals_correct_rate(arms, key)]
+    no_lambda = all(a.get("uses_sepa_lambda") is False for a in arms)
     lines = ["# Comparison", "", "| metric | " + " | ".join(a["name"] for a in arms) + " |",
              "|---|" + "---|" * len(arms)]
     for label, key in keys:
-        lines.append(f"| {label} | " + " | ".join(_f(a.get(key), 4) for a in arms) + " |")
+        if key in same or (key == "final_sepa_lambda" and no_lambda):
+            continue
+        cells = ["n/a" if key == "final_sepa_lambda" and a.get("uses_sepa_lambda") is False
+                 else _f(a.get(key), 4) for a in arms]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if same:
+        lines += ["", "Equal to the correct rate in every arm, so not shown: "
+                  + "; ".join(_SAME_AS_CORRECT_RATE[k] for k in same) + "."]
+    if any(a.get("uses_sepa_lambda") is False for a in arms) and not no_lambda:
+        lines += ["", "final SEPA λ: n/a for an arm whose pipeline has no SEPA stage."]
     lines.append("")
     for d in comparison.get("deltas", []):
         lines.append(f"- {d['candidate']} − {d['baseline']}: correct rate "

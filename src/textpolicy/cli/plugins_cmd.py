@@ -88,7 +88,8 @@ def pipelines(as_json: bool) -> None:
     Example:
       tp pipelines
       tp pipelines --json
-    Compose your own in code: tp.load_pipeline("maxrl>gtpo>hicra", gtpo={"beta": 0.2}).
+    Compose your own: --pipeline maxrl,gtpo,hicra, or in code
+    tp.load_pipeline("maxrl,gtpo,hicra", gtpo={"beta": 0.2}).
     """
     report = pipelines_report()
     if as_json:

@@ -243,23 +243,29 @@ def run(spec_file: str, dry_run: bool, output: str | None, **params: Any) -> Non
         sys.exit(outcome.exit_code)
 
 
+#: width of the help text in docs/cli.md (so the page does not depend on a terminal)
+CLI_REFERENCE_WIDTH = 100
+
+
 def render_cli_reference() -> str:
-    """docs/cli.md: the ``--help`` of ``tp`` and of every command (fixed width, so the text
-    does not depend on the terminal). ``python -c "from textpolicy.cli.run_cmd import
-    render_cli_reference as r; print(r(), end='')" > docs/cli.md``"""
+    """docs/cli.md: the ``--help`` of ``tp`` and of every command, each made with the
+    command's own context settings (``show_default`` ...), exactly as ``tp NAME --help``
+    prints it at ``CLI_REFERENCE_WIDTH`` columns. ``python -c "from textpolicy.cli.run_cmd
+    import render_cli_reference as r; print(r(), end='')" > docs/cli.md``"""
     from textpolicy.cli import main
 
-    width = 100
+    width = CLI_REFERENCE_WIDTH
     root = click.Context(main, info_name="tp", terminal_width=width, max_content_width=width,
-                         help_option_names=["-h", "--help"])
+                         **main.context_settings)
     parts = ["# Command-line reference", "",
-             "Generated from `--help` of every command (a test keeps it current).", "",
+             "Generated from `--help` of every command (a test compares it with what "
+             "`tp NAME --help` prints).", "",
              "## tp", "", "```text", main.get_help(root), "```"]
     for name in main.list_commands(root):
         command = main.get_command(root, name)
         if command is None:
             continue
         ctx = click.Context(command, info_name=name, parent=root, terminal_width=width,
-                            max_content_width=width)
+                            max_content_width=width, **command.context_settings)
         parts += ["", f"## tp {name}", "", "```text", command.get_help(ctx), "```"]
     return "\n".join(parts) + "\n"

@@ -65,7 +65,7 @@ def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir:
     The unmodified tinker SDK works against it:
       tp serve --port 8765 &
       TINKER_API_KEY=tml-local tp train --engine tinker \\
-          --base-url http://127.0.0.1:8765 --task arithmetic
+          --base-url http://127.0.0.1:8765 --task arithmetic --log-dir results/serve_arith
 
     It is for correctness tests, CI and offline work: it is no evidence of Tinker's own
     numerics, queueing or speed.

@@ -34,7 +34,8 @@ from textpolicy.cli.run_cmd import (
 @click.option("--lr-values", default="5e-5,2e-4,5e-4,1e-3",
               help="Comma-separated LR values.")
 @click.option("--algorithms", default="grpo,full",
-              help="Comma-separated algorithms (pipelines) to sweep.")
+              help="Comma-separated algorithms (pipelines) to sweep; a composition is one "
+                   "of them: grpo,maxrl,gtpo,hicra sweeps grpo and maxrl,gtpo,hicra.")
 @click.option("--seeds", default="0",
               help="Seeds of every probe (e.g. 0,1 or 0-2); the best LR averages over them.")
 @click.option("--select", type=click.Choice(["auto", "eval", "running_correct_rate"]),
@@ -60,9 +61,11 @@ def sweep(**params: Any) -> None:
     """
     from pathlib import Path
 
+    from textpolicy.pipeline import split_pipeline_list
+
     root = params["sweep_root"] or f"results/lr_sweep_{timestamp()}"
     raw = common_table(params)
-    algorithms = [a.strip() for a in params["algorithms"].split(",") if a.strip()]
+    algorithms = split_pipeline_list(params["algorithms"])
     raw.update({
         "kind": "sweep", "name": Path(root).name, "output": root,
         "arms": [{"pipeline": a, "name": _arm_name(a)} for a in algorithms],

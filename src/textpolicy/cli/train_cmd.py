@@ -125,7 +125,8 @@ def _positive_float() -> click.FloatRange:
 @click.option("--algorithm", type=click.Choice(["grpo", "full"]), default=None,
               help="Seed-document name of the advantage pipeline (default: grpo).")
 @click.option("--pipeline", default=None,
-              help="Any pipeline name, alias or composition 'maxrl>gtpo>hicra' (`tp pipelines`).")
+              help="Any pipeline name, alias or composition such as maxrl,gtpo,hicra "
+                   "(`tp pipelines`).")
 @click.option("--task", default="arithmetic", help="Task (arithmetic | math | plugin).")
 @click.option("--engine", default="local", help="Engine (local | tinker | plugin).")
 @click.option("--model", default=None, help="Model name or path. [default: the task's model]")
@@ -193,10 +194,15 @@ def train(**params: Any) -> None:
           --log-dir results/tinker_ab_v1/candidate
     """
     from textpolicy.training import make_config, run_training
+    from textpolicy.training.loop import check_engine
+    from textpolicy.training.summary import effective_model, settings_lines
 
     settings = build_settings(params)
     check_stage_flags(settings, [k for k in STAGE_FLAGS if params[k] is not None])
     config = make_config(**settings)
+    check_engine(config)  # an unknown engine or option fails before anything is printed
+    for line in settings_lines(config, effective_model(config)):
+        click.echo(line)
 
     stop = threading.Event()
     received: list[int] = []

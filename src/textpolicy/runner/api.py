@@ -30,6 +30,7 @@ from textpolicy.runner.plan import (
 from textpolicy.runner.progress import Display
 from textpolicy.runner.results import completed_steps, is_finished
 from textpolicy.runner.spec import Spec
+from textpolicy.training.summary import effective_model, settings_lines
 from textpolicy.wording import plural
 
 EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
@@ -130,6 +131,14 @@ def _recorded_status(path: Path) -> str | None:
     return status if isinstance(status, str) or status is None else "unreadable"
 
 
+def _echo_settings(plan: Plan, echo: Echo) -> None:
+    """Engine, task, model and sizes (the same in every run of a plan)."""
+    if plan.runs:
+        config = plan.runs[0].config
+        for line in settings_lines(config, effective_model(config), run=False):
+            echo(line)
+
+
 def _dry_run(plan: Plan, echo: Echo, write: Callable[[], None], hint: str = "") -> None:
     counts = run_states(plan)
     echo(_state_line(counts))
@@ -148,6 +157,7 @@ def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Ec
     check_existing_runs(plan)
     echo(f"LR sweep: {plural(len(plan.runs), 'probe')} ({plural(plan.total_steps, 'step')}) "
          f"in {root}")
+    _echo_settings(plan, echo)
     if not opts.execute:
         _dry_run(plan, echo, lambda: swp.write_plan(spec, plan))
         return EXIT_OK, None
@@ -170,6 +180,7 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
     echo(f"Campaign: {plural(len(spec.arms), 'arm')} × {plural(len(spec.seeds), 'seed')} = "
          f"{plural(len(plan.runs), 'run')} ({plural(plan.total_steps, 'step')}) in {root}; "
          f"LRs {lrs}")
+    _echo_settings(plan, echo)
     if not opts.execute:
         _dry_run(plan, echo, lambda: cmp.write_plan(spec, plan, tuned),
                  f"; {opts.execute_hint}")

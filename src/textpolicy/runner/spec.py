@@ -195,7 +195,7 @@ class ArmSpec:
 
     pipeline: str = attrs.field(metadata=_doc(
         "pipeline name, alias or composition (`tp pipelines`)", "grpo, maxrl, full, ..., "
-        "or a composition like maxrl>gtpo>hicra"))
+        "or a composition like maxrl,gtpo,hicra (or maxrl>gtpo>hicra)"))
     name: str | None = attrs.field(default=None, validator=_safe_name, metadata=_doc(
         "arm name: its directory and the condition label (omit: the pipeline name)",
         "letters, digits, _ . -"))

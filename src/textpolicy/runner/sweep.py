@@ -18,6 +18,7 @@ smaller LR.
 from __future__ import annotations
 
 import shlex
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,32 @@ def format_table(rows: Sequence[ProbeRow], *, with_eval: bool) -> str:
         line += f" {r.status:>8}"
         lines.append(line)
     lines.append("=" * width)
-    return "\n".join(lines)
+    return "\n".join(lines + table_legend(rows, with_eval=with_eval))
+
+
+def table_legend(rows: Sequence[ProbeRow], *, with_eval: bool) -> list[str]:
+    """What each column of the sweep table is (printed under it)."""
+    seeds = max((r.seeds for r in rows), default=1)
+    legend = [
+        ("Steps", "training steps the probe ran"),
+        ("Datums", "completions trained on (advantage not all zero), summed over the steps"),
+        ("Correct%", "training completions answered correctly at the last step"),
+        ("Running%", "training completions answered correctly over all steps"),
+        ("MeanLoss", "the engine's loss (a sum over tokens, weighted by the pipeline's "
+                     "advantages), mean over steps; its scale follows each pipeline's "
+                     "advantages, so it is NOT comparable across pipelines"),
+    ]
+    if with_eval:
+        legend.append(("Eval%", "held-out accuracy (per sample) at the probe's last step"))
+    legend.append(("Status", "ok: every seed's probe finished"))
+    width = max(len(name) for name, _ in legend)
+    out = []
+    for name, text in legend:
+        out += textwrap.wrap(text, 88, initial_indent=f"  {name:<{width}}  ",
+                             subsequent_indent=" " * (width + 4))
+    if seeds > 1:
+        out.append(f"  Each row is the mean over the probe's {seeds} seeds.")
+    return out
 
 
 def recommended_spec(spec: Spec, best: Mapping[str, Mapping[str, float]],
@@ -219,8 +245,12 @@ def plot(rows: Sequence[ProbeRow], metric: str, label: str, path: Path) -> Path 
             ax.plot([p[0] for p in pts], [100 * float(p[1] or 0) for p in pts], marker="o",
                     label=arm)
     ax.set_xscale("log")
+    lrs = sorted({r.lr for r in rows})
+    ax.set_xticks(lrs, [format_lr(lr) for lr in lrs])  # the swept LRs, not log-axis decades
+    ax.minorticks_off()
     ax.set_xlabel("learning rate")
-    ax.set_ylabel(f"{label} (%)" if len(label) < 40 else "selection metric (%)")
+    ax.set_ylabel(("held-out eval accuracy" if metric == METRIC_EVAL
+                   else "final running correct rate") + " (%)")
     ax.set_title("LR sweep: " + label, fontsize=9)
     ax.grid(True, alpha=0.3)
     if arms:
