@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from textpolicy import records
-from textpolicy.errors import ConfigError, RolloutError
+from textpolicy.errors import ConfigError, RolloutError, StageError
 from textpolicy.plugins import Registry, did_you_mean, get_registry, structure_params
 from textpolicy.rollouts import Rollouts
 
@@ -456,18 +456,12 @@ class Pipeline:
                           correct_rate=correct_rate, gate_open=gate_open, mask=mask)
 
         first, rest = self._stages[0], self._stages[1:]
-        episode = np.asarray(first.record.fn(rollouts, ctx, first.params), dtype=np.float64)
-        if episode.shape != (n,):
-            raise RolloutError(
-                f"stage {first.name!r} returned shape {episode.shape}, expected ({n},)")
+        episode = _episode_output(first, first.record.fn(rollouts, ctx, first.params), n, step)
         start = np.where(mask, episode[:, None], 0.0)
         credit = TokenCredit(advantages=start, signal=signal)
         for stage in rest:
-            credit = stage.record.fn(credit, rollouts, ctx, stage.params)
-            if credit.advantages.shape != mask.shape or credit.signal.shape != mask.shape:
-                raise RolloutError(
-                    f"stage {stage.name!r} returned arrays of shape "
-                    f"{credit.advantages.shape}/{credit.signal.shape}, expected {mask.shape}")
+            credit = _token_output(stage, stage.record.fn(credit, rollouts, ctx, stage.params),
+                                   mask, step)
         token_adv = np.where(mask, credit.advantages, 0.0)
 
         denom = float(np.abs(start).sum())
@@ -482,6 +476,59 @@ class Pipeline:
         }
         return PipelineResult(token_advantages=token_adv, episode_advantages=episode,
                               diagnostics=diagnostics, planning_mask=plan)
+
+
+def _first_bad(values: FloatArray, where: BoolArray | None = None) -> tuple[int, ...] | None:
+    """Index of the first non-finite value (only where ``where`` is True), or None."""
+    bad = ~np.isfinite(values)
+    if where is not None:
+        bad &= where
+    if not bad.any():
+        return None
+    return tuple(int(v) for v in np.argwhere(bad)[0])
+
+
+def _episode_output(stage: _BoundStage, out: Any, n: int, step: int) -> FloatArray:
+    """An episode stage's output as float64 ``[N]``; ``StageError`` naming the stage when it
+    is not an array of N finite numbers."""
+    try:
+        episode = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise StageError(
+            f"step {step}: episode stage {stage.name!r} returned {type(out).__name__}, "
+            f"not an array of {n} advantages") from None
+    if episode.shape != (n,):
+        raise StageError(
+            f"step {step}: stage {stage.name!r} returned shape {episode.shape}, "
+            f"expected ({n},)")
+    bad = _first_bad(episode)
+    if bad is not None:
+        raise StageError(
+            f"step {step}: stage {stage.name!r} returned a non-finite episode advantage "
+            f"({episode[bad]} for completion {bad[0]}); a stage must return finite values")
+    return episode
+
+
+def _token_output(stage: _BoundStage, out: Any, mask: BoolArray, step: int) -> TokenCredit:
+    """A token stage's output checked: a ``TokenCredit`` of ``[N, T]`` arrays, finite on
+    real tokens (``StageError`` naming the stage otherwise)."""
+    if not isinstance(out, TokenCredit):
+        raise StageError(
+            f"step {step}: token stage {stage.name!r} returned {type(out).__name__}, not a "
+            "TokenCredit; return attrs.evolve(credit, advantages=...) (or signal=...)")
+    for label, values in (("advantage", out.advantages), ("signal", out.signal)):
+        shape = getattr(values, "shape", None)
+        if shape != mask.shape:
+            raise StageError(
+                f"step {step}: stage {stage.name!r} returned {label} values of shape {shape}, "
+                f"expected {mask.shape}")
+        bad = _first_bad(np.asarray(values, dtype=np.float64), mask)
+        if bad is not None:
+            raise StageError(
+                f"step {step}: stage {stage.name!r} returned a non-finite token {label} "
+                f"({values[bad]} at completion {bad[0]} token {bad[1]}); a stage must return "
+                "finite values")
+    return out
 
 
 # --------------------------------------------------------------------------------------------

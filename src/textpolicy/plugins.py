@@ -54,10 +54,12 @@ class PluginInfo:
     """One loaded (or failed) plugin, as ``tp plugins`` shows it."""
 
     name: str
-    source: str  # "builtin" or "entry-point"
+    source: str  # "builtin", "entry-point" or "extra"
     version: str | None
     registers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     error: str | None = None
+    distribution: str | None = None  # the installed distribution that provides it
+    entry_point: str | None = None  # "name = module:attr" for entry-point plugins
 
 
 class ComponentTable(Generic[T]):
@@ -170,6 +172,22 @@ class Registry:
     def load_errors(self) -> list[str]:
         return [f"{p.name}: {p.error}" for p in self.plugins if p.error]
 
+    def provenance(self, used: Mapping[str, Iterable[str]]) -> list[dict[str, Any]]:
+        """Which plugins (distribution, version, entry point) provided the components in
+        ``used`` (kind → names; names no plugin registered, e.g. compositions, are skipped),
+        one entry per plugin in load order. Written to config.json and manifest.json."""
+        by_plugin: dict[str, dict[str, set[str]]] = {}
+        for kind, names in used.items():
+            for name in names:
+                owner = self.owners.get(kind, {}).get(name)
+                if owner is not None:
+                    by_plugin.setdefault(owner, {}).setdefault(kind, set()).add(name)
+        return [
+            {"plugin": info.name, "source": info.source, "distribution": info.distribution,
+             "version": info.version, "entry_point": info.entry_point,
+             "components": {k: sorted(v) for k, v in sorted(by_plugin[info.name].items())}}
+            for info in self.plugins if info.name in by_plugin]
+
     def table(self, kind: str) -> ComponentTable[Any]:
         return self._tables[kind]
 
@@ -222,6 +240,15 @@ def _disabled_entry_points() -> tuple[bool, set[str]]:
     return False, {v.strip() for v in value.split(",") if v.strip()}
 
 
+def _entry_point_info(ep: importlib.metadata.EntryPoint, error: str | None = None
+                      ) -> PluginInfo:
+    """The ``PluginInfo`` of an entry point: its distribution's name and version."""
+    dist = getattr(ep, "dist", None)
+    return PluginInfo(name=ep.name, source="entry-point", version=getattr(dist, "version", None),
+                      distribution=getattr(dist, "name", None),
+                      entry_point=f"{ep.name} = {ep.value}", error=error)
+
+
 def create_plugin_manager(
     extra_plugins: Iterable[tuple[str, object]] = (), *, load_entry_points: bool = True
 ) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
@@ -240,20 +267,18 @@ def create_plugin_manager(
     for module in BUILTIN_PLUGINS:
         name = module.__name__
         pm.register(module, name=name)
-        infos.append(PluginInfo(name=name, source="builtin", version=own_version))
+        infos.append(PluginInfo(name=name, source="builtin", version=own_version,
+                                distribution="textpolicy"))
 
     disable_all, disabled = _disabled_entry_points()
     if load_entry_points and not disable_all:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in disabled:
                 continue
-            dist = getattr(ep, "dist", None)
-            version = getattr(dist, "version", None)
             if pm.has_plugin(ep.name):
-                infos.append(PluginInfo(
-                    name=ep.name, source="entry-point", version=version,
-                    error=f"PluginError: another plugin is already called {ep.name!r}; "
-                          "not loaded"))
+                infos.append(_entry_point_info(
+                    ep, f"PluginError: another plugin is already called {ep.name!r}; "
+                        "not loaded"))
                 continue
             try:
                 plugin = ep.load()
@@ -263,11 +288,9 @@ def create_plugin_manager(
             except Exception as exc:  # a broken plugin is reported, never fatal
                 if pm.has_plugin(ep.name):
                     pm.unregister(name=ep.name)
-                infos.append(PluginInfo(
-                    name=ep.name, source="entry-point", version=version,
-                    error=f"{type(exc).__name__}: {exc}"))
+                infos.append(_entry_point_info(ep, f"{type(exc).__name__}: {exc}"))
                 continue
-            infos.append(PluginInfo(name=ep.name, source="entry-point", version=version))
+            infos.append(_entry_point_info(ep))
 
     for name, plugin in extra_plugins:
         _check_hook_names(plugin, name)
