@@ -166,7 +166,8 @@ def test_tp_plugins_cli() -> None:
         "planning_detectors": ["strategic_grams"]}
     assert by_name["textpolicy_builtins.schedulers"]["registers"] == {
         "schedulers": ["linear", "auto"]}
-    assert all(set(p) == {"name", "source", "version", "registers", "error"} for p in data)
+    assert all(set(p) == {"name", "source", "version", "registers", "error", "distribution",
+                          "entry_point"} for p in data)
     assert by_name["textpolicy_builtins.advantages"]["version"] == tp.__version__
 
 
@@ -228,6 +229,8 @@ def test_example_plugin_installed_in_a_venv(tmp_path: Path) -> None:
     plugins = {p["name"]: p for p in json.loads(out)}
     assert plugins["clipped"]["source"] == "entry-point"
     assert plugins["clipped"]["version"] == "0.3.1"
+    assert plugins["clipped"]["distribution"] == "textpolicy-clipped"
+    assert plugins["clipped"]["entry_point"] == "clipped = textpolicy_clipped.plugin"
     assert plugins["clipped"]["registers"] == {"pipelines": ["maxrl+clip"], "stages": ["clip"]}
     assert plugins["clipped"]["error"] is None
 
@@ -242,6 +245,17 @@ print(float(np.abs(a).max()), float(np.abs(b).max()))
     out = subprocess.run([str(py), "-c", snippet], check=True, capture_output=True, text=True,
                          env=env, cwd=tmp_path).stdout.split()
     assert out == ["3.0", "1.5"]
+
+    # a run records the distribution, version and entry point behind its plugin stage
+    subprocess.run([*tp_cli, "train", "--pipeline", "maxrl+clip", "--max-steps", "1",
+                    "--eval-every", "0", "--progress", "off", "--log-dir", "run"],
+                   check=True, capture_output=True, text=True, env=env, cwd=tmp_path)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    clipped = [p for p in record["plugins"] if p["plugin"] == "clipped"]
+    assert clipped == [{"plugin": "clipped", "source": "entry-point",
+                        "distribution": "textpolicy-clipped", "version": "0.3.1",
+                        "entry_point": "clipped = textpolicy_clipped.plugin",
+                        "components": {"pipelines": ["maxrl+clip"], "stages": ["clip"]}}]
 
     # the environment variable disables external plugins (all, or by entry-point name)
     for value in ("1", "clipped"):
@@ -262,11 +276,23 @@ print(float(np.abs(a).max()), float(np.abs(b).max()))
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps",
                     "--no-build-isolation", str(broken)],
                    check=True, capture_output=True, env=env, cwd=tmp_path)
-    out = subprocess.run([*tp_cli, "plugins", "--json"], check=True, capture_output=True,
-                         text=True, env=env, cwd=tmp_path).stdout
-    plugins = {p["name"]: p for p in json.loads(out)}
+    listed = subprocess.run([*tp_cli, "plugins", "--json"], capture_output=True,
+                            text=True, env=env, cwd=tmp_path)
+    assert listed.returncode == 1  # a failed plugin fails `tp plugins`
+    assert listed.stderr.strip() == "Error: 1 plugin failed to load: broken"
+    plugins = {p["name"]: p for p in json.loads(listed.stdout)}
     assert "ModuleNotFoundError" in plugins["broken"]["error"]
     assert plugins["clipped"]["error"] is None
+    # a spec or flag naming a component says which plugin failed and why; every command
+    # warns about the failed plugin once
+    res = subprocess.run([*tp_cli, "train", "--pipeline", "maxrl+clipp", "--log-dir", "x"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert res.returncode == 2
+    err = res.stderr.strip().splitlines()
+    assert err[0].startswith("textpolicy: warning: plugin broken: ModuleNotFoundError")
+    assert err[-1].startswith("Error: unknown pipeline 'maxrl+clipp' (did you mean "
+                              "'maxrl+clip'?)")
+    assert "a plugin failed to load" in err[-1] and "broken: ModuleNotFoundError" in err[-1]
 
 
 # ---- the docs example -------------------------------------------------------------------------

@@ -551,8 +551,27 @@ def _resolve_stage_refs(name: str, registry: Registry) -> tuple[str, list[record
         return named.name, list(named.stages)
     if name in registry.stages:
         return name, [records.StageRef(stage=name)]
-    registry.pipelines.get(name)  # raises with did-you-mean over pipelines
-    raise AssertionError("unreachable")
+    raise registry.pipelines.unknown(name, also=registry.stages)
+
+
+def _check_every_stage_acts(resolved: str, bound: list[_BoundStage]) -> None:
+    """A token stage that writes only the signal acts through a later stage that needs the
+    signal; without one it would silently do nothing (``maxrl>gtpo>sepa``): ConfigError."""
+    for i, b in enumerate(bound):
+        if b.record.level != "token" or "advantages" in b.record.writes:
+            continue
+        if any("signal" in later.record.needs for later in bound[i + 1:]):
+            continue
+        readers = [x.name for x in bound[1:i] if "signal" in x.record.needs]
+        order = [x.name for x in bound]
+        hint = ""
+        if readers:
+            order.remove(b.name)
+            order.insert(order.index(readers[0]), b.name)
+            hint = f"; put it before {readers[0]!r}: {'>'.join(order)!r}"
+        raise ConfigError(
+            f"pipeline {resolved!r}: stage {b.name!r} changes only the token signal and no "
+            f"later stage reads it, so it would do nothing{hint}")
 
 
 def load_pipeline(name: str, /, **overrides: Any) -> Pipeline:
@@ -613,6 +632,8 @@ def build_pipeline(
         values = {**ref.param_dict, **dict(overrides.get(ref.stage, {}))}
         params = structure_params(rec.params, values, where=f"stage {rec.name!r}")
         bound.append(_BoundStage(record=rec, params=params))
+
+    _check_every_stage_acts(resolved, bound)
 
     # signal: from the first stage that declares one; all must agree
     signals = {b.params.signal for b in bound if hasattr(b.params, "signal")}

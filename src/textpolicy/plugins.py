@@ -69,6 +69,8 @@ class ComponentTable(Generic[T]):
         self.kind = kind
         self._items = dict(items)
         self._aliases = dict(aliases)
+        #: "plugin: error" of every plugin that failed to load (named in lookup errors)
+        self.failed: tuple[str, ...] = ()
 
     def __contains__(self, name: object) -> bool:
         return name in self._items or name in self._aliases
@@ -91,12 +93,33 @@ class ComponentTable(Generic[T]):
         try:
             return self._items[canonical]
         except KeyError:
-            human = KINDS[self.kind][1]
-            known = [*self._items, *self._aliases]
-            raise UnknownComponentError(
-                f"unknown {human} {name!r}{did_you_mean(name, known)}; "
-                f"known: {', '.join(sorted(known))}"
-            ) from None
+            raise self.unknown(name) from None
+
+    def known(self) -> list[str]:
+        """Every name and alias, sorted."""
+        return sorted([*self._items, *self._aliases])
+
+    def unknown(self, name: str, *, also: ComponentTable[Any] | None = None
+                ) -> UnknownComponentError:
+        """The error for an unknown ``name``: a "did you mean" over this table (and ``also``,
+        e.g. stages for a pipeline name), the known names, and the plugins that failed to
+        load (whose components are missing)."""
+        human = KINDS[self.kind][1]
+        known = self.known()
+        close = did_you_mean(name, [*known, *(also.known() if also is not None else ())])
+        listed = f"known: {', '.join(known)}"
+        if also is not None:
+            listed += f"; {KINDS[also.kind][1]}s: {', '.join(also.known())}"
+        failed = ""
+        if self.failed:
+            failed = (f"; {plural_plugins(len(self.failed))} failed to load, so what "
+                      f"{'it registers' if len(self.failed) == 1 else 'they register'} is "
+                      f"missing: {'; '.join(self.failed)} (see tp plugins)")
+        return UnknownComponentError(f"unknown {human} {name!r}{close}; {listed}{failed}")
+
+
+def plural_plugins(n: int) -> str:
+    return "a plugin" if n == 1 else f"{n} plugins"
 
 
 class Registry:
@@ -113,17 +136,27 @@ class Registry:
         owners: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
         errors: list[str] = []
         contributed: dict[str, dict[str, list[str]]] = {}
+        trace = bool(os.environ.get(TRACE_ENV))
         for kind, (hook_name, human) in KINDS.items():
             items: dict[str, Any] = {}
             aliases: dict[str, str] = {}
             hook = getattr(pm.hook, hook_name)
+            # each implementation is called on its own so one broken plugin cannot hide the
+            # others' records (pluggy's hook call would stop at the first exception)
             for impl in hook.get_hookimpls():
                 plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
                 try:
                     produced = list(impl.function() or ())
                 except Exception as exc:  # a broken plugin is reported, never fatal
+                    if trace:
+                        print(f"[textpolicy] {hook_name} of {plugin_name!r} raised {exc!r}",
+                              file=sys.stderr)
                     errors.append(f"{plugin_name}: {hook_name} failed: {exc}")
                     continue
+                if trace:
+                    names = ", ".join(str(getattr(r, "name", r)) for r in produced)
+                    print(f"[textpolicy] {hook_name} of {plugin_name!r} -> {names or '(none)'}",
+                          file=sys.stderr)
                 for record in produced:
                     name = getattr(record, "name", None)
                     if not isinstance(name, str):
@@ -167,6 +200,8 @@ class Registry:
                 by_name[plugin_name] = attrs.evolve(
                     old, error=f"{old.error}; {message}" if old.error else message)
         self.plugins: tuple[PluginInfo, ...] = tuple(by_name.values())
+        for table in self._tables.values():
+            table.failed = tuple(self.load_errors)
 
     @property
     def load_errors(self) -> list[str]:
@@ -297,15 +332,6 @@ def create_plugin_manager(
         pm.register(plugin, name=name)
         infos.append(PluginInfo(name=name, source="extra", version=None))
     _check_pending(pm)
-    if os.environ.get(TRACE_ENV):
-        def before(hook_name: str, impls: Any, kwargs: Any) -> None:
-            print(f"[textpolicy] hook {hook_name} -> {[i.plugin_name for i in impls]}",
-                  file=sys.stderr)
-
-        def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
-            pass
-
-        pm.add_hookcall_monitoring(before, after)
     return pm, infos
 
 
@@ -354,6 +380,9 @@ def get_registry() -> Registry:
     global _REGISTRY
     if _REGISTRY is None:
         _REGISTRY = build_registry()
+        for message in _REGISTRY.load_errors:  # once per process, whatever command runs
+            print(f"textpolicy: warning: plugin {message} (tp plugins lists it)",
+                  file=sys.stderr)
     return _REGISTRY
 
 
