@@ -230,3 +230,109 @@ def test_manifest_keeps_max_tokens_and_records_plugins(tmp_path: Path) -> None:
     for r in runs:
         stages = {name for p in r["plugins"] for name in p["components"].get("stages", ())}
         assert stages and all(p["distribution"] == "textpolicy" for p in r["plugins"])
+
+
+# ---- pipelines where a stage cannot act; names ------------------------------------------------
+
+@pytest.mark.parametrize(("name", "hint"), [
+    ("maxrl>gtpo>sepa", "; put it before 'gtpo': 'maxrl>sepa>gtpo'"),
+    ("grpo>gtpo>sepa>hicra", "; put it before 'gtpo': 'grpo>sepa>gtpo>hicra'"),
+    ("maxrl>sepa", ""),
+])
+def test_a_stage_that_cannot_act_is_rejected(name: str, hint: str) -> None:
+    from textpolicy.errors import ConfigError
+    from textpolicy.pipeline import load_pipeline
+
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(name)
+    assert str(info.value) == (
+        f"pipeline {name!r}: stage 'sepa' changes only the token signal and no later stage "
+        f"reads it, so it would do nothing{hint}")
+    load_pipeline("maxrl>sepa>gtpo")  # the order in which SEPA acts
+
+
+def test_stage_needs_and_writes_are_checked() -> None:
+    with pytest.raises(ValueError, match="'planing_mask' is not one of .*did you mean "
+                                         "'planning_mask'"):
+        AdvantageStage(name="x", level="token", fn=_scale, needs=("planing_mask",))
+    with pytest.raises(ValueError, match="writes: 'signals' is not one of"):
+        AdvantageStage(name="x", level="token", fn=_scale, writes=("signals",))
+
+
+def test_single_stage_names_get_did_you_mean() -> None:
+    from textpolicy.errors import UnknownComponentError
+    from textpolicy.pipeline import load_pipeline
+
+    with pytest.raises(UnknownComponentError, match=r"unknown pipeline 'hicr' \(did you mean "
+                                                    r"'hicra'\?\).*advantage stages: grpo"):
+        load_pipeline("hicr")
+
+
+def test_spec_problems_are_each_reported_once(tmp_path: Path) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        'kind = "campaign"\nengine = "local"\ntask = "arithmetic"\nseeds = [0]\n'
+        '[[arms]]\nname = "grpo"\npipeline = "grpo"\n'
+        '[[arms]]\nname = "full"\npipeline = "full"\n'
+        '[arms.params.gtpo]\nbetaa = 1\ngamma = 2\n'
+        '[stage_params.sepa]\nramp_steps = -1\ndelay_steps = "x"\nrampsteps = 3\n',
+        encoding="utf-8")
+    result = CliRunner().invoke(main, ["run", str(spec), "--dry-run",
+                                       "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"Error: invalid spec {spec} (5 problems):"
+    where = [line.split(": ")[1] for line in lines[1:]]
+    assert where == ["stage_params.sepa.ramp_steps", "stage_params.sepa.delay_steps",
+                     "stage_params.sepa.rampsteps", "arms[1].params.gtpo.betaa",
+                     "arms[1].params.gtpo.gamma"]
+
+
+# ---- a broken plugin outside `tp plugins`; tracing hooks --------------------------------------
+
+def _install_on_path(root: Path, dist: str, module: str, source: str) -> None:
+    """A real installed distribution (module + dist-info with a textpolicy entry point)."""
+    (root / f"{module}.py").write_text(source, encoding="utf-8")
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n",
+                                   encoding="utf-8")
+    (info / "entry_points.txt").write_text(f"[textpolicy]\n{module} = {module}\n",
+                                           encoding="utf-8")
+
+
+MISSPELT = '''
+from textpolicy import hookimpl
+
+@hookimpl
+def textpolicy_register_stage():
+    return []
+'''
+
+
+def test_misspelt_hook_is_reported_by_every_command(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _install_on_path(tmp_path, "tp-misspelt", "tp_misspelt", MISSPELT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("TEXTPOLICY_DISABLE_PLUGINS", raising=False)
+    result = CliRunner().invoke(main, ["pipelines"])
+    assert result.exit_code == 0
+    warning = result.stderr.strip().splitlines()[0]
+    assert warning.startswith("textpolicy: warning: plugin tp_misspelt: PluginError: ")
+    assert "did you mean 'textpolicy_register_stages'?" in warning
+    plugins.reset_registry()
+    listed = CliRunner().invoke(main, ["plugins"])
+    assert listed.exit_code == 1
+    assert listed.stderr.strip().splitlines()[-1] == (
+        "Error: 1 plugin failed to load: tp_misspelt")
+
+
+def test_trace_hooks_prints_every_hook_call(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TEXTPOLICY_TRACE_HOOKS", "1")
+    build_registry(extra_plugins=[("scale-plugin", ScaleStage())], load_entry_points=False)
+    err = capsys.readouterr().err.splitlines()
+    assert ("[textpolicy] textpolicy_register_stages of 'scale-plugin' -> scale") in err
+    assert ("[textpolicy] textpolicy_register_stages of 'textpolicy_builtins.advantages' -> "
+            "grpo, maxrl, sepa, gtpo, hicra") in err
+    assert len([e for e in err if e.startswith("[textpolicy] textpolicy_register_")]) >= 8

@@ -360,21 +360,30 @@ def _resolve(spec: Spec, raw: Mapping[str, Any], base_dir: Path | None
             yield _Problem(("model",), "file or directory not found; allowed: a registered "
                            "model name or an existing checkpoint directory")
     stage_names = set(registry.stages.names())
+    bad_shared: set[str] = set()  # stage_params tables already reported
     for stage, params in spec.stage_params.items():
-        yield from _check_stage_params(registry, stage, params, ("stage_params", stage),
-                                       stage_names)
+        for problem in _check_stage_params(registry, stage, params, ("stage_params", stage),
+                                           stage_names):
+            bad_shared.add(stage)
+            yield problem
     for i, arm in enumerate(spec.arms):
         stages = yield from _check_pipeline(arm.pipeline, ("arms", i, "pipeline"))
         if stages is None:
             continue
+        reported = bool(bad_shared & {*stages, "planning"})
         for stage, params in arm.params.items():
             if stage != "planning" and stage not in stages:
+                reported = True
                 yield _Problem(("arms", i, "params", stage), f"{stage!r} is not a stage of "
                                f"pipeline {arm.pipeline!r}; allowed: "
                                + ", ".join([*sorted(stages), "planning"]), show_value=False)
                 continue
-            yield from _check_stage_params(registry, stage, params, ("arms", i, "params", stage),
-                                           stage_names)
+            for problem in _check_stage_params(registry, stage, params,
+                                               ("arms", i, "params", stage), stage_names):
+                reported = True
+                yield problem
+        if reported:  # the pipeline would only repeat a problem already reported
+            continue
         merged = merged_stage_params(spec, arm, stages)
         try:
             load_pipeline_with(arm.pipeline, merged)
@@ -437,10 +446,19 @@ def _check_stage_params(registry: Any, stage: str, params: Mapping[str, Any],
         yield _Problem(path, f"unknown stage{did_you_mean(stage, stage_names)}; allowed: "
                        + ", ".join([*sorted(stage_names), "planning"]), show_value=False)
         return
-    try:
-        structure_params(registry.stages.get(stage).params, params, where="x")
-    except ConfigError as exc:
-        yield _param_problem(path, exc)
+    params_cls = registry.stages.get(stage).params
+    bad = False
+    for key, value in params.items():  # each key alone, so every bad key is reported
+        try:
+            structure_params(params_cls, {key: value}, where="x")
+        except ConfigError as exc:
+            bad = True
+            yield _param_problem(path, exc)
+    if not bad:  # rules between parameters
+        try:
+            structure_params(params_cls, params, where="x")
+        except ConfigError as exc:
+            yield _param_problem(path, exc)
 
 
 def _check_pipeline(name: str, path: tuple[str | int, ...]
