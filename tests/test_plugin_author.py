@@ -252,8 +252,8 @@ def test_a_stage_that_cannot_act_is_rejected(name: str, hint: str) -> None:
 
 
 def test_stage_needs_and_writes_are_checked() -> None:
-    with pytest.raises(ValueError, match="'planing_mask' is not one of .*did you mean "
-                                         "'planning_mask'"):
+    with pytest.raises(ValueError, match=r"'planing_mask' is not one of .*did you mean "
+                                          r"'planning_mask'"):
         AdvantageStage(name="x", level="token", fn=_scale, needs=("planing_mask",))
     with pytest.raises(ValueError, match="writes: 'signals' is not one of"):
         AdvantageStage(name="x", level="token", fn=_scale, writes=("signals",))
