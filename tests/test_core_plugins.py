@@ -242,9 +242,9 @@ a = tp.load_pipeline("maxrl+clip")(r, step=0).token_advantages
 b = tp.load_pipeline("maxrl>clip", clip={"limit": 1.5})(r, step=0).token_advantages
 print(float(np.abs(a).max()), float(np.abs(b).max()))
 """
-    out = subprocess.run([str(py), "-c", snippet], check=True, capture_output=True, text=True,
-                         env=env, cwd=tmp_path).stdout.split()
-    assert out == ["3.0", "1.5"]
+    printed = subprocess.run([str(py), "-c", snippet], check=True, capture_output=True,
+                             text=True, env=env, cwd=tmp_path).stdout.split()
+    assert printed == ["3.0", "1.5"]
 
     # a run records the distribution, version and entry point behind its plugin stage
     subprocess.run([*tp_cli, "train", "--pipeline", "maxrl+clip", "--max-steps", "1",
