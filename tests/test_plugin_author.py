@@ -336,3 +336,56 @@ def test_trace_hooks_prints_every_hook_call(monkeypatch: pytest.MonkeyPatch,
     assert ("[textpolicy] textpolicy_register_stages of 'textpolicy_builtins.advantages' -> "
             "grpo, maxrl, sepa, gtpo, hicra") in err
     assert len([e for e in err if e.startswith("[textpolicy] textpolicy_register_")]) >= 8
+
+
+# ---- docs/plugins.md: every example runs as printed -------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+
+
+def _docs_blocks(lang: str) -> list[str]:
+    import re
+
+    return re.findall(rf"```{lang}\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_docs_plugin_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    blocks = _docs_blocks("python")
+    assert len(blocks) == 8  # episode, token + pipeline, detector, scheduler, reward + task,
+    #                          engine, significance test, a test with check_stage
+    kinds = set()
+    for i, code in enumerate(blocks):
+        module = types.ModuleType(f"docs_plugins_example_{i}")
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        exec(compile(code, f"docs/plugins.md example {i + 1}", "exec"), module.__dict__)
+        registry = module.__dict__["registry"] if "registry" in module.__dict__ else None
+        if registry is not None:
+            kinds |= {k for p in registry.plugins if p.name.endswith("-plugin")
+                      for k, _names in p.registers}
+    # every plugin kind has an example
+    assert kinds | {"stages"} == set(plugins.KINDS)
+
+
+def test_docs_spec_arm_uses_the_plugin_pipeline(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    token_example = next(b for b in _docs_blocks("python") if "maxrl+clip" in b)
+    module = types.ModuleType("docs_plugins_clip")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(token_example, "docs/plugins.md", "exec"), module.__dict__)
+    monkeypatch.setattr(plugins, "_REGISTRY", module.registry)
+    (arms,) = _docs_blocks("toml")
+    spec = tmp_path / "s.toml"
+    spec.write_text('kind = "campaign"\nengine = "local"\ntask = "arithmetic"\nseeds = [0]\n'
+                    '[training]\nmax_steps = 1\n[analysis]\nenabled = false\n' + arms,
+                    encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", str(spec), "--output", str(out), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    commands = (out / "run_commands.sh").read_text(encoding="utf-8")
+    assert "--pipeline maxrl+clip" in commands and "--stage-option clip.limit=2.0" in commands

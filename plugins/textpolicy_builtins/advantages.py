@@ -22,6 +22,7 @@ from textpolicy.pipeline import (
     StepContext,
     TokenCredit,
     choice_field,
+    group_centred,
     group_index,
     int_field,
     number_field,
@@ -93,24 +94,6 @@ class SepaParams:
 # Array functions
 
 
-def _centred_by_group(r: FloatArray, inv: NDArray[np.int64], counts: NDArray[np.int64]
-                      ) -> tuple[FloatArray, FloatArray]:
-    """``(r_i − m_g, m_g)`` per completion, with differences inside the rounding error of the
-    group mean set to exactly 0.
-
-    A float mean is off by up to about ``n·ε·max|r|`` (0.3 × 3 / 3 = 0.30000000000000004), so a
-    group of equal non-binary rewards would get ±1e-16 advantages and count as trainable
-    datums; such differences are not information and become 0 (hand-written: no library
-    centres by group with this guarantee)."""
-    mean = (np.bincount(inv, weights=r) / counts)[inv]
-    centred = r - mean
-    scale = np.zeros(counts.shape[0], dtype=np.float64)
-    np.maximum.at(scale, inv, np.abs(r))
-    tol = counts[inv] * np.finfo(np.float64).eps * scale[inv]
-    centred[np.abs(centred) <= tol] = 0.0
-    return centred, mean
-
-
 def grpo_advantages(rewards: NDArray[Any], group_ids: NDArray[Any], *,
                     scale: str = "none") -> FloatArray:
     """``A_i = r_i − mean(r)`` per group; ``scale="std"`` divides by the group's sample std
@@ -119,7 +102,7 @@ def grpo_advantages(rewards: NDArray[Any], group_ids: NDArray[Any], *,
     if r.size == 0:
         return np.zeros(0, dtype=np.float64)
     inv, counts = group_index(np.asarray(group_ids))
-    centred, _mean = _centred_by_group(r, inv, counts)
+    centred, _mean = group_centred(r, inv, counts)
     if scale == "none":
         return centred
     if scale != "std":
@@ -143,7 +126,7 @@ def maxrl_advantages(rewards: NDArray[Any], group_ids: NDArray[Any], *,
             f"maxrl needs rewards >= 0 (it divides by the group's mean reward): completion {i} "
             f"has reward {r[i]}; use a 0/1 correctness reward or the grpo stage")
     inv, counts = group_index(np.asarray(group_ids))
-    centred, mean = _centred_by_group(r, inv, counts)
+    centred, mean = group_centred(r, inv, counts)
     return np.where(mean > eps, centred / (mean + eps), 0.0)
 
 

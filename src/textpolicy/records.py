@@ -113,10 +113,13 @@ class RewardFunction:
 
 @attrs.frozen
 class SignificanceTest:
-    """``fn(data: textpolicy.analysis.AnalysisInput, params) -> TestResult``.
+    """``fn(data: textpolicy.analysis.records.AnalysisInput, params) -> TestResult``.
 
-    ``role`` is ``"primary"`` (may decide the recommendation), ``"secondary"`` or
-    ``"generation_level"`` (pseudo-replicated, reported for comparison with the seed document).
+    ``tp analyze`` runs every registered test on every comparison and reports it; the
+    recommendation comes from the design's primary test (``paired_seeds``, ``welch_runs`` or
+    ``prompt_paired``), never from a plugin. ``role`` (``"primary"``, ``"secondary"``,
+    ``"generation_level"`` for pseudo-replicated tests) orders the report's rows. The full
+    contract (units, ``data.rng``, ``not_applicable``) is in docs/plugins.md.
     """
 
     name: str = attrs.field(validator=_check_name)
