@@ -361,7 +361,7 @@ def test_docs_plugin_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:
         module = types.ModuleType(f"docs_plugins_example_{i}")
         monkeypatch.setitem(sys.modules, module.__name__, module)
         exec(compile(code, f"docs/plugins.md example {i + 1}", "exec"), module.__dict__)
-        registry = module.__dict__["registry"] if "registry" in module.__dict__ else None
+        registry = module.__dict__.get("registry")
         if registry is not None:
             kinds |= {k for p in registry.plugins if p.name.endswith("-plugin")
                       for k, _names in p.registers}

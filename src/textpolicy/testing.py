@@ -86,8 +86,9 @@ def check_stage(
 
     A token stage runs as ``episode_stage > stage``; one that writes only the signal as
     ``episode_stage > stage > gtpo`` (GTPO reads the signal, so the stage's effect shows in
-    the advantages); an episode stage alone. ``params`` are the stage's parameter overrides. Planning masks are detected with ``vocab`` (default: the
-    word vocabulary of :func:`word_vocab`, matching :func:`make_rollouts` tokens).
+    the advantages); an episode stage alone. ``params`` are the stage's parameter overrides.
+    Planning masks are detected with ``vocab`` (default: the word vocabulary of
+    :func:`word_vocab`, matching :func:`make_rollouts` tokens).
     """
     reg = registry if registry is not None else get_registry()
     rec = reg.stages.get(stage)
