@@ -295,6 +295,38 @@ print(float(np.abs(a).max()), float(np.abs(b).max()))
     assert "a plugin failed to load" in err[-1] and "broken: ModuleNotFoundError" in err[-1]
 
 
+def test_new_plugin_scaffold_installs_and_passes_its_test(tmp_path: Path) -> None:
+    target = tmp_path / "textpolicy-rloo"
+    made = CliRunner().invoke(main, ["new-plugin", "textpolicy-rloo", "--output", str(target)])
+    assert made.exit_code == 0, made.output
+    assert "package textpolicy_rloo, stage 'rloo'" in made.stdout
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()) == [
+        "README.md", "pyproject.toml", "src/textpolicy_rloo/__init__.py",
+        "src/textpolicy_rloo/plugin.py", "tests/test_textpolicy_rloo.py"]
+    again = CliRunner().invoke(main, ["new-plugin", "textpolicy-rloo", "--output", str(target)])
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    taken = CliRunner().invoke(main, ["new-plugin", "gtpo", "--output", str(tmp_path / "g")])
+    assert taken.exit_code == 2 and "already registered" in taken.stderr
+    assert not (tmp_path / "g").exists()
+
+    py = _make_env(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != DISABLE_ENV}
+    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INDEX="1")
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", str(target)],
+                   check=True, capture_output=True, env=env, cwd=tmp_path)
+    tested = subprocess.run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                            capture_output=True, text=True, env=env, cwd=target)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "1 passed" in tested.stdout
+    tp_cli = [str(py), "-c", "import sys; from textpolicy.cli import main; sys.exit(main())"]
+    out = subprocess.run([*tp_cli, "plugins", "--json"], check=True, capture_output=True,
+                         text=True, env=env, cwd=tmp_path).stdout
+    info = {p["name"]: p for p in json.loads(out)}["textpolicy_rloo"]
+    assert info["distribution"] == "textpolicy-rloo" and info["version"] == "0.1.0"
+    assert info["registers"] == {"stages": ["rloo"]} and info["error"] is None
+
+
 # ---- the docs example -------------------------------------------------------------------------
 
 def test_docs_pipelines_example_runs() -> None:
