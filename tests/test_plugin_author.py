@@ -108,6 +108,24 @@ def test_tp_train_fails_at_the_step_a_stage_goes_non_finite(
     assert steps == [0, 1]
 
 
+def test_a_campaign_arm_whose_stage_goes_nan_fails_and_is_not_analysed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugins, "_REGISTRY", _bad_registry())
+    spec = tmp_path / "c.toml"
+    spec.write_text('kind = "campaign"\nengine = "local"\ntask = "arithmetic"\nseeds = [0]\n'
+                    '[training]\nmax_steps = 2\nbatch_size = 2\ngroup_size = 2\n'
+                    '[eval]\nevery = 0\n[[arms]]\nname = "grpo"\npipeline = "grpo"\n'
+                    '[[arms]]\nname = "bad"\npipeline = "nan_episode"\n'
+                    '[arms.params.nan_episode]\nstep = 1\n', encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", str(spec), "--output", str(out),
+                                       "--progress", "off"])
+    assert result.exit_code == 1, result.output
+    assert ("FAILED bad/seed0: step 1: stage 'nan_episode' returned a non-finite episode "
+            "advantage") in result.output
+    assert not (out / "analysis").exists()
+
+
 # ---- exact zeros ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fn", [grpo_advantages, maxrl_advantages])
