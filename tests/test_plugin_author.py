@@ -233,6 +233,27 @@ def test_run_commands_reproduce_every_setting_exactly(
     load_pipeline(config.pipeline, **dict(config.pipeline_params))
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--stage-option", "gtpo.beta"], "--stage-option expects KEY=VALUE, got 'gtpo.beta'"),
+    (["--stage-option", "beta=0.2"], "--stage-option expects STAGE.KEY=VALUE"),
+    (["--pipeline", "maxrl>gtpo", "--gtpo-beta", "0.2", "--stage-option", "gtpo.beta=0.3"],
+     "gtpo.beta is already set by another flag"),
+    (["--stage-option", "clip.limit=2"], "parameters for 'clip', which is not one of its "
+                                         "stages (grpo)"),
+    (["--pipeline", "maxrl>gtpo", "--stage-option", "gtpo.betta=2"],
+     "unknown parameter 'betta' (did you mean 'beta'?)"),
+    (["--pipeline", "maxrl>gtpo>sepa"], "stage 'sepa' changes only the token signal"),
+])
+def test_bad_stage_options_are_one_line_and_write_nothing(tmp_path: Path, args: list[str],
+                                                          needle: str) -> None:
+    log_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--log-dir", str(log_dir), *args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], lines
+    assert not log_dir.exists()
+
+
 def test_manifest_keeps_max_tokens_and_records_plugins(tmp_path: Path) -> None:
     spec = tmp_path / "c.toml"
     spec.write_text('kind = "campaign"\nseeds = [0]\nengine = "local"\ntask = "arithmetic"\n'
