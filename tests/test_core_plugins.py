@@ -312,8 +312,9 @@ def test_new_plugin_scaffold_installs_and_passes_its_test(tmp_path: Path) -> Non
     py = _make_env(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != DISABLE_ENV}
     env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INDEX="1")
+    # the README's command: an editable install (needs no build dependency beyond hatchling)
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", str(target)],
+                    "--no-build-isolation", "-e", str(target)],
                    check=True, capture_output=True, env=env, cwd=tmp_path)
     tested = subprocess.run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
                             capture_output=True, text=True, env=env, cwd=target)

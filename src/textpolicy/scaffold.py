@@ -115,6 +115,10 @@ test = ["pytest>=8"]
 [tool.hatch.build.targets.wheel]
 packages = ["src/{package}"]
 
+# `pip install -e .` puts src/ on the path (no extra build dependency)
+[tool.hatch.build]
+dev-mode-dirs = ["src"]
+
 [tool.pytest.ini_options]
 testpaths = ["tests"]
 '''
