@@ -126,6 +126,39 @@ def test_a_campaign_arm_whose_stage_goes_nan_fails_and_is_not_analysed(
     assert not (out / "analysis").exists()
 
 
+def test_a_scheduler_returning_nan_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from textpolicy.records import Scheduler
+
+    class NanScheduler:
+        gate_open = True
+
+        def __init__(self, params: object) -> None:
+            pass
+
+        def observe(self, obs: object) -> None:
+            pass
+
+        def value(self, step: int) -> float:
+            return float("nan")
+
+        def state_dict(self) -> dict[str, Any]:
+            return {}
+
+        def load_state_dict(self, state: object) -> None:
+            pass
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def textpolicy_register_schedulers() -> Iterable[Scheduler]:
+            return [Scheduler(name="nan_lambda", factory=NanScheduler)]
+
+    registry = build_registry(extra_plugins=[("nan-plugin", Plugin())], load_entry_points=False)
+    pipe = build_pipeline("full", {"sepa": {"schedule": "nan_lambda"}}, registry=registry)
+    with pytest.raises(StageError, match=r"^step 4: scheduler 'nan_lambda' returned λ = nan"):
+        pipe(make_rollouts(rewards=[1, 0, 0, 0]), step=4, vocab=word_vocab())
+
+
 # ---- exact zeros ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fn", [grpo_advantages, maxrl_advantages])
@@ -359,6 +392,20 @@ def test_misspelt_hook_is_reported_by_every_command(tmp_path: Path,
     warning = result.stderr.strip().splitlines()[0]
     assert warning.startswith("textpolicy: warning: plugin tp_misspelt: PluginError: ")
     assert "did you mean 'textpolicy_register_stages'?" in warning
+    plugins.reset_registry()
+    spec = tmp_path / "s.toml"
+    spec.write_text('kind = "campaign"\nengine = "local"\ntask = "arithmetic_v2"\n'
+                    'seeds = [0]\n[[arms]]\nname = "a"\npipeline = "grpo"\n'
+                    '[[arms]]\nname = "b"\npipeline = "maxrl+mine"\n', encoding="utf-8")
+    bad = CliRunner().invoke(main, ["run", str(spec), "--dry-run", "--output",
+                                    str(tmp_path / "o")])
+    assert bad.exit_code == 2
+    problems = bad.stderr.strip().splitlines()[-2:]
+    assert problems[0].startswith(f"{spec}: task: 'arithmetic_v2': unknown task")
+    assert problems[1].startswith(f"{spec}: arms[1].pipeline: 'maxrl+mine': unknown pipeline")
+    for line in problems:
+        assert "tp_misspelt: PluginError: plugin 'tp_misspelt': 'textpolicy_register_stage' "\
+               "is not a textpolicy hook (did you mean 'textpolicy_register_stages'?)" in line
     plugins.reset_registry()
     listed = CliRunner().invoke(main, ["plugins"])
     assert listed.exit_code == 1

@@ -468,7 +468,12 @@ class Pipeline:
             var = float(signal[exec_mask].var()) if cnt else math.nan
             sched.observe(StepObservation(step=step, correct_rate=correct_rate,
                                           exec_signal_variance=var))
-            lam = float(min(max(sched.value(step), 0.0), 1.0))
+            raw = float(sched.value(step))
+            if not math.isfinite(raw):
+                raise StageError(
+                    f"step {step}: scheduler {self._scheduler[0].name!r} returned λ = {raw}; a "
+                    "scheduler must return a finite value")
+            lam = min(max(raw, 0.0), 1.0)
             gate_open = bool(sched.gate_open)
         self._calls += 1
         self._last_step = step

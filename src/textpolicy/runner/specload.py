@@ -338,14 +338,14 @@ def _resolve(spec: Spec, raw: Mapping[str, Any], base_dir: Path | None
     if spec.engine.name not in engines:
         path: tuple[str | int, ...] = (
             ("engine",) if isinstance(raw.get("engine"), str) else ("engine", "name"))
-        yield _unknown(path, "engine", spec.engine.name, engines.names())
+        yield _unknown(path, "engine", spec.engine.name, engines.names(), engines.failed)
     else:
         factory = engines.get(spec.engine.name).factory
         yield from _check_kwargs(factory, spec.engine.options, ("engine", "options"))
     tasks = registry.tasks
     if spec.task.name not in tasks:
         path = ("task",) if isinstance(raw.get("task"), str) else ("task", "name")
-        yield _unknown(path, "task", spec.task.name, tasks.names())
+        yield _unknown(path, "task", spec.task.name, tasks.names(), tasks.failed)
     else:
         task_record = tasks.get(spec.task.name)
         try:
@@ -397,9 +397,13 @@ def _looks_like_path(model: str) -> bool:
 
 
 def _unknown(path: tuple[str | int, ...], human: str, name: str,
-             known: Sequence[str]) -> _Problem:
+             known: Sequence[str], failed: Sequence[str] = ()) -> _Problem:
+    """An unknown name; ``failed`` ("plugin: error" of plugins that failed to load, whose
+    components are missing) is named too."""
+    broken = (f"; plugins that failed to load: {'; '.join(failed)} (see tp plugins)"
+              if failed else "")
     return _Problem(path, f"unknown {human}{did_you_mean(name, known)}; allowed: "
-                    + ", ".join(known))
+                    + ", ".join(known) + broken)
 
 
 def _param_problem(path: tuple[str | int, ...], exc: ConfigError) -> _Problem:
@@ -440,7 +444,8 @@ def _check_stage_params(registry: Any, stage: str, params: Mapping[str, Any],
         detector = params.get("detector")
         known = registry.planning_detectors.names()
         if detector is not None and detector not in registry.planning_detectors:
-            yield _unknown((*path, "detector"), "planning detector", str(detector), known)
+            yield _unknown((*path, "detector"), "planning detector", str(detector), known,
+                           registry.planning_detectors.failed)
         return
     if stage not in stage_names:
         yield _Problem(path, f"unknown stage{did_you_mean(stage, stage_names)}; allowed: "
