@@ -462,7 +462,7 @@ class Pipeline:
         lam = 0.0
         gate_open = False
         sched = self.scheduler
-        if sched is not None:
+        if sched is not None and self._scheduler is not None:
             exec_mask = mask if plan is None else (mask & ~plan)
             cnt = int(exec_mask.sum())
             var = float(signal[exec_mask].var()) if cnt else math.nan
