@@ -461,8 +461,8 @@ class Pipeline:
 
         lam = 0.0
         gate_open = False
-        sched = self.scheduler
-        if sched is not None and self._scheduler is not None:
+        if self._scheduler is not None:
+            srec, _sparams, sched = self._scheduler
             exec_mask = mask if plan is None else (mask & ~plan)
             cnt = int(exec_mask.sum())
             var = float(signal[exec_mask].var()) if cnt else math.nan
@@ -471,7 +471,7 @@ class Pipeline:
             raw = float(sched.value(step))
             if not math.isfinite(raw):
                 raise StageError(
-                    f"step {step}: scheduler {self._scheduler[0].name!r} returned λ = {raw}; a "
+                    f"step {step}: scheduler {srec.name!r} returned λ = {raw}; a "
                     "scheduler must return a finite value")
             lam = min(max(raw, 0.0), 1.0)
             gate_open = bool(sched.gate_open)
