@@ -292,7 +292,7 @@ print(float(np.abs(a).max()), float(np.abs(b).max()))
     assert err[0].startswith("textpolicy: warning: plugin broken: ModuleNotFoundError")
     assert err[-1].startswith("Error: unknown pipeline 'maxrl+clipp' (did you mean "
                               "'maxrl+clip'?)")
-    assert "a plugin failed to load" in err[-1] and "broken: ModuleNotFoundError" in err[-1]
+    assert "1 plugin failed to load" in err[-1] and "broken: ModuleNotFoundError" in err[-1]
 
 
 def test_new_plugin_scaffold_installs_and_passes_its_test(tmp_path: Path) -> None:

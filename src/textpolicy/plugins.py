@@ -21,6 +21,7 @@ import pluggy
 
 from textpolicy import hookspecs, records
 from textpolicy.errors import PluginError, UnknownComponentError
+from textpolicy.wording import plural
 
 ENTRY_POINT_GROUP = "textpolicy"
 DISABLE_ENV = "TEXTPOLICY_DISABLE_PLUGINS"
@@ -112,14 +113,10 @@ class ComponentTable(Generic[T]):
             listed += f"; {KINDS[also.kind][1]}s: {', '.join(also.known())}"
         failed = ""
         if self.failed:
-            failed = (f"; {plural_plugins(len(self.failed))} failed to load, so what "
+            failed = (f"; {plural(len(self.failed), 'plugin')} failed to load, so what "
                       f"{'it registers' if len(self.failed) == 1 else 'they register'} is "
                       f"missing: {'; '.join(self.failed)} (see tp plugins)")
         return UnknownComponentError(f"unknown {human} {name!r}{close}; {listed}{failed}")
-
-
-def plural_plugins(n: int) -> str:
-    return "a plugin" if n == 1 else f"{n} plugins"
 
 
 class Registry:

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from textpolicy.wording import plural
+
 
 def plugins_report() -> list[dict[str, Any]]:
     """Every loaded (or failed) plugin: name, source, version, registers, error."""
@@ -81,8 +83,8 @@ def plugins(as_json: bool) -> None:
                 click.echo(f"    ERROR: {p['error']}")
     errors = [p for p in report if p["error"]]
     if errors:  # a failed plugin fails the command (CI and scripts see it)
-        click.echo(f"Error: {len(errors)} plugin{'s' if len(errors) > 1 else ''} failed to "
-                   f"load: {', '.join(p['name'] for p in errors)}", err=True)
+        click.echo(f"Error: {plural(len(errors), 'plugin')} failed to load: "
+                   f"{', '.join(p['name'] for p in errors)}", err=True)
         sys.exit(1)
 
 
