@@ -343,7 +343,8 @@ def test_single_stage_names_get_did_you_mean() -> None:
 def test_spec_problems_are_each_reported_once(tmp_path: Path) -> None:
     spec = tmp_path / "s.toml"
     spec.write_text(
-        'kind = "campaign"\nengine = "local"\ntask = "arithmetic"\nseeds = [0]\n'
+        'kind = "campaign"\nengine = "local"\nseeds = [0]\n'
+        '[task]\nname = "arithmetic"\nparams = {max_tokenz = 3, eos = "x"}\n'
         '[[arms]]\nname = "grpo"\npipeline = "grpo"\n'
         '[[arms]]\nname = "full"\npipeline = "full"\n'
         '[arms.params.gtpo]\nbetaa = 1\ngamma = 2\n'
@@ -353,9 +354,10 @@ def test_spec_problems_are_each_reported_once(tmp_path: Path) -> None:
                                        "--output", str(tmp_path / "o")])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
-    assert lines[0] == f"Error: invalid spec {spec} (5 problems):"
+    assert lines[0] == f"Error: invalid spec {spec} (7 problems):"
     where = [line.split(": ")[1] for line in lines[1:]]
-    assert where == ["stage_params.sepa.ramp_steps", "stage_params.sepa.delay_steps",
+    assert where == ["task.params.max_tokenz", "task.params.eos",
+                     "stage_params.sepa.ramp_steps", "stage_params.sepa.delay_steps",
                      "stage_params.sepa.rampsteps", "arms[1].params.gtpo.betaa",
                      "arms[1].params.gtpo.gamma"]
 

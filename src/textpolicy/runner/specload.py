@@ -331,7 +331,7 @@ def _secret_tables(spec: Spec) -> Iterator[tuple[tuple[str | int, ...], Mapping[
 def _resolve(spec: Spec, raw: Mapping[str, Any], base_dir: Path | None
              ) -> Iterator[_Problem]:
     """Check names and plugin parameters against the registry."""
-    from textpolicy.plugins import get_registry, structure_params
+    from textpolicy.plugins import get_registry
 
     registry = get_registry()
     engines = registry.engines
@@ -347,11 +347,8 @@ def _resolve(spec: Spec, raw: Mapping[str, Any], base_dir: Path | None
         path = ("task",) if isinstance(raw.get("task"), str) else ("task", "name")
         yield _unknown(path, "task", spec.task.name, tasks.names(), tasks.failed)
     else:
-        task_record = tasks.get(spec.task.name)
-        try:
-            structure_params(task_record.params, spec.task.params, where="x")
-        except ConfigError as exc:
-            yield _param_problem(("task", "params"), exc)
+        yield from _param_problems(tasks.get(spec.task.name).params, spec.task.params,
+                                   ("task", "params"))
     if spec.model and _looks_like_path(spec.model) and spec.engine.name == "local":
         model_path = Path(spec.model)
         if not model_path.is_absolute() and base_dir is not None and not model_path.exists():
@@ -438,8 +435,6 @@ def _check_kwargs(factory: Callable[..., Any], options: Mapping[str, Any],
 
 def _check_stage_params(registry: Any, stage: str, params: Mapping[str, Any],
                         path: tuple[str | int, ...], stage_names: set[str]) -> Iterator[_Problem]:
-    from textpolicy.plugins import structure_params
-
     if stage == "planning":
         detector = params.get("detector")
         known = registry.planning_detectors.names()
@@ -451,15 +446,23 @@ def _check_stage_params(registry: Any, stage: str, params: Mapping[str, Any],
         yield _Problem(path, f"unknown stage{did_you_mean(stage, stage_names)}; allowed: "
                        + ", ".join([*sorted(stage_names), "planning"]), show_value=False)
         return
-    params_cls = registry.stages.get(stage).params
+    yield from _param_problems(registry.stages.get(stage).params, params, path)
+
+
+def _param_problems(params_cls: type, params: Mapping[str, Any],
+                    path: tuple[str | int, ...]) -> Iterator[_Problem]:
+    """Every bad key of a plugin's parameter table: each key is checked alone (a second bad
+    key is reported too), then, when all pass, the table as a whole (rules between keys)."""
+    from textpolicy.plugins import structure_params
+
     bad = False
-    for key, value in params.items():  # each key alone, so every bad key is reported
+    for key, value in params.items():
         try:
             structure_params(params_cls, {key: value}, where="x")
         except ConfigError as exc:
             bad = True
             yield _param_problem(path, exc)
-    if not bad:  # rules between parameters
+    if not bad:
         try:
             structure_params(params_cls, params, where="x")
         except ConfigError as exc:
