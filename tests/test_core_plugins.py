@@ -166,7 +166,8 @@ def test_tp_plugins_cli() -> None:
         "planning_detectors": ["strategic_grams"]}
     assert by_name["textpolicy_builtins.schedulers"]["registers"] == {
         "schedulers": ["linear", "auto"]}
-    assert all(set(p) == {"name", "source", "version", "registers", "error"} for p in data)
+    assert all(set(p) == {"name", "source", "version", "registers", "error", "distribution",
+                          "entry_point"} for p in data)
     assert by_name["textpolicy_builtins.advantages"]["version"] == tp.__version__
 
 
@@ -228,6 +229,8 @@ def test_example_plugin_installed_in_a_venv(tmp_path: Path) -> None:
     plugins = {p["name"]: p for p in json.loads(out)}
     assert plugins["clipped"]["source"] == "entry-point"
     assert plugins["clipped"]["version"] == "0.3.1"
+    assert plugins["clipped"]["distribution"] == "textpolicy-clipped"
+    assert plugins["clipped"]["entry_point"] == "clipped = textpolicy_clipped.plugin"
     assert plugins["clipped"]["registers"] == {"pipelines": ["maxrl+clip"], "stages": ["clip"]}
     assert plugins["clipped"]["error"] is None
 
@@ -239,9 +242,20 @@ a = tp.load_pipeline("maxrl+clip")(r, step=0).token_advantages
 b = tp.load_pipeline("maxrl>clip", clip={"limit": 1.5})(r, step=0).token_advantages
 print(float(np.abs(a).max()), float(np.abs(b).max()))
 """
-    out = subprocess.run([str(py), "-c", snippet], check=True, capture_output=True, text=True,
-                         env=env, cwd=tmp_path).stdout.split()
-    assert out == ["3.0", "1.5"]
+    printed = subprocess.run([str(py), "-c", snippet], check=True, capture_output=True,
+                             text=True, env=env, cwd=tmp_path).stdout.split()
+    assert printed == ["3.0", "1.5"]
+
+    # a run records the distribution, version and entry point behind its plugin stage
+    subprocess.run([*tp_cli, "train", "--pipeline", "maxrl+clip", "--max-steps", "1",
+                    "--eval-every", "0", "--progress", "off", "--log-dir", "run"],
+                   check=True, capture_output=True, text=True, env=env, cwd=tmp_path)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    clipped = [p for p in record["plugins"] if p["plugin"] == "clipped"]
+    assert clipped == [{"plugin": "clipped", "source": "entry-point",
+                        "distribution": "textpolicy-clipped", "version": "0.3.1",
+                        "entry_point": "clipped = textpolicy_clipped.plugin",
+                        "components": {"pipelines": ["maxrl+clip"], "stages": ["clip"]}}]
 
     # the environment variable disables external plugins (all, or by entry-point name)
     for value in ("1", "clipped"):
@@ -262,11 +276,56 @@ print(float(np.abs(a).max()), float(np.abs(b).max()))
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps",
                     "--no-build-isolation", str(broken)],
                    check=True, capture_output=True, env=env, cwd=tmp_path)
-    out = subprocess.run([*tp_cli, "plugins", "--json"], check=True, capture_output=True,
-                         text=True, env=env, cwd=tmp_path).stdout
-    plugins = {p["name"]: p for p in json.loads(out)}
+    listed = subprocess.run([*tp_cli, "plugins", "--json"], capture_output=True,
+                            text=True, env=env, cwd=tmp_path)
+    assert listed.returncode == 1  # a failed plugin fails `tp plugins`
+    assert listed.stderr.strip() == "Error: 1 plugin failed to load: broken"
+    plugins = {p["name"]: p for p in json.loads(listed.stdout)}
     assert "ModuleNotFoundError" in plugins["broken"]["error"]
     assert plugins["clipped"]["error"] is None
+    # a spec or flag naming a component says which plugin failed and why; every command
+    # warns about the failed plugin once
+    res = subprocess.run([*tp_cli, "train", "--pipeline", "maxrl+clipp", "--log-dir", "x"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert res.returncode == 2
+    err = res.stderr.strip().splitlines()
+    assert err[0].startswith("textpolicy: warning: plugin broken: ModuleNotFoundError")
+    assert err[-1].startswith("Error: unknown pipeline 'maxrl+clipp' (did you mean "
+                              "'maxrl+clip'?)")
+    assert "1 plugin failed to load" in err[-1] and "broken: ModuleNotFoundError" in err[-1]
+
+
+def test_new_plugin_scaffold_installs_and_passes_its_test(tmp_path: Path) -> None:
+    target = tmp_path / "textpolicy-rloo"
+    made = CliRunner().invoke(main, ["new-plugin", "textpolicy-rloo", "--output", str(target)])
+    assert made.exit_code == 0, made.output
+    assert "package textpolicy_rloo, stage 'rloo'" in made.stdout
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()) == [
+        "README.md", "pyproject.toml", "src/textpolicy_rloo/__init__.py",
+        "src/textpolicy_rloo/plugin.py", "tests/test_textpolicy_rloo.py"]
+    again = CliRunner().invoke(main, ["new-plugin", "textpolicy-rloo", "--output", str(target)])
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    taken = CliRunner().invoke(main, ["new-plugin", "gtpo", "--output", str(tmp_path / "g")])
+    assert taken.exit_code == 2 and "already registered" in taken.stderr
+    assert not (tmp_path / "g").exists()
+
+    py = _make_env(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != DISABLE_ENV}
+    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INDEX="1")
+    # the README's command: an editable install (needs no build dependency beyond hatchling)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "-e", str(target)],
+                   check=True, capture_output=True, env=env, cwd=tmp_path)
+    tested = subprocess.run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                            capture_output=True, text=True, env=env, cwd=target)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "1 passed" in tested.stdout
+    tp_cli = [str(py), "-c", "import sys; from textpolicy.cli import main; sys.exit(main())"]
+    out = subprocess.run([*tp_cli, "plugins", "--json"], check=True, capture_output=True,
+                         text=True, env=env, cwd=tmp_path).stdout
+    info = {p["name"]: p for p in json.loads(out)}["textpolicy_rloo"]
+    assert info["distribution"] == "textpolicy-rloo" and info["version"] == "0.1.0"
+    assert info["registers"] == {"stages": ["rloo"]} and info["error"] is None
 
 
 # ---- the docs example -------------------------------------------------------------------------

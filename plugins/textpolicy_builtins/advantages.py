@@ -22,6 +22,7 @@ from textpolicy.pipeline import (
     StepContext,
     TokenCredit,
     choice_field,
+    group_centred,
     group_index,
     int_field,
     number_field,
@@ -101,8 +102,7 @@ def grpo_advantages(rewards: NDArray[Any], group_ids: NDArray[Any], *,
     if r.size == 0:
         return np.zeros(0, dtype=np.float64)
     inv, counts = group_index(np.asarray(group_ids))
-    mean = np.bincount(inv, weights=r) / counts
-    centred = r - mean[inv]
+    centred, _mean = group_centred(r, inv, counts)
     if scale == "none":
         return centred
     if scale != "std":
@@ -126,8 +126,8 @@ def maxrl_advantages(rewards: NDArray[Any], group_ids: NDArray[Any], *,
             f"maxrl needs rewards >= 0 (it divides by the group's mean reward): completion {i} "
             f"has reward {r[i]}; use a 0/1 correctness reward or the grpo stage")
     inv, counts = group_index(np.asarray(group_ids))
-    mean = (np.bincount(inv, weights=r) / counts)[inv]
-    return np.where(mean > eps, (r - mean) / (mean + eps), 0.0)
+    centred, mean = group_centred(r, inv, counts)
+    return np.where(mean > eps, centred / (mean + eps), 0.0)
 
 
 def _check_same_shape(*arrays: NDArray[Any], what: str) -> None:
@@ -238,9 +238,9 @@ STAGES: tuple[AdvantageStage, ...] = (
     AdvantageStage(name="maxrl", level="episode", fn=_maxrl, params=MaxrlParams,
                    doc="A = (r - m)/(m + 1e-6) per group, m = group mean reward (Tajwar 2026)"),
     AdvantageStage(name="sepa", level="token", fn=_sepa, params=SepaParams,
-                   needs=("planning_mask", "sepa_lambda"),
+                   needs=("planning_mask", "sepa_lambda", "signal"), writes=("signal",),
                    doc="pool the execution-token signal toward its mean by a scheduled λ"),
-    AdvantageStage(name="gtpo", level="token", fn=_gtpo, params=GtpoParams,
+    AdvantageStage(name="gtpo", level="token", fn=_gtpo, params=GtpoParams, needs=("signal",),
                    doc="weight token advantages by max(0, 1 + β(h/mean(h) − 1)) per completion"),
     AdvantageStage(name="hicra", level="token", fn=_hicra, params=HicraParams,
                    needs=("planning_mask",),

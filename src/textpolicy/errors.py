@@ -41,3 +41,8 @@ class TaskError(TextPolicyError):
 
 class AnalysisError(TextPolicyError):
     """Run directories cannot be analysed as requested."""
+
+
+class StageError(RolloutError):
+    """An advantage stage broke its contract: wrong return type or shape, or non-finite
+    values. The message names the stage and the training step."""

@@ -11,7 +11,8 @@ Third-party plugins declare an entry point in the ``textpolicy`` group::
     my_plugin = "my_package.plugin"
 
 Set ``TEXTPOLICY_DISABLE_PLUGINS=1`` to load only the built-ins, or a comma-separated list of
-entry-point names to skip just those. ``TEXTPOLICY_TRACE_HOOKS=1`` prints every hook call.
+entry-point names to skip just those. ``TEXTPOLICY_TRACE_HOOKS=1`` prints every hook call
+(plugin and the names it returned) on stderr.
 
 Every hook is called once, when the registry is first built; none is ``firstresult``.
 """
@@ -33,7 +34,10 @@ def textpolicy_register_stages() -> Iterable[records.AdvantageStage]:
 
     Called once when the registry is built. Stages are pure functions over padded numpy
     arrays and must keep groups separate: an episode stage may only combine rewards that
-    share a group id; a token stage may only combine tokens of one completion.
+    share a group id; a token stage may only combine tokens of one completion. A pipeline is
+    one episode stage first, then token stages; it fails the training step with a
+    ``StageError`` naming the stage when one returns the wrong type or shape or a non-finite
+    value. Contract and examples: docs/plugins.md.
     """
     raise NotImplementedError
 

@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from textpolicy import records
-from textpolicy.errors import ConfigError, RolloutError
+from textpolicy.errors import ConfigError, RolloutError, StageError
 from textpolicy.plugins import Registry, did_you_mean, get_registry, structure_params
 from textpolicy.rollouts import Rollouts
 
@@ -59,6 +59,7 @@ __all__ = [
     "aggregate_advantages",
     "build_pipeline",
     "choice_field",
+    "group_centred",
     "group_index",
     "int_field",
     "load_pipeline",
@@ -218,6 +219,26 @@ def group_index(group_ids: NDArray[Any]) -> tuple[IntArray, IntArray]:
     """Return ``(inverse [N], counts [G])``: dense group index of each completion."""
     _, inverse, counts = np.unique(group_ids, return_inverse=True, return_counts=True)
     return inverse.astype(np.int64).reshape(-1), counts.astype(np.int64)
+
+
+def group_centred(values: NDArray[Any], inverse: IntArray, counts: IntArray
+                  ) -> tuple[FloatArray, FloatArray]:
+    """``(v_i − m_g, m_g)`` per completion (``m_g`` the mean of its group, from
+    :func:`group_index`), with differences inside the rounding error of the mean set to
+    exactly 0.
+
+    A float mean is off by up to about ``n·ε·max|v|`` (0.3 × 3 / 3 = 0.30000000000000004), so a
+    group of equal non-binary rewards would get ±1e-16 advantages and count as trainable
+    datums; such differences carry no information and become 0 (hand-written: no library
+    centres by group with this guarantee)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    mean = (np.bincount(inverse, weights=v, minlength=counts.shape[0]) / counts)[inverse]
+    centred = v - mean
+    scale = np.zeros(counts.shape[0], dtype=np.float64)
+    np.maximum.at(scale, inverse, np.abs(v))
+    tol = counts[inverse] * np.finfo(np.float64).eps * scale[inverse]
+    centred[np.abs(centred) <= tol] = 0.0
+    return centred, mean
 
 
 def token_signal(rollouts: Rollouts, kind: str, mask: BoolArray | None = None) -> FloatArray:
@@ -442,14 +463,19 @@ class Pipeline:
 
         lam = 0.0
         gate_open = False
-        sched = self.scheduler
-        if sched is not None:
+        if self._scheduler is not None:
+            srec, _sparams, sched = self._scheduler
             exec_mask = mask if plan is None else (mask & ~plan)
             cnt = int(exec_mask.sum())
             var = float(signal[exec_mask].var()) if cnt else math.nan
             sched.observe(StepObservation(step=step, correct_rate=correct_rate,
                                           exec_signal_variance=var))
-            lam = float(min(max(sched.value(step), 0.0), 1.0))
+            raw = float(sched.value(step))
+            if not math.isfinite(raw):
+                raise StageError(
+                    f"step {step}: scheduler {srec.name!r} returned λ = {raw}; a "
+                    "scheduler must return a finite value")
+            lam = min(max(raw, 0.0), 1.0)
             gate_open = bool(sched.gate_open)
         self._calls += 1
         self._last_step = step
@@ -458,18 +484,12 @@ class Pipeline:
                           correct_rate=correct_rate, gate_open=gate_open, mask=mask)
 
         first, rest = self._stages[0], self._stages[1:]
-        episode = np.asarray(first.record.fn(rollouts, ctx, first.params), dtype=np.float64)
-        if episode.shape != (n,):
-            raise RolloutError(
-                f"stage {first.name!r} returned shape {episode.shape}, expected ({n},)")
+        episode = _episode_output(first, first.record.fn(rollouts, ctx, first.params), n, step)
         start = np.where(mask, episode[:, None], 0.0)
         credit = TokenCredit(advantages=start, signal=signal)
         for stage in rest:
-            credit = stage.record.fn(credit, rollouts, ctx, stage.params)
-            if credit.advantages.shape != mask.shape or credit.signal.shape != mask.shape:
-                raise RolloutError(
-                    f"stage {stage.name!r} returned arrays of shape "
-                    f"{credit.advantages.shape}/{credit.signal.shape}, expected {mask.shape}")
+            credit = _token_output(stage, stage.record.fn(credit, rollouts, ctx, stage.params),
+                                   mask, step)
         token_adv = np.where(mask, credit.advantages, 0.0)
 
         denom = float(np.abs(start).sum())
@@ -484,6 +504,59 @@ class Pipeline:
         }
         return PipelineResult(token_advantages=token_adv, episode_advantages=episode,
                               diagnostics=diagnostics, planning_mask=plan)
+
+
+def _first_bad(values: FloatArray, where: BoolArray | None = None) -> tuple[int, ...] | None:
+    """Index of the first non-finite value (only where ``where`` is True), or None."""
+    bad = ~np.isfinite(values)
+    if where is not None:
+        bad &= where
+    if not bad.any():
+        return None
+    return tuple(int(v) for v in np.argwhere(bad)[0])
+
+
+def _episode_output(stage: _BoundStage, out: Any, n: int, step: int) -> FloatArray:
+    """An episode stage's output as float64 ``[N]``; ``StageError`` naming the stage when it
+    is not an array of N finite numbers."""
+    try:
+        episode = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise StageError(
+            f"step {step}: episode stage {stage.name!r} returned {type(out).__name__}, "
+            f"not an array of {n} advantages") from None
+    if episode.shape != (n,):
+        raise StageError(
+            f"step {step}: stage {stage.name!r} returned shape {episode.shape}, "
+            f"expected ({n},)")
+    bad = _first_bad(episode)
+    if bad is not None:
+        raise StageError(
+            f"step {step}: stage {stage.name!r} returned a non-finite episode advantage "
+            f"({episode[bad]} for completion {bad[0]}); a stage must return finite values")
+    return episode
+
+
+def _token_output(stage: _BoundStage, out: Any, mask: BoolArray, step: int) -> TokenCredit:
+    """A token stage's output checked: a ``TokenCredit`` of ``[N, T]`` arrays, finite on
+    real tokens (``StageError`` naming the stage otherwise)."""
+    if not isinstance(out, TokenCredit):
+        raise StageError(
+            f"step {step}: token stage {stage.name!r} returned {type(out).__name__}, not a "
+            "TokenCredit; return attrs.evolve(credit, advantages=...) (or signal=...)")
+    for label, values in (("advantage", out.advantages), ("signal", out.signal)):
+        shape = getattr(values, "shape", None)
+        if shape != mask.shape:
+            raise StageError(
+                f"step {step}: stage {stage.name!r} returned {label} values of shape {shape}, "
+                f"expected {mask.shape}")
+        bad = _first_bad(np.asarray(values, dtype=np.float64), mask)
+        if bad is not None:
+            raise StageError(
+                f"step {step}: stage {stage.name!r} returned a non-finite token {label} "
+                f"({values[bad]} at completion {bad[0]} token {bad[1]}); a stage must return "
+                "finite values")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,8 +586,27 @@ def _resolve_stage_refs(name: str, registry: Registry) -> tuple[str, list[record
         return named.name, list(named.stages)
     if name in registry.stages:
         return name, [records.StageRef(stage=name)]
-    registry.pipelines.get(name)  # raises with did-you-mean over pipelines
-    raise AssertionError("unreachable")
+    raise registry.pipelines.unknown(name, also=registry.stages)
+
+
+def _check_every_stage_acts(resolved: str, bound: list[_BoundStage]) -> None:
+    """A token stage that writes only the signal acts through a later stage that needs the
+    signal; without one it would silently do nothing (``maxrl>gtpo>sepa``): ConfigError."""
+    for i, b in enumerate(bound):
+        if b.record.level != "token" or "advantages" in b.record.writes:
+            continue
+        if any("signal" in later.record.needs for later in bound[i + 1:]):
+            continue
+        readers = [x.name for x in bound[1:i] if "signal" in x.record.needs]
+        order = [x.name for x in bound]
+        hint = ""
+        if readers:
+            order.remove(b.name)
+            order.insert(order.index(readers[0]), b.name)
+            hint = f"; put it before {readers[0]!r}: {'>'.join(order)!r}"
+        raise ConfigError(
+            f"pipeline {resolved!r}: stage {b.name!r} changes only the token signal and no "
+            f"later stage reads it, so it would do nothing{hint}")
 
 
 def split_pipeline_list(text: str, registry: Registry | None = None) -> list[str]:
@@ -600,6 +692,8 @@ def build_pipeline(
         values = {**ref.param_dict, **dict(overrides.get(ref.stage, {}))}
         params = structure_params(rec.params, values, where=f"stage {rec.name!r}")
         bound.append(_BoundStage(record=rec, params=params))
+
+    _check_every_stage_acts(resolved, bound)
 
     # signal: from the first stage that declares one; all must agree
     signals = {b.params.signal for b in bound if hasattr(b.params, "signal")}

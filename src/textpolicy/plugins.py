@@ -21,6 +21,7 @@ import pluggy
 
 from textpolicy import hookspecs, records
 from textpolicy.errors import PluginError, UnknownComponentError
+from textpolicy.wording import plural
 
 ENTRY_POINT_GROUP = "textpolicy"
 DISABLE_ENV = "TEXTPOLICY_DISABLE_PLUGINS"
@@ -54,10 +55,12 @@ class PluginInfo:
     """One loaded (or failed) plugin, as ``tp plugins`` shows it."""
 
     name: str
-    source: str  # "builtin" or "entry-point"
+    source: str  # "builtin", "entry-point" or "extra"
     version: str | None
     registers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     error: str | None = None
+    distribution: str | None = None  # the installed distribution that provides it
+    entry_point: str | None = None  # "name = module:attr" for entry-point plugins
 
 
 class ComponentTable(Generic[T]):
@@ -67,6 +70,8 @@ class ComponentTable(Generic[T]):
         self.kind = kind
         self._items = dict(items)
         self._aliases = dict(aliases)
+        #: "plugin: error" of every plugin that failed to load (named in lookup errors)
+        self.failed: tuple[str, ...] = ()
 
     def __contains__(self, name: object) -> bool:
         return name in self._items or name in self._aliases
@@ -89,12 +94,29 @@ class ComponentTable(Generic[T]):
         try:
             return self._items[canonical]
         except KeyError:
-            human = KINDS[self.kind][1]
-            known = [*self._items, *self._aliases]
-            raise UnknownComponentError(
-                f"unknown {human} {name!r}{did_you_mean(name, known)}; "
-                f"known: {', '.join(sorted(known))}"
-            ) from None
+            raise self.unknown(name) from None
+
+    def known(self) -> list[str]:
+        """Every name and alias, sorted."""
+        return sorted([*self._items, *self._aliases])
+
+    def unknown(self, name: str, *, also: ComponentTable[Any] | None = None
+                ) -> UnknownComponentError:
+        """The error for an unknown ``name``: a "did you mean" over this table (and ``also``,
+        e.g. stages for a pipeline name), the known names, and the plugins that failed to
+        load (whose components are missing)."""
+        human = KINDS[self.kind][1]
+        known = self.known()
+        close = did_you_mean(name, [*known, *(also.known() if also is not None else ())])
+        listed = f"known: {', '.join(known)}"
+        if also is not None:
+            listed += f"; {KINDS[also.kind][1]}s: {', '.join(also.known())}"
+        failed = ""
+        if self.failed:
+            failed = (f"; {plural(len(self.failed), 'plugin')} failed to load, so what "
+                      f"{'it registers' if len(self.failed) == 1 else 'they register'} is "
+                      f"missing: {'; '.join(self.failed)} (see tp plugins)")
+        return UnknownComponentError(f"unknown {human} {name!r}{close}; {listed}{failed}")
 
 
 class Registry:
@@ -111,17 +133,27 @@ class Registry:
         owners: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
         errors: list[str] = []
         contributed: dict[str, dict[str, list[str]]] = {}
+        trace = bool(os.environ.get(TRACE_ENV))
         for kind, (hook_name, human) in KINDS.items():
             items: dict[str, Any] = {}
             aliases: dict[str, str] = {}
             hook = getattr(pm.hook, hook_name)
+            # each implementation is called on its own so one broken plugin cannot hide the
+            # others' records (pluggy's hook call would stop at the first exception)
             for impl in hook.get_hookimpls():
                 plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
                 try:
                     produced = list(impl.function() or ())
                 except Exception as exc:  # a broken plugin is reported, never fatal
+                    if trace:
+                        print(f"[textpolicy] {hook_name} of {plugin_name!r} raised {exc!r}",
+                              file=sys.stderr)
                     errors.append(f"{plugin_name}: {hook_name} failed: {exc}")
                     continue
+                if trace:
+                    names = ", ".join(str(getattr(r, "name", r)) for r in produced)
+                    print(f"[textpolicy] {hook_name} of {plugin_name!r} -> {names or '(none)'}",
+                          file=sys.stderr)
                 for record in produced:
                     name = getattr(record, "name", None)
                     if not isinstance(name, str):
@@ -165,10 +197,28 @@ class Registry:
                 by_name[plugin_name] = attrs.evolve(
                     old, error=f"{old.error}; {message}" if old.error else message)
         self.plugins: tuple[PluginInfo, ...] = tuple(by_name.values())
+        for table in self._tables.values():
+            table.failed = tuple(self.load_errors)
 
     @property
     def load_errors(self) -> list[str]:
         return [f"{p.name}: {p.error}" for p in self.plugins if p.error]
+
+    def provenance(self, used: Mapping[str, Iterable[str]]) -> list[dict[str, Any]]:
+        """Which plugins (distribution, version, entry point) provided the components in
+        ``used`` (kind → names; names no plugin registered, e.g. compositions, are skipped),
+        one entry per plugin in load order. Written to config.json and manifest.json."""
+        by_plugin: dict[str, dict[str, set[str]]] = {}
+        for kind, names in used.items():
+            for name in names:
+                owner = self.owners.get(kind, {}).get(name)
+                if owner is not None:
+                    by_plugin.setdefault(owner, {}).setdefault(kind, set()).add(name)
+        return [
+            {"plugin": info.name, "source": info.source, "distribution": info.distribution,
+             "version": info.version, "entry_point": info.entry_point,
+             "components": {k: sorted(v) for k, v in sorted(by_plugin[info.name].items())}}
+            for info in self.plugins if info.name in by_plugin]
 
     def table(self, kind: str) -> ComponentTable[Any]:
         return self._tables[kind]
@@ -222,6 +272,15 @@ def _disabled_entry_points() -> tuple[bool, set[str]]:
     return False, {v.strip() for v in value.split(",") if v.strip()}
 
 
+def _entry_point_info(ep: importlib.metadata.EntryPoint, error: str | None = None
+                      ) -> PluginInfo:
+    """The ``PluginInfo`` of an entry point: its distribution's name and version."""
+    dist = getattr(ep, "dist", None)
+    return PluginInfo(name=ep.name, source="entry-point", version=getattr(dist, "version", None),
+                      distribution=getattr(dist, "name", None),
+                      entry_point=f"{ep.name} = {ep.value}", error=error)
+
+
 def create_plugin_manager(
     extra_plugins: Iterable[tuple[str, object]] = (), *, load_entry_points: bool = True
 ) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
@@ -240,20 +299,18 @@ def create_plugin_manager(
     for module in BUILTIN_PLUGINS:
         name = module.__name__
         pm.register(module, name=name)
-        infos.append(PluginInfo(name=name, source="builtin", version=own_version))
+        infos.append(PluginInfo(name=name, source="builtin", version=own_version,
+                                distribution="textpolicy"))
 
     disable_all, disabled = _disabled_entry_points()
     if load_entry_points and not disable_all:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in disabled:
                 continue
-            dist = getattr(ep, "dist", None)
-            version = getattr(dist, "version", None)
             if pm.has_plugin(ep.name):
-                infos.append(PluginInfo(
-                    name=ep.name, source="entry-point", version=version,
-                    error=f"PluginError: another plugin is already called {ep.name!r}; "
-                          "not loaded"))
+                infos.append(_entry_point_info(
+                    ep, f"PluginError: another plugin is already called {ep.name!r}; "
+                        "not loaded"))
                 continue
             try:
                 plugin = ep.load()
@@ -263,26 +320,15 @@ def create_plugin_manager(
             except Exception as exc:  # a broken plugin is reported, never fatal
                 if pm.has_plugin(ep.name):
                     pm.unregister(name=ep.name)
-                infos.append(PluginInfo(
-                    name=ep.name, source="entry-point", version=version,
-                    error=f"{type(exc).__name__}: {exc}"))
+                infos.append(_entry_point_info(ep, f"{type(exc).__name__}: {exc}"))
                 continue
-            infos.append(PluginInfo(name=ep.name, source="entry-point", version=version))
+            infos.append(_entry_point_info(ep))
 
     for name, plugin in extra_plugins:
         _check_hook_names(plugin, name)
         pm.register(plugin, name=name)
         infos.append(PluginInfo(name=name, source="extra", version=None))
     _check_pending(pm)
-    if os.environ.get(TRACE_ENV):
-        def before(hook_name: str, impls: Any, kwargs: Any) -> None:
-            print(f"[textpolicy] hook {hook_name} -> {[i.plugin_name for i in impls]}",
-                  file=sys.stderr)
-
-        def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
-            pass
-
-        pm.add_hookcall_monitoring(before, after)
     return pm, infos
 
 
@@ -331,6 +377,9 @@ def get_registry() -> Registry:
     global _REGISTRY
     if _REGISTRY is None:
         _REGISTRY = build_registry()
+        for message in _REGISTRY.load_errors:  # once per process, whatever command runs
+            print(f"textpolicy: warning: plugin {message} (tp plugins lists it)",
+                  file=sys.stderr)
     return _REGISTRY
 
 

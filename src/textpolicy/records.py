@@ -30,6 +30,26 @@ def _check_name(_inst: object, attribute: attrs.Attribute[str], value: str) -> N
         raise ValueError(f"invalid component name {value!r} for {attribute.name}")
 
 
+#: what a stage may list in ``AdvantageStage.needs``
+STAGE_NEEDS = ("planning_mask", "sepa_lambda", "signal")
+#: what a token stage may list in ``AdvantageStage.writes``
+STAGE_WRITES = ("advantages", "signal")
+
+
+def _one_of(allowed: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    def check(_inst: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+        import difflib
+
+        for item in value:
+            if item not in allowed:
+                close = difflib.get_close_matches(item, allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{attribute.name}: {item!r} is not one of "
+                                 f"{', '.join(allowed)}{hint}")
+
+    return check
+
+
 @attrs.frozen
 class AdvantageStage:
     """An advantage stage.
@@ -40,8 +60,13 @@ class AdvantageStage:
     ``level == "token"``: ``fn(credit, rollouts, ctx, params) -> TokenCredit`` transforms the
     token-level credit (advantages ``[N, T]`` and signal ``[N, T]``) of each completion.
 
-    ``needs`` lists what the stage reads from the step context: ``"planning_mask"``,
-    ``"sepa_lambda"`` (drives which detectors/schedulers a pipeline instantiates).
+    ``needs`` lists what the stage reads besides the advantages: ``"planning_mask"`` and
+    ``"sepa_lambda"`` from the step context (they make a pipeline build its planning detector
+    and scheduler), ``"signal"`` from the credit (``credit.signal``).
+
+    ``writes`` lists what a token stage changes: ``"advantages"`` (default) and/or
+    ``"signal"``. A stage that writes only the signal acts only through a later stage that
+    needs it, so a pipeline without one is rejected (``maxrl>gtpo>sepa``).
     """
 
     name: str = attrs.field(validator=_check_name)
@@ -49,7 +74,10 @@ class AdvantageStage:
     fn: Callable[..., Any]
     params: type = NoParams
     doc: str = ""
-    needs: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    needs: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple,
+                                         validator=_one_of(STAGE_NEEDS))
+    writes: tuple[str, ...] = attrs.field(default=("advantages",), converter=_str_tuple,
+                                          validator=_one_of(STAGE_WRITES))
 
 
 @attrs.frozen
@@ -85,10 +113,13 @@ class RewardFunction:
 
 @attrs.frozen
 class SignificanceTest:
-    """``fn(data: textpolicy.analysis.AnalysisInput, params) -> TestResult``.
+    """``fn(data: textpolicy.analysis.records.AnalysisInput, params) -> TestResult``.
 
-    ``role`` is ``"primary"`` (may decide the recommendation), ``"secondary"`` or
-    ``"generation_level"`` (pseudo-replicated, reported for comparison with the seed document).
+    ``tp analyze`` runs every registered test on every comparison and reports it; the
+    recommendation comes from the design's primary test (``paired_seeds``, ``welch_runs`` or
+    ``prompt_paired``), never from a plugin. ``role`` (``"primary"``, ``"secondary"``,
+    ``"generation_level"`` for pseudo-replicated tests) orders the report's rows. The full
+    contract (units, ``data.rng``, ``not_applicable``) is in docs/plugins.md.
     """
 
     name: str = attrs.field(validator=_check_name)

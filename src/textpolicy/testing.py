@@ -84,13 +84,17 @@ def check_stage(
 ) -> PipelineResult:
     """Assert the invariants every stage must keep; return the pipeline result.
 
-    A token stage runs as ``episode_stage > stage``; an episode stage alone. ``params`` are the
-    stage's parameter overrides. Planning masks are detected with ``vocab`` (default: the
-    word vocabulary of :func:`word_vocab`, matching :func:`make_rollouts` tokens).
+    A token stage runs as ``episode_stage > stage``; one that writes only the signal as
+    ``episode_stage > stage > gtpo`` (GTPO reads the signal, so the stage's effect shows in
+    the advantages); an episode stage alone. ``params`` are the stage's parameter overrides.
+    Planning masks are detected with ``vocab`` (default: the word vocabulary of
+    :func:`word_vocab`, matching :func:`make_rollouts` tokens).
     """
     reg = registry if registry is not None else get_registry()
     rec = reg.stages.get(stage)
     name = stage if rec.level == "episode" else f"{episode_stage}>{stage}"
+    if rec.level == "token" and "advantages" not in rec.writes:
+        name += ">gtpo"
     overrides = {stage: dict(params or {})}
     vocab = vocab if vocab is not None else word_vocab()
     if rollouts is None:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve_cmd:serve",
     "plugins": "plugins_cmd:plugins",
     "pipelines": "plugins_cmd:pipelines",
+    "new-plugin": "new_plugin_cmd:new_plugin",
 }
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
+
+from textpolicy.wording import plural
 
 
 def plugins_report() -> list[dict[str, Any]]:
@@ -20,6 +23,8 @@ def plugins_report() -> list[dict[str, Any]]:
             "version": info.version,
             "registers": {kind: list(names) for kind, names in info.registers},
             "error": info.error,
+            "distribution": info.distribution,
+            "entry_point": info.entry_point,
         }
         for info in registry.plugins
     ]
@@ -66,17 +71,21 @@ def plugins(as_json: bool) -> None:
     report = plugins_report()
     if as_json:
         click.echo(json.dumps(report, indent=2))
-        return
-    for p in report:
-        version = p["version"] or "-"
-        click.echo(f"{p['name']} ({p['source']}, {version})")
-        for kind, names in p["registers"].items():
-            click.echo(f"    {kind}: {', '.join(names)}")
-        if p["error"]:
-            click.echo(f"    ERROR: {p['error']}")
+    else:
+        for p in report:
+            version = p["version"] or "-"
+            origin = f", {p['distribution']}" if p["distribution"] not in (None, "textpolicy") \
+                else ""
+            click.echo(f"{p['name']} ({p['source']}{origin}, {version})")
+            for kind, names in p["registers"].items():
+                click.echo(f"    {kind}: {', '.join(names)}")
+            if p["error"]:
+                click.echo(f"    ERROR: {p['error']}")
     errors = [p for p in report if p["error"]]
-    if errors:
-        click.echo(f"{len(errors)} plugin(s) failed to load", err=True)
+    if errors:  # a failed plugin fails the command (CI and scripts see it)
+        click.echo(f"Error: {plural(len(errors), 'plugin')} failed to load: "
+                   f"{', '.join(p['name'] for p in errors)}", err=True)
+        sys.exit(1)
 
 
 @click.command()

@@ -93,6 +93,15 @@ def build_settings(params: dict[str, Any]) -> dict[str, Any]:
     for key, (stage, name) in STAGE_FLAGS.items():
         if params[key] is not None:
             stage_params.setdefault(stage, {})[name] = params[key]
+    for dotted, value in _parse_options(params["stage_option"], "--stage-option").items():
+        stage, dot, name = dotted.partition(".")
+        if not dot or not stage or not name:
+            raise ConfigError(f"--stage-option expects STAGE.KEY=VALUE (e.g. gtpo.beta=0.2, "
+                              f"planning.grams=[\"let me think\"]), got {dotted!r}")
+        if name in stage_params.get(stage, {}):
+            raise ConfigError(f"--stage-option {dotted}: {stage}.{name} is already set by "
+                              "another flag; give it once")
+        stage_params.setdefault(stage, {})[name] = value
     if stage_params:
         settings["pipeline_params"] = stage_params
     return settings
@@ -179,6 +188,9 @@ def _positive_float() -> click.FloatRange:
               help="SEPA delay steps. [default: 10]")
 @click.option("--sepa-correct-rate-gate", type=click.FloatRange(min=0.0, max=1.0),
               default=None, help="Min correct rate before SEPA starts. [default: 0.1]")
+@click.option("--stage-option", multiple=True, metavar="STAGE.KEY=VALUE",
+              help="Any stage (or planning detector) parameter, VALUE as JSON, e.g. "
+                   "clip.limit=2.0 (repeatable).")
 @click.option("--condition", default=None,
               help="Label written into metrics rows. [default: the pipeline name]")
 @click.option("--progress", type=click.Choice(["auto", "bar", "plain", "off"]),

@@ -1,10 +1,12 @@
 """What a plan writes before anything runs: manifest.json and run_commands.sh.
 
-``run_commands.sh`` holds one ``tp train`` command per run; it ``cd``s into its own directory
-first, so its relative ``--log-dir`` paths reproduce the plan's layout wherever the directory
-is moved. The manifest records the resolved config of every run, the versions of textpolicy,
-tinker, torch, transformers and Python, the git commit of the textpolicy source when it is a
-checkout, the task's data fingerprint, and the commands — never a secret (credential-like
+``run_commands.sh`` holds one ``tp train`` command per run, with every setting explicit (stage
+parameters without a seed-document flag as ``--stage-option STAGE.KEY=JSON``); it ``cd``s into
+its own directory first, so its relative ``--log-dir`` paths reproduce the plan's layout
+wherever the directory is moved. The manifest records the resolved config of every run, the
+plugin distributions that provide its components, the versions of textpolicy, tinker, torch,
+transformers and Python, the git commit of the textpolicy source when it is a checkout, the
+task's data fingerprint, and the commands — never a secret (credential-like
 option names are redacted; the spec refuses them in the first place).
 """
 
@@ -23,7 +25,7 @@ from typing import Any
 from textpolicy.runner.plan import Plan, PlannedRun, format_lr
 from textpolicy.training.config import TrainConfig
 from textpolicy.training.defaults import STAGE_FLAGS as SEED_STAGE_FLAGS
-from textpolicy.training.run_record import redact
+from textpolicy.training.run_record import plugin_provenance, redact
 from textpolicy.training.run_record import versions as versions  # re-exported for the runner
 from textpolicy.wording import plural
 
@@ -81,6 +83,8 @@ def train_command(config: TrainConfig, *, log_dir: str | None = None) -> list[st
             flag = STAGE_FLAGS.get((stage, key))
             if flag is not None:
                 argv += [flag, _num(value) if not isinstance(value, str) else value]
+            else:  # any other stage or planning parameter, as JSON (reads back exactly)
+                argv += ["--stage-option", f"{stage}.{key}={_json(value)}"]
     if config.condition:
         argv += ["--condition", config.condition]
     argv += ["--log-dir", log_dir if log_dir is not None else config.log_dir]
@@ -97,13 +101,6 @@ def _json(value: Any) -> str:
     return json.dumps(value)
 
 
-def unexpressed_settings(config: TrainConfig) -> list[str]:
-    """Settings of ``config`` that ``tp train`` has no flag for (stage parameters beyond the
-    seed document's six); ``run_commands.sh`` names them in a comment."""
-    return [f"{stage}.{key}" for stage, params in sorted(config.pipeline_params.items())
-            for key in sorted(dict(params)) if (stage, key) not in STAGE_FLAGS]
-
-
 def run_commands_script(plan: Plan, header: Sequence[str] = ()) -> str:
     lines = ["#!/usr/bin/env bash",
              f"# {plan.kind}: {plural(len(plan.runs), 'run')}; re-running a command "
@@ -112,10 +109,6 @@ def run_commands_script(plan: Plan, header: Sequence[str] = ()) -> str:
              "set -euo pipefail",
              'cd "$(dirname "$0")"', ""]
     for run in plan.runs:
-        missing = unexpressed_settings(run.config)
-        if missing:
-            lines.append(f"# not expressible as tp train flags (see manifest.json): "
-                         f"{', '.join(missing)}")
         lines.append(shlex.join(train_command(run.config, log_dir=run.key)))
     return "\n".join(lines) + "\n"
 
@@ -192,7 +185,16 @@ def now() -> str:
 def run_entry(run: PlannedRun) -> dict[str, Any]:
     return {"seed": run.seed, "log_dir": run.key, "lr": run.lr,
             "command": shlex.join(train_command(run.config, log_dir=run.key)),
-            "config": config_record(run.config)}
+            "config": config_record(run.config),
+            "plugins": run_plugins(run.config)}
+
+
+def run_plugins(config: TrainConfig) -> list[dict[str, Any]]:
+    """The plugin distributions that provide the components of ``config``'s run."""
+    from textpolicy.pipeline import load_pipeline
+
+    pipeline = load_pipeline(config.pipeline, **dict(config.pipeline_params)).describe()
+    return plugin_provenance(config, pipeline)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

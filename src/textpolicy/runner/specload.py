@@ -331,27 +331,24 @@ def _secret_tables(spec: Spec) -> Iterator[tuple[tuple[str | int, ...], Mapping[
 def _resolve(spec: Spec, raw: Mapping[str, Any], base_dir: Path | None
              ) -> Iterator[_Problem]:
     """Check names and plugin parameters against the registry."""
-    from textpolicy.plugins import get_registry, structure_params
+    from textpolicy.plugins import get_registry
 
     registry = get_registry()
     engines = registry.engines
     if spec.engine.name not in engines:
         path: tuple[str | int, ...] = (
             ("engine",) if isinstance(raw.get("engine"), str) else ("engine", "name"))
-        yield _unknown(path, "engine", spec.engine.name, engines.names())
+        yield _unknown(path, "engine", spec.engine.name, engines.names(), engines.failed)
     else:
         factory = engines.get(spec.engine.name).factory
         yield from _check_kwargs(factory, spec.engine.options, ("engine", "options"))
     tasks = registry.tasks
     if spec.task.name not in tasks:
         path = ("task",) if isinstance(raw.get("task"), str) else ("task", "name")
-        yield _unknown(path, "task", spec.task.name, tasks.names())
+        yield _unknown(path, "task", spec.task.name, tasks.names(), tasks.failed)
     else:
-        task_record = tasks.get(spec.task.name)
-        try:
-            structure_params(task_record.params, spec.task.params, where="x")
-        except ConfigError as exc:
-            yield _param_problem(("task", "params"), exc)
+        yield from _param_problems(tasks.get(spec.task.name).params, spec.task.params,
+                                   ("task", "params"))
     if spec.model and _looks_like_path(spec.model) and spec.engine.name == "local":
         model_path = Path(spec.model)
         if not model_path.is_absolute() and base_dir is not None and not model_path.exists():
@@ -360,21 +357,30 @@ def _resolve(spec: Spec, raw: Mapping[str, Any], base_dir: Path | None
             yield _Problem(("model",), "file or directory not found; allowed: a registered "
                            "model name or an existing checkpoint directory")
     stage_names = set(registry.stages.names())
+    bad_shared: set[str] = set()  # stage_params tables already reported
     for stage, params in spec.stage_params.items():
-        yield from _check_stage_params(registry, stage, params, ("stage_params", stage),
-                                       stage_names)
+        for problem in _check_stage_params(registry, stage, params, ("stage_params", stage),
+                                           stage_names):
+            bad_shared.add(stage)
+            yield problem
     for i, arm in enumerate(spec.arms):
         stages = yield from _check_pipeline(arm.pipeline, ("arms", i, "pipeline"))
         if stages is None:
             continue
+        reported = bool(bad_shared & {*stages, "planning"})
         for stage, params in arm.params.items():
             if stage != "planning" and stage not in stages:
+                reported = True
                 yield _Problem(("arms", i, "params", stage), f"{stage!r} is not a stage of "
                                f"pipeline {arm.pipeline!r}; allowed: "
                                + ", ".join([*sorted(stages), "planning"]), show_value=False)
                 continue
-            yield from _check_stage_params(registry, stage, params, ("arms", i, "params", stage),
-                                           stage_names)
+            for problem in _check_stage_params(registry, stage, params,
+                                               ("arms", i, "params", stage), stage_names):
+                reported = True
+                yield problem
+        if reported:  # the pipeline would only repeat a problem already reported
+            continue
         merged = merged_stage_params(spec, arm, stages)
         try:
             load_pipeline_with(arm.pipeline, merged)
@@ -388,9 +394,13 @@ def _looks_like_path(model: str) -> bool:
 
 
 def _unknown(path: tuple[str | int, ...], human: str, name: str,
-             known: Sequence[str]) -> _Problem:
+             known: Sequence[str], failed: Sequence[str] = ()) -> _Problem:
+    """An unknown name; ``failed`` ("plugin: error" of plugins that failed to load, whose
+    components are missing) is named too."""
+    broken = (f"; plugins that failed to load: {'; '.join(failed)} (see tp plugins)"
+              if failed else "")
     return _Problem(path, f"unknown {human}{did_you_mean(name, known)}; allowed: "
-                    + ", ".join(known))
+                    + ", ".join(known) + broken)
 
 
 def _param_problem(path: tuple[str | int, ...], exc: ConfigError) -> _Problem:
@@ -425,22 +435,38 @@ def _check_kwargs(factory: Callable[..., Any], options: Mapping[str, Any],
 
 def _check_stage_params(registry: Any, stage: str, params: Mapping[str, Any],
                         path: tuple[str | int, ...], stage_names: set[str]) -> Iterator[_Problem]:
-    from textpolicy.plugins import structure_params
-
     if stage == "planning":
         detector = params.get("detector")
         known = registry.planning_detectors.names()
         if detector is not None and detector not in registry.planning_detectors:
-            yield _unknown((*path, "detector"), "planning detector", str(detector), known)
+            yield _unknown((*path, "detector"), "planning detector", str(detector), known,
+                           registry.planning_detectors.failed)
         return
     if stage not in stage_names:
         yield _Problem(path, f"unknown stage{did_you_mean(stage, stage_names)}; allowed: "
                        + ", ".join([*sorted(stage_names), "planning"]), show_value=False)
         return
-    try:
-        structure_params(registry.stages.get(stage).params, params, where="x")
-    except ConfigError as exc:
-        yield _param_problem(path, exc)
+    yield from _param_problems(registry.stages.get(stage).params, params, path)
+
+
+def _param_problems(params_cls: type, params: Mapping[str, Any],
+                    path: tuple[str | int, ...]) -> Iterator[_Problem]:
+    """Every bad key of a plugin's parameter table: each key is checked alone (a second bad
+    key is reported too), then, when all pass, the table as a whole (rules between keys)."""
+    from textpolicy.plugins import structure_params
+
+    bad = False
+    for key, value in params.items():
+        try:
+            structure_params(params_cls, {key: value}, where="x")
+        except ConfigError as exc:
+            bad = True
+            yield _param_problem(path, exc)
+    if not bad:
+        try:
+            structure_params(params_cls, params, where="x")
+        except ConfigError as exc:
+            yield _param_problem(path, exc)
 
 
 def _check_pipeline(name: str, path: tuple[str | int, ...]

@@ -1,7 +1,8 @@
 """``config.json``: the resolved configuration of a run, versions, and what identifies its data.
 
-Never holds an API key: engine options whose name looks like a credential (``*key*``,
-``*token*``, ``*secret*``, ``*password*``, ``*credential*``) are written as ``"<redacted>"``,
+Never holds an API key: options whose name has a credential word (``key``, ``token``,
+``secret``, ``password``, ``credential``, ``auth``, ...; ``api_key``, ``hfToken``) are written
+as ``"<redacted>"`` — counts such as ``max_tokens`` are kept,
 and no environment variable is read into it. On resume the stored ``config`` must equal the
 new one except for the keys in ``RESUMABLE_KEYS``.
 """
@@ -21,7 +22,17 @@ from textpolicy.training.config import TrainConfig
 from textpolicy.training.seeds import describe_seeds
 
 REDACTED = "<redacted>"
-_SECRET = re.compile(r"key|token|secret|password|passwd|credential|auth", re.IGNORECASE)
+#: words of an option name that mark a credential (``api_key``, ``hf_token``, ``apiKey``,
+#: ``client_secret``); counts such as ``max_tokens`` or ``tokenizer`` are not credentials.
+_SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "passwd",
+                           "passphrase", "credential", "credentials", "auth", "authorization",
+                           "bearer", "cookie"})
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an option name looks like a credential (one of its words is one)."""
+    return any(w.lower() in _SECRET_WORDS for w in _WORD.findall(str(name)))
 
 #: config keys that may differ when a run is resumed: where the run lives and how far it goes.
 RESUMABLE_KEYS: frozenset[str] = frozenset({"log_dir", "max_steps"})
@@ -33,7 +44,7 @@ def redact(value: Any) -> Any:
     """Copy of ``value`` with credential-like keys (at any depth, in mappings and lists)
     replaced by a marker. Everything written to config.json and manifest.json passes here."""
     if isinstance(value, Mapping):
-        return {k: REDACTED if _SECRET.search(str(k)) else redact(v) for k, v in value.items()}
+        return {k: REDACTED if is_secret_name(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     return value
@@ -66,6 +77,30 @@ def versions() -> dict[str, str | None]:
     }
 
 
+def components_used(config: TrainConfig, pipeline: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Kind → names of the registered components a run uses (its pipeline as ``describe()``
+    gives it: stages, planning detector, scheduler; its task and engine)."""
+    used: dict[str, list[str]] = {
+        "pipelines": [config.pipeline],
+        "stages": [str(s["name"]) for s in pipeline.get("stages") or ()],
+        "tasks": [config.task],
+        "engines": [config.engine],
+    }
+    if pipeline.get("planning"):
+        used["planning_detectors"] = [str(pipeline["planning"]["detector"])]
+    if pipeline.get("scheduler"):
+        used["schedulers"] = [str(pipeline["scheduler"]["name"])]
+    return used
+
+
+def plugin_provenance(config: TrainConfig, pipeline: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The plugin distributions (name, version, entry point) that provided the run's
+    components (see ``Registry.provenance``)."""
+    from textpolicy.plugins import get_registry
+
+    return get_registry().provenance(components_used(config, pipeline))
+
+
 def build_record(
     config: TrainConfig,
     *,
@@ -84,6 +119,7 @@ def build_record(
         "pipeline": dict(pipeline),
         "task": dict(task),
         "engine": redact(engine),
+        "plugins": plugin_provenance(config, pipeline),
         "randomness": describe_seeds(config.seed),
         "versions": versions(),
         "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
