@@ -307,8 +307,8 @@ def test_manifest_keeps_max_tokens_and_records_plugins(tmp_path: Path) -> None:
 # ---- pipelines where a stage cannot act; names ------------------------------------------------
 
 @pytest.mark.parametrize(("name", "hint"), [
-    ("maxrl>gtpo>sepa", "; put it before 'gtpo': 'maxrl>sepa>gtpo'"),
-    ("grpo>gtpo>sepa>hicra", "; put it before 'gtpo': 'grpo>sepa>gtpo>hicra'"),
+    ("maxrl>gtpo>sepa", "; put it before 'gtpo': 'maxrl,sepa,gtpo'"),
+    ("grpo,gtpo,sepa,hicra", "; put it before 'gtpo': 'grpo,sepa,gtpo,hicra'"),
     ("maxrl>sepa", ""),
 ])
 def test_a_stage_that_cannot_act_is_rejected(name: str, hint: str) -> None:
@@ -317,8 +317,9 @@ def test_a_stage_that_cannot_act_is_rejected(name: str, hint: str) -> None:
 
     with pytest.raises(ConfigError) as info:
         load_pipeline(name)
+    shown = name.replace(">", ",")  # a composition is named in its comma form
     assert str(info.value) == (
-        f"pipeline {name!r}: stage 'sepa' changes only the token signal and no later stage "
+        f"pipeline {shown!r}: stage 'sepa' changes only the token signal and no later stage "
         f"reads it, so it would do nothing{hint}")
     load_pipeline("maxrl>sepa>gtpo")  # the order in which SEPA acts
 

@@ -603,7 +603,7 @@ def _check_every_stage_acts(resolved: str, bound: list[_BoundStage]) -> None:
         if readers:
             order.remove(b.name)
             order.insert(order.index(readers[0]), b.name)
-            hint = f"; put it before {readers[0]!r}: {'>'.join(order)!r}"
+            hint = f"; put it before {readers[0]!r}: {','.join(order)!r}"
         raise ConfigError(
             f"pipeline {resolved!r}: stage {b.name!r} changes only the token signal and no "
             f"later stage reads it, so it would do nothing{hint}")
