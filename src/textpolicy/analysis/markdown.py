@@ -10,6 +10,7 @@ VERDICT = {
     "significant_improvement": "Significant improvement",
     "not_significant": "Not significant",
     "significant_regression": "Significant regression",
+    "insufficient_seeds": "Insufficient seeds (no recommendation)",
 }
 
 THESE_RUNS = (" — for these runs only: the primary test is prompt-level (an arm has one run), "

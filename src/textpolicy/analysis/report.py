@@ -19,11 +19,32 @@ import attrs
 import numpy as np
 
 from textpolicy.analysis import design, methods, power
-from textpolicy.analysis.records import AnalysisInput, AnalysisWarning, TestResult, _jsonable
+from textpolicy.analysis.records import (
+    MIN_SEED_PAIRS,
+    AnalysisInput,
+    AnalysisWarning,
+    TestResult,
+    _jsonable,
+)
 from textpolicy.analysis.rundata import RunData, load_runs
 from textpolicy.errors import AnalysisError, ConfigError
 
 PathLike = str | os.PathLike[str]
+ESTIMANDS: dict[str, str] = {
+    "seeds_prompts": (
+        "Δ = expected held-out pass@1 of the candidate minus the baseline at the planned "
+        "endpoint, averaged over training seeds and over the population of eval prompts the "
+        "test set samples."),
+    "paired_seeds": (
+        "Δ = expected endpoint accuracy of the candidate minus the baseline, averaged over "
+        "training seeds, on this eval set (its prompts or training steps held fixed)."),
+    "welch_runs": (
+        "Δ = expected endpoint accuracy of the candidate minus the baseline, averaged over "
+        "training runs (unpaired), on this eval set."),
+    "prompt_paired": (
+        "Δ = endpoint accuracy of these two runs' difference over the eval prompts: "
+        "conditional on these runs, not a claim over training seeds."),
+}
 GENERATION_LEVEL_NOTE = (
     "Generation-level tests (fisher, bootstrap, permutation) pool every training generation as "
     "if independent; under run-to-run variance their false-positive rate is far above alpha. "
@@ -47,6 +68,15 @@ class Comparison:
     effect_sizes: dict[str, Any]
     secondary: tuple[dict[str, Any], ...]
     power: dict[str, Any]
+    reason: str | None = None  # why the recommendation is insufficient_seeds
+
+    @property
+    def estimand(self) -> str:
+        """The primary test's estimand in one sentence."""
+        return ESTIMANDS[self.primary.name]
+
+    def test(self, name: str) -> TestResult | None:
+        return next((t for t in self.tests if t.name == name), None)
 
     @property
     def scope(self) -> str:
@@ -55,20 +85,27 @@ class Comparison:
         return "these_runs" if self.primary.name == "prompt_paired" else "seeds"
 
     def primary_dict(self, endpoint: str) -> dict[str, Any]:
+        flip = self.primary if self.primary.name == "paired_seeds" else self.test(
+            "paired_seeds")
         return {
-            "scope": self.scope,
+            "scope": self.scope, "estimand": self.estimand,
             "test": self.primary.name, "endpoint": endpoint, "delta": self.primary.delta,
             "ci_low": self.primary.ci_low, "ci_high": self.primary.ci_high,
             "p_value": self.p_adjusted, "n_pairs": self.data.n_pairs,
             "unit": self.primary.unit, "p_value_unadjusted": self.p_raw,
             "ci_level": self.ci_level, "multiplicity": "holm",
-            "sign_flip_p": self.primary.extra.get("sign_flip_p"), "notes": self.primary.notes,
+            "p_value_holm_adjusted": True, "min_seed_pairs": MIN_SEED_PAIRS,
+            "sign_flip_p": flip.extra.get("sign_flip_p") if flip is not None else None,
+            "sign_flip_can_reach_alpha": (flip.extra.get("sign_flip_can_reach_alpha")
+                                          if flip is not None else None),
+            "notes": self.primary.notes,
         }
 
     def to_dict(self, endpoint: str) -> dict[str, Any]:
         return {
             "baseline": self.baseline, "candidate": self.candidate, "pairing": self.pairing,
-            "recommendation": self.recommendation, "primary": self.primary_dict(endpoint),
+            "recommendation": self.recommendation, "recommendation_reason": self.reason,
+            "primary": self.primary_dict(endpoint),
             "tests": [t.to_dict() for t in self.tests], "effect_sizes": self.effect_sizes,
             "secondary_endpoints": list(self.secondary), "power": self.power,
         }
@@ -110,7 +147,9 @@ class SignificanceReport:
         return _jsonable({
             "alpha": self.alpha,
             "recommendation": head.recommendation,
+            "recommendation_reason": head.reason,
             "recommendation_scope": head.scope,
+            "estimand": head.estimand,
             "baseline": self.baseline,
             "candidate": head.candidate,
             "primary": head.primary_dict(self.endpoint.label),
@@ -215,10 +254,25 @@ def evaluate_sepa_significance(
 def _primary_name(data: AnalysisInput) -> str:
     nb, nc = len(data.base_values), len(data.cand_values)
     if data.paired and data.n_pairs >= 2:
-        return "paired_seeds"
+        return "seeds_prompts" if data.unit_kind == "prompt" else "paired_seeds"
     if not data.paired and nb >= 2 and nc >= 2:
         return "welch_runs"
     return "prompt_paired"
+
+
+def _insufficient(data: AnalysisInput) -> str | None:
+    """Why no recommendation can be given (too few seed pairs / runs per arm), else None."""
+    if data.paired:
+        n, what = data.n_pairs, "seed pair"
+    else:
+        n, what = min(len(data.base_values), len(data.cand_values)), "run per arm"
+    if n >= MIN_SEED_PAIRS:
+        return None
+    have = f"{n} {what}" + ("s" if n != 1 and what == "seed pair" else "")
+    need = f"{MIN_SEED_PAIRS} seed pairs" if data.paired else f"{MIN_SEED_PAIRS} runs per arm"
+    return (f"{have}: the primary test needs at least {need} before a difference can be "
+            "called significant (its p value and CI below are descriptive); size the campaign "
+            "with tp power")
 
 
 def _run_tests(data: AnalysisInput, only: Sequence[str] | None) -> dict[str, TestResult]:
@@ -287,10 +341,13 @@ def _compare(items: list[tuple[str, design.Pairing, AnalysisInput]],
         rec = "not_significant"
         if p_adj is not None and p_adj < alpha and primary.delta:
             rec = "significant_improvement" if primary.delta > 0 else "significant_regression"
+        reason = _insufficient(data)
+        if reason is not None:
+            rec = "insufficient_seeds"
         out.append(Comparison(
             baseline=data.baseline, candidate=name, pairing=pairing.how, data=data,
             primary=primary, p_raw=raw[i], p_adjusted=p_adj, ci_level=1 - level_alpha,
-            recommendation=rec, tests=tuple(res.values()),
+            recommendation=rec, reason=reason, tests=tuple(res.values()),
             effect_sizes=_effect_sizes(data, pairing, values, endpoint, alpha),
             secondary=tuple(_secondary(pairing, values, endpoint, alpha)),
             power=_power(data, endpoint, alpha=alpha, mde=mde)))
