@@ -97,8 +97,9 @@ def seeds_prompts(data: AnalysisInput, params: NoParams) -> TestResult:
     head = (f"two-way random-effects t over {s} seed pairs x {m} eval prompts (method of "
             "moments; generalises over training seeds and the eval-prompt population)")
     if math.isnan(res.p_value):
-        notes = (f"{head}: every pair has the same mean difference and no arm x prompt "
-                 "variance, so t is undefined — no p value or CI (not a significant result)")
+        notes = (f"{head}: every pair differs by the same {res.estimate:.4g} pp (SD 0), so "
+                 "seed-to-seed variance cannot be estimated and t is undefined — no p value "
+                 "or CI (not a significant result)")
     else:
         term = ("arm x prompt variance estimated <= 0, truncated at 0: the SE equals the "
                 "paired t's" if res.prompt_component_truncated else

@@ -37,19 +37,35 @@ def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
     lines = [
         f"## {c.candidate} vs {c.baseline}: **{VERDICT[c.recommendation]}** "
         f"(`{c.recommendation}`)" + (THESE_RUNS if c.scope == "these_runs" else ""), "",
+        f"- Estimand: {c.estimand}",
         f"- Primary test: `{pr.name}` on {ep.description}.",
         f"- Effect: **{_f(pr.delta)} pp**, "
         + (f"{100 * c.ci_level:.4g}% CI [{_f(pr.ci_low)}, {_f(pr.ci_high)}] pp"
            if pr.ci_low is not None and pr.ci_high is not None else "no CI")
         + f"; p = {_p(c.p_adjusted)}"
         + (f" (Holm-adjusted over {len(report.comparisons)} candidates; unadjusted "
-           f"{_p(c.p_raw)})" if len(report.comparisons) > 1 else "")
+           f"{_p(c.p_raw)}; the CI is at the level Holm's step-down tests this contrast)"
+           if len(report.comparisons) > 1 else " (one candidate: no multiplicity adjustment)")
         + f"; pairs: {c.data.n_pairs} (paired by {c.pairing}).",
-        f"- {pr.notes}", "",
-        "| test | level | delta | CI | p | notes |", "|---|---|---|---|---|---|",
+        f"- {pr.notes}",
     ]
+    if c.reason:
+        lines.append(f"- No recommendation: {c.reason}.")
+    flip = c.primary_dict(ep.label)
+    if flip.get("sign_flip_can_reach_alpha") is False:
+        lines.append(f"- With {c.data.n_pairs} seed pairs the exact sign-flip test cannot reach "
+                     f"α = {report.alpha:g} (its smallest two-sided p is "
+                     f"2/2^{c.data.n_pairs} = {2 / 2 ** c.data.n_pairs:.3g}).")
+    lines += ["", "All tests below: p unadjusted (each test on its own), CI at "
+              f"{100 * (1 - report.alpha):g}% unless marked; the headline above is the "
+              "primary test" + (" with Holm's adjustment." if len(report.comparisons) > 1
+                                else "."), "",
+              "| test | level | delta | CI | p (unadjusted) | notes |",
+              "|---|---|---|---|---|---|"]
     for t in c.tests:
         ci = f"[{_f(t.ci_low)}, {_f(t.ci_high)}]" if t.ci_low is not None else "–"
+        if t.name == pr.name and abs(c.ci_level - (1 - report.alpha)) > 1e-12:
+            ci = f"[{_f(pr.ci_low)}, {_f(pr.ci_high)}] ({100 * c.ci_level:.4g}%)"
         note = t.notes.replace("|", "/")
         lines.append(f"| `{t.name}` | {t.level} | {_f(t.delta)} {t.unit} | {ci} | "
                      f"{_p(t.p_value)} | {note} |")
@@ -62,6 +78,13 @@ def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
     if orr:
         lines[-1] += (f"; conditional odds ratio {_f(orr['estimate'])} "
                       f"[{_f(orr['ci_low'])}, {_f(orr['ci_high'])}] ({orr['source']})")
+        excludes = orr["ci_low"] is not None and (orr["ci_low"] > 1 or orr["ci_high"] < 1)
+        if excludes and not c.recommendation.startswith("significant_"):
+            lines[-1] += (". That odds-ratio CI excludes 1 while the verdict is "
+                          f"{VERDICT[c.recommendation].lower()}: it pools every sample as "
+                          "if independent and leaves out the seed-to-seed (and prompt) "
+                          "variance the primary test accounts for, so it is narrower and does "
+                          "not contradict the verdict")
     if c.secondary:
         lines += ["", "**Secondary endpoints** (exploratory, unadjusted):", "",
                   "| endpoint | baseline | candidate | delta (pp) | CI | p |",
@@ -116,6 +139,9 @@ def build_sepa_significance_markdown(report: SignificanceReport) -> str:
              + (THESE_RUNS if report.headline.scope == "these_runs" else "")
              + " (decided by the primary test alone; p and CI come from the same procedure).",
              ""]
+    if report.headline.reason:
+        lines += [f"No recommendation: {report.headline.reason}.", ""]
+    lines += [f"Estimand: {report.headline.estimand}", ""]
     if report.endpoint.kind == "training":
         lines += ["> No held-out eval was found: the endpoint is on-policy training "
                   "correctness. Treat the result as descriptive.", ""]

@@ -262,13 +262,11 @@ def _primary_name(data: AnalysisInput) -> str:
 
 def _insufficient(data: AnalysisInput) -> str | None:
     """Why no recommendation can be given (too few seed pairs / runs per arm), else None."""
-    if data.paired:
-        n, what = data.n_pairs, "seed pair"
-    else:
-        n, what = min(len(data.base_values), len(data.cand_values)), "run per arm"
+    n = data.n_pairs if data.paired else min(len(data.base_values), len(data.cand_values))
     if n >= MIN_SEED_PAIRS:
         return None
-    have = f"{n} {what}" + ("s" if n != 1 and what == "seed pair" else "")
+    have = f"{n} seed pair{'s' if n != 1 else ''}" if data.paired else (
+        f"{n} run{'s' if n != 1 else ''} per arm")
     need = f"{MIN_SEED_PAIRS} seed pairs" if data.paired else f"{MIN_SEED_PAIRS} runs per arm"
     return (f"{have}: the primary test needs at least {need} before a difference can be "
             "called significant (its p value and CI below are descriptive); size the campaign "
@@ -336,7 +334,9 @@ def _compare(items: list[tuple[str, design.Pairing, AnalysisInput]],
             record = get_registry().significance_tests.get(pname)
             params = structure_params(record.params, {}, where=pname)
             at_level = record.fn(attrs.evolve(data, alpha=level_alpha), params)
-            primary = attrs.evolve(primary, ci_low=at_level.ci_low, ci_high=at_level.ci_high)
+            # the notes name the CI level too, so the headline's level and its text agree
+            primary = attrs.evolve(primary, ci_low=at_level.ci_low, ci_high=at_level.ci_high,
+                                   notes=at_level.notes)
         p_adj = None if math.isnan(adjusted[i]) else adjusted[i]
         rec = "not_significant"
         if p_adj is not None and p_adj < alpha and primary.delta:

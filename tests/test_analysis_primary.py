@@ -1,0 +1,188 @@
+"""The primary test (seeds_prompts), its calibration for the seeds-and-prompts claim, and
+insufficient_seeds below the minimum number of seed pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+
+from textpolicy.analysis import analyze_campaign, build_sepa_significance_markdown
+from textpolicy.analysis.methods import seed_prompt_p, seed_prompt_t
+from textpolicy.analysis.records import MIN_SEED_PAIRS
+from textpolicy.analysis.synthetic import (
+    SyntheticDesign,
+    logit_effect_for,
+    simulate_campaigns,
+    simulate_eval_units,
+    write_campaign,
+)
+from textpolicy.cli import main
+
+SMALL = SyntheticDesign(steps=4, batch_size=2, group_size=2, eval_every=4, eval_prompts=30,
+                        eval_samples=4, completion_chars=20, generations=False)
+
+
+def test_mean_squares_equal_statsmodels_two_way_anova() -> None:
+    import pandas as pd
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.anova import anova_lm
+
+    rng = np.random.default_rng(4)
+    d = rng.normal(size=(5, 12)) + rng.normal(size=(5, 1)) + 0.8 * rng.normal(size=(1, 12))
+    res = seed_prompt_t(d, alpha=0.05)
+    s, m = d.shape
+    frame = pd.DataFrame({"y": d.ravel(), "seed": np.repeat(np.arange(s), m),
+                          "prompt": np.tile(np.arange(m), s)})
+    table = anova_lm(smf.ols("y ~ C(seed) + C(prompt)", data=frame).fit())
+    assert res.ms_seed == pytest.approx(table.loc["C(seed)", "mean_sq"], rel=1e-10)
+    assert res.ms_prompt == pytest.approx(table.loc["C(prompt)", "mean_sq"], rel=1e-10)
+    assert res.ms_resid == pytest.approx(table.loc["Residual", "mean_sq"], rel=1e-10)
+    assert not res.prompt_component_truncated
+    v = (res.ms_seed + res.ms_prompt - res.ms_resid) / (s * m)
+    assert res.se == pytest.approx(np.sqrt(v), rel=1e-12)
+    df = (v * s * m) ** 2 / (res.ms_seed ** 2 / (s - 1) + res.ms_prompt ** 2 / (m - 1)
+                             + res.ms_resid ** 2 / ((s - 1) * (m - 1)))
+    assert res.df == pytest.approx(df, rel=1e-12)
+    assert res.p_value == pytest.approx(2 * stats.t.sf(abs(d.mean()) / np.sqrt(v), df))
+    half = stats.t.ppf(0.975, df) * np.sqrt(v)
+    assert (res.ci_low, res.ci_high) == pytest.approx((d.mean() - half, d.mean() + half))
+
+
+def test_without_an_arm_by_prompt_term_it_is_the_paired_t() -> None:
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(6, 1)) + rng.normal(size=(6, 40))  # no prompt effect in the truth
+    res = seed_prompt_t(d, alpha=0.05)
+    if not res.prompt_component_truncated:  # remove the prompt means: MS_prompt = 0
+        d = d - (d.mean(axis=0) - d.mean())[None, :]
+        res = seed_prompt_t(d, alpha=0.05)
+    assert res.prompt_component_truncated and res.var_prompt == 0.0
+    ref = stats.ttest_1samp(d.mean(axis=1), 0.0)
+    ci = ref.confidence_interval(0.95)
+    assert res.df == 5 and res.p_value == pytest.approx(ref.pvalue, rel=1e-12)
+    assert (res.ci_low, res.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    same = seed_prompt_t(np.full((4, 10), 2.0), alpha=0.05)  # no variation: t undefined
+    assert np.isnan(same.p_value) and np.isnan(same.se)
+
+
+def _rates(seeds: int, tau: float, effect_pp: float, campaigns: int, rng: np.random.Generator
+           ) -> tuple[float, float]:
+    """Rejection rates at alpha 0.05 of (seeds_prompts, paired t) over simulated campaigns."""
+    design = SyntheticDesign(eval_prompts=50, eval_samples=4, sigma_arm_prompt=tau)
+    p0 = 1 / (1 + np.exp(-(design.base_logit + design.slope * design.steps)))
+    b, c = simulate_campaigns(effect=logit_effect_for(effect_pp, float(p0)), seeds=seeds,
+                              campaigns=campaigns, design=design, rng=rng)
+    diff = (c - b) * 100
+    prim = seed_prompt_p(diff)
+    paired = stats.ttest_1samp(diff.mean(axis=2), 0.0, axis=1).pvalue
+    return float(np.mean(prim < 0.05)), float(np.mean(paired < 0.05))
+
+
+@pytest.mark.parametrize("seeds", [4, 8])
+def test_primary_is_calibrated_for_the_seeds_and_prompts_claim(seeds: int) -> None:
+    # a true null over seeds and the prompt population, with and without an arm x prompt
+    # interaction (the arms differ prompt by prompt, not on average); the full grid
+    # S in {4, 8, 16, 32} is benchmarks/primary_calibration.py (docs/statistics.md)
+    rng = np.random.default_rng([11, seeds])
+    fpr, fpr_paired = _rates(seeds, 0.0, 0.0, 2000, rng)
+    fpr_int, fpr_paired_int = _rates(seeds, 0.6, 0.0, 2000, rng)
+    power, power_paired = _rates(seeds, 0.0, 8.0, 2000, rng)
+    print(f"S={seeds}: FPR {fpr:.3f} (paired t {fpr_paired:.3f}); with interaction "
+          f"{fpr_int:.3f} (paired t {fpr_paired_int:.3f}); power {power:.3f} "
+          f"(paired t {power_paired:.3f})")
+    assert 0.03 <= fpr <= 0.07 and 0.03 <= fpr_int <= 0.07
+    assert fpr_paired_int > 0.08  # the paired t treats the eval set as fixed
+    assert abs(power - power_paired) <= 0.03 and power > 0.25
+
+
+def test_primary_through_run_files_is_the_simulated_matrix(tmp_path: Path) -> None:
+    design = SyntheticDesign(steps=4, batch_size=2, group_size=2, eval_every=4,
+                             eval_prompts=25, eval_samples=4, generations=False,
+                             sigma_arm_prompt=0.6)
+    arms = {"baseline": 0.0, "candidate": 0.2}
+    root = write_campaign(tmp_path / "c", arms=arms, seeds=range(5), design=design,
+                          data_seed=3)
+    report = analyze_campaign(root, num_resamples=200, plots=False)
+    units = simulate_eval_units(arms=arms, seeds=range(5), design=design, data_seed=3)
+    order = np.argsort([f"math500/{m}" for m in range(25)])  # the analysis sorts prompt ids
+    expected = seed_prompt_t((units["candidate"] - units["baseline"])[:, order] * 100,
+                             alpha=0.05)
+    primary = report.to_dict()["primary"]
+    assert primary["test"] == "seeds_prompts" and primary["n_pairs"] == 5
+    assert primary["delta"] == pytest.approx(expected.estimate, abs=1e-12)
+    assert primary["p_value"] == pytest.approx(expected.p_value, rel=1e-12)
+    assert primary["ci_low"] == pytest.approx(expected.ci_low, rel=1e-12)
+    assert "population of eval prompts" in primary["estimand"]
+    paired = next(t for t in report.to_dict()["tests"] if t["name"] == "paired_seeds")
+    assert "on this eval set" in paired["notes"]
+    md = build_sepa_significance_markdown(report)
+    assert "population of eval prompts" in md and "seeds_prompts" in md
+
+
+def test_one_run_per_arm_is_insufficient_seeds(tmp_path: Path) -> None:
+    # an A/A campaign with one seed per arm (run SD about 3.5 pp) whose prompt-level p is
+    # 0.003: it used to read significant_* (19-73 % of such campaigns did)
+    root = write_campaign(tmp_path / "one", arms={"baseline": 0.0, "candidate": 0.0},
+                          seeds=[0], design=SyntheticDesign(sigma_seed=0.15, sigma_run=0.15),
+                          data_seed=10)
+    report = analyze_campaign(root, num_resamples=300, plots=False)
+    data = json.loads((root / "analysis" / "significance.json").read_text())
+    assert report.recommendation == data["recommendation"] == "insufficient_seeds"
+    assert data["primary"]["p_value"] < 0.05  # the prompt-level p that used to decide
+    assert f"at least {MIN_SEED_PAIRS} seed pairs" in data["recommendation_reason"]
+    assert data["recommendation_reason"].startswith("1 seed pair:")
+    md = (root / "analysis" / "significance.md").read_text()
+    assert "`insufficient_seeds`" in md and data["recommendation_reason"] in md
+    assert "Significant" not in md.split("## Warnings")[0].replace("not significant", "")
+
+
+@pytest.mark.parametrize(("seeds", "expected"), [(3, "insufficient_seeds"),
+                                                  (4, "significant_improvement")])
+def test_minimum_seed_pairs_boundary(tmp_path: Path, seeds: int, expected: str) -> None:
+    root = write_campaign(tmp_path / "c", arms={"baseline": 0.0, "candidate": 1.5},
+                          seeds=range(seeds), design=SMALL)
+    report = analyze_campaign(root, num_resamples=200, plots=False)
+    assert report.recommendation == expected
+    assert report.primary["p_value"] < 0.05  # a strong effect either way
+    assert (report.to_dict()["recommendation_reason"] is None) == (seeds >= MIN_SEED_PAIRS)
+
+
+def test_unpaired_runs_need_the_minimum_per_arm(tmp_path: Path) -> None:
+    root = write_campaign(tmp_path / "u", arms={"baseline": 0.0, "candidate": 1.5},
+                          seeds=range(3), design=SMALL)
+    report = analyze_campaign(root, num_resamples=200, plots=False, paired=False)
+    assert report.primary["test"] == "welch_runs"
+    assert report.recommendation == "insufficient_seeds"
+    assert (report.headline.reason or "").startswith("3 runs per arm:")
+    assert f"at least {MIN_SEED_PAIRS} runs per arm" in (report.headline.reason or "")
+
+
+def test_tp_campaign_warns_at_plan_time_about_one_seed(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(main, ["campaign", "--campaign-root", str(tmp_path / "c1"),
+                               "--task", "arithmetic", "--engine", "local"])
+    assert res.exit_code == 0, res.output
+    assert (f"1 seed per arm; the analysis needs at least {MIN_SEED_PAIRS} paired seeds"
+            in res.output)
+    assert "insufficient_seeds" in res.output
+    res = runner.invoke(main, ["campaign", "--campaign-root", str(tmp_path / "c4"),
+                               "--task", "arithmetic", "--engine", "local", "--seeds", "0-3"])
+    assert res.exit_code == 0, res.output
+    assert "insufficient_seeds" not in res.output
+
+
+def test_tp_run_warns_at_plan_time_about_one_seed(tmp_path: Path) -> None:
+    spec = tmp_path / "camp.toml"
+    spec.write_text(
+        'kind = "campaign"\nname = "one"\nseeds = [0]\n'
+        f'output = "{tmp_path / "out"}"\n'
+        '[task]\nname = "arithmetic"\n[engine]\nname = "local"\n'
+        '[[arms]]\nname = "baseline"\npipeline = "grpo"\n'
+        '[[arms]]\nname = "candidate"\npipeline = "full"\n', encoding="utf-8")
+    res = CliRunner().invoke(main, ["run", str(spec), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "1 seed per arm" in res.output and "insufficient_seeds" in res.output
