@@ -145,8 +145,9 @@ def seed_prompt_t(diff: np.ndarray, *, alpha: float) -> SeedPromptT:
     prompt term (MS_prompt − MS_resid)/(S·M); that term is a variance-component estimate and is
     truncated at 0 when negative (the data show no arm × prompt interaction), so V > 0 whenever
     the pairs differ and the test then *is* the paired t (df S − 1). Identical pair means
-    (MS_seed = 0) leave the seed variance unestimable: t, p and CI are then undefined (NaN). Degrees of freedom by
-    Satterthwaite for the linear combination of mean squares actually used. The t reference
+    (MS_seed = 0) leave the seed variance unestimable: t, p and CI are then undefined (NaN).
+    Degrees of freedom by Satterthwaite for the linear combination of mean squares actually
+    used. The t reference
     gives p and the 1 − alpha CI (one procedure).
 
     Written by hand: scipy has no crossed random-effects ANOVA and statsmodels' MixedLM fits
