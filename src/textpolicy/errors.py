@@ -41,3 +41,9 @@ class TaskError(TextPolicyError):
 
 class AnalysisError(TextPolicyError):
     """Run directories cannot be analysed as requested."""
+
+
+class IncompleteRunsError(AnalysisError):
+    """Some runs cannot be measured at the planned endpoint (one line per run). Exit code 3."""
+
+    exit_code = 3

@@ -130,12 +130,45 @@ def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
     return lines
 
 
+def _provenance_md(report: SignificanceReport) -> list[str]:
+    """What was run, so the report stands alone: per arm LR, steps, model, task, pipeline
+    and its parameters; the commit of the code."""
+    prov = report.provenance
+    if not prov:
+        return []
+    lines = ["## What was run", "",
+             "| arm | pipeline | LR | steps | model | task | pipeline parameters |",
+             "|---|---|---|---|---|---|---|"]
+    for name, a in prov.get("arms", {}).items():
+        params = a.get("pipeline_params")
+        lines.append(f"| {name} | {_f(a.get('pipeline'))} | {_f(a.get('lr'))} | "
+                     f"{_f(a.get('max_steps'))} | {_f(a.get('model'))} | {_f(a.get('task'))} | "
+                     f"{'`' + str(params) + '`' if params else 'defaults'} |")
+    git = prov.get("git")
+    commit = (f"`{git['commit']}`" + (" (uncommitted changes)" if git.get("dirty") else "")
+              if isinstance(git, dict) and git.get("commit") else "not recorded")
+    version = (prov.get("versions") or {}).get("textpolicy")
+    lines += ["", f"Code: textpolicy {version or '(version not recorded)'}, commit {commit}.",
+              ""]
+    return lines
+
+
 def build_sepa_significance_markdown(report: SignificanceReport) -> str:
     """The significance report as Markdown (significance.md)."""
-    lines = ["# Significance report", "",
+    lines = []
+    if report.partial and report.dropped:
+        lines += [f"**PARTIAL ANALYSIS — dropped {len(report.dropped)} run"
+                  f"{'s' if len(report.dropped) != 1 else ''} that cannot be measured at the "
+                  "planned endpoint: " + "; ".join(report.dropped)
+                  + ". The recommendation below is partial.**", ""]
+    elif report.partial:
+        lines += ["Partial analysis requested (--partial); every run reached the planned "
+                  "endpoint, nothing was dropped.", ""]
+    lines += ["# Significance report", "",
              f"Baseline arm: `{report.baseline}`. Endpoint: {report.endpoint.description}. "
              f"α = {report.alpha:g}, {report.num_resamples} resamples, seed {report.seed}.", "",
-             f"**Recommendation: `{report.recommendation}`**"
+             f"**Recommendation{' (PARTIAL)' if report.partial and report.dropped else ''}"
+             f": `{report.recommendation}`**"
              + (THESE_RUNS if report.headline.scope == "these_runs" else "")
              + " (decided by the primary test alone; p and CI come from the same procedure).",
              ""]
@@ -143,8 +176,8 @@ def build_sepa_significance_markdown(report: SignificanceReport) -> str:
         lines += [f"No recommendation: {report.headline.reason}.", ""]
     lines += [f"Estimand: {report.headline.estimand}", ""]
     if report.endpoint.kind == "training":
-        lines += ["> No held-out eval was found: the endpoint is on-policy training "
-                  "correctness. Treat the result as descriptive.", ""]
+        lines += ["> The endpoint is on-policy training correctness (no held-out eval in "
+                  "the plan). Treat the result as descriptive.", ""]
     for c in report.comparisons:
         if c.data.n_pairs == 1 or (len(c.data.base_values) == 1 and
                                    len(c.data.cand_values) == 1):
@@ -160,6 +193,7 @@ def build_sepa_significance_markdown(report: SignificanceReport) -> str:
     for c in report.comparisons:
         lines += _comparison_md(c, report)
         lines.append("")
+    lines += _provenance_md(report)
     lines += [f"_{GENERATION_LEVEL_NOTE}_", ""]
     if report.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in report.warnings] + [""]

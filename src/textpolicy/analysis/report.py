@@ -9,6 +9,7 @@ recommendation is significant.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -125,6 +126,9 @@ class SignificanceReport:
     warnings: tuple[str, ...]
     runs: Mapping[str, tuple[RunData, ...]]
     values: Mapping[RunData, design.RunValues]
+    partial: bool = False
+    dropped: tuple[str, ...] = ()  # "<run>: what is missing" for each run left out
+    provenance: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def headline(self) -> Comparison:
@@ -147,6 +151,8 @@ class SignificanceReport:
         return _jsonable({
             "alpha": self.alpha,
             "recommendation": head.recommendation,
+            "recommendation_partial": self.partial,
+            "dropped_runs": list(self.dropped),
             "recommendation_reason": head.reason,
             "recommendation_scope": head.scope,
             "estimand": head.estimand,
@@ -170,6 +176,7 @@ class SignificanceReport:
             "num_resamples": self.num_resamples,
             "seed": self.seed,
             "warnings": list(self.warnings),
+            "provenance": self.provenance,
             "notes": [GENERATION_LEVEL_NOTE],
         })
 
@@ -190,7 +197,8 @@ def evaluate_significance(
     baseline_run_dirs: Sequence[PathLike] | None = None,
     candidate_run_dirs: Sequence[PathLike] | None = None,
     alpha: float = 0.05, num_resamples: int = 20000, seed: int = 0, mde: float | None = None,
-    paired: bool | None = None, tests: Sequence[str] | None = None,
+    paired: bool | None = None, tests: Sequence[str] | None = None, partial: bool = False,
+    resume: Mapping[str, str] | None = None, manifest: Mapping[str, Any] | None = None,
 ) -> SignificanceReport:
     """Analyse arms of run directories against ``baseline``.
 
@@ -198,6 +206,10 @@ def evaluate_significance(
     are candidates) or ``baseline_run_dirs`` + ``candidate_run_dirs``. ``mde`` is a minimum
     detectable effect in percentage points for the power section. ``paired=False`` analyses
     runs as unpaired (Welch's t primary). ``tests`` restricts the registered tests run.
+    The endpoint is the plan's (``design.planned_endpoint``): runs that cannot be measured
+    there raise ``IncompleteRunsError`` unless ``partial`` (then they are dropped, with their
+    seed partners, and the report says so). ``resume`` maps resolved run paths to the command
+    that resumes them (for that error); ``manifest`` supplies commit and versions.
     """
     _check_settings(alpha, num_resamples, seed, mde)
     if arms is None:
@@ -215,7 +227,21 @@ def evaluate_significance(
         warnings.simplefilter("always")
         runs = {name: tuple(load_runs(dirs, what=f"arm {name!r}")) for name, dirs in arms.items()}
         all_runs = [r for rs in runs.values() for r in rs]
-        endpoint = design.choose_endpoint(all_runs)
+        for r in all_runs:  # read every run file here, so its warnings reach the report
+            _ = r.metrics, r.step_counts
+        hints = {r: resume[str(r.path.resolve())] for r in all_runs
+                 if resume and str(r.path.resolve()) in resume}
+        choice = design.planned_endpoint(all_runs, partial=partial, resume=hints)
+        endpoint = choice.endpoint
+        for note in choice.notes:
+            warnings.warn(note, AnalysisWarning, stacklevel=2)
+        dropped = _drop(runs, choice.dropped, paired=paired is not False)
+        runs = {name: tuple(r for r in rs if r not in dropped) for name, rs in runs.items()}
+        for name, rs in runs.items():
+            if not rs:
+                raise AnalysisError(f"--partial: arm {name!r} has no run that can be measured "
+                                    "at the planned endpoint")
+        all_runs = [r for rs in runs.values() for r in rs]
         values = {r: design.run_values(r, endpoint) for r in all_runs}
         comparisons_in: list[tuple[str, design.Pairing, AnalysisInput]] = []
         for name in arms:
@@ -238,7 +264,57 @@ def evaluate_significance(
     return SignificanceReport(alpha=alpha, num_resamples=num_resamples, seed=seed,
                               baseline=baseline, endpoint=endpoint,
                               comparisons=tuple(comparisons), arms=arm_rows,
-                              warnings=messages, runs=runs, values=values)
+                              warnings=messages, runs=runs, values=values,
+                              partial=partial, dropped=tuple(dropped.values()),
+                              provenance=_provenance(runs, manifest or {}))
+
+
+def _drop(runs: Mapping[str, Sequence[RunData]], bad: Sequence[tuple[RunData, str]], *,
+          paired: bool) -> dict[RunData, str]:
+    """Runs ``--partial`` leaves out: the incomplete ones and, when runs are paired by seed,
+    every other arm's run of the same seed (a pair is kept whole or not at all)."""
+    out = {r: f"{r.path}: {why}" for r, why in bad}
+    seeds = {r.seed for r, _ in bad if r.seed is not None}
+    if paired and seeds:
+        for rs in runs.values():
+            for r in rs:
+                if r not in out and r.seed in seeds:
+                    out[r] = f"{r.path}: its seed-{r.seed} partner cannot be measured"
+    return out
+
+
+def _provenance(runs: Mapping[str, Sequence[RunData]], manifest: Mapping[str, Any]
+                ) -> dict[str, Any]:
+    """What the report needs to stand alone: per arm LRs, steps, model, task, pipeline and
+    its parameters (from each run's config.json); the commit and versions (manifest)."""
+    arms: dict[str, Any] = {}
+    for name, rs in runs.items():
+        def values(get: Any) -> list[Any]:
+            return list(dict.fromkeys(json.dumps(get(r), sort_keys=True, default=str)
+                                      for r in rs))
+
+        def cfg(r: RunData) -> Mapping[str, Any]:
+            c = r.config.get("config")
+            return c if isinstance(c, Mapping) else {}
+
+        def task(r: RunData) -> Any:
+            t = r.config.get("task")
+            return (t.get("name") if isinstance(t, Mapping) else None) or cfg(r).get("task")
+
+        row = {"lr": values(lambda r: cfg(r).get("lr")),
+               "max_steps": values(lambda r: cfg(r).get("max_steps")),
+               "model": values(lambda r: r.config.get("model") or cfg(r).get("model")),
+               "task": values(task),
+               "pipeline": values(lambda r: r.pipeline),
+               "pipeline_params": values(lambda r: cfg(r).get("pipeline_params") or {})}
+        arms[name] = {k: [json.loads(x) for x in v] for k, v in row.items()}
+        for k, v in list(arms[name].items()):
+            arms[name][k] = v[0] if len(v) == 1 else v
+    versions = next((r.config.get("versions") for rs in runs.values() for r in rs
+                     if r.config.get("versions")), None)
+    return {"arms": arms, "git": manifest.get("git"),
+            "versions": manifest.get("versions") or versions,
+            "campaign": manifest.get("name")}
 
 
 def evaluate_sepa_significance(
