@@ -186,3 +186,111 @@ def test_tp_run_warns_at_plan_time_about_one_seed(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["run", str(spec), "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "1 seed per arm" in res.output and "insufficient_seeds" in res.output
+
+
+# ---- the endpoint is the plan's -------------------------------------------------------------
+PLANNED = SyntheticDesign(steps=8, batch_size=2, group_size=2, eval_every=4, eval_prompts=30,
+                          eval_samples=4, completion_chars=20, generations=False)
+
+
+def _campaign(tmp_path: Path, seeds: int = 5) -> Path:
+    root = write_campaign(tmp_path / "camp", arms={"baseline": 0.0, "candidate": 0.5},
+                          seeds=range(seeds), design=PLANNED)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for arm in manifest["arms"]:  # the runner records each run's resuming command
+        for run in arm["runs"]:
+            run["command"] = f"tp train --seed {run['seed']} --log-dir {run['log_dir']}"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def _keep_rows(path: Path, keep: object) -> None:
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows if keep(r)))  # type: ignore[operator]
+
+
+def _stop_early(run: Path, at: int) -> None:
+    """The run was interrupted after ``at`` training steps (its files cut as on resume)."""
+    for name in ("metrics.jsonl", "emergence/steps.jsonl"):
+        _keep_rows(run / name, lambda r: r["step"] < at)
+    _keep_rows(run / "eval.jsonl", lambda r: r["step"] <= at)
+
+
+def test_incomplete_runs_stop_the_analysis_with_one_line_each(tmp_path: Path) -> None:
+    root = _campaign(tmp_path)
+    analyze_campaign(root, num_resamples=200, plots=False)  # a complete earlier analysis
+    before = (root / "analysis" / "significance.json").read_text()
+    (root / "candidate" / "seed1" / "eval.jsonl").unlink()  # 1 of 10 runs lost its eval
+    _stop_early(root / "candidate" / "seed3", 4)  # stopped at step 4 of 8
+    _keep_rows(root / "baseline" / "seed4" / "eval.jsonl",  # final eval on 20 of 30 prompts
+               lambda r: r["step"] < 8 or int(r["prompt_id"].split("/")[1]) < 20)
+    res = CliRunner().invoke(main, ["analyze", str(root), "--resamples", "200", "--no-plots"])
+    assert res.exit_code == 3, res.output
+    lines = res.stderr.strip().splitlines()
+    assert lines[0].startswith("Error: the planned endpoint (held-out pass@1 at the planned "
+                               "final eval step 8) cannot be measured in 3 of 10 runs")
+    assert len(lines) == 4
+    by_run = {x.split(": ")[0].strip(): x for x in lines[1:]}
+    seed1 = by_run[str(root / "candidate" / "seed1")]
+    assert "no held-out eval (eval.jsonl missing or empty" in seed1
+    assert f"resume: cd {root} && tp train --seed 1 --log-dir candidate/seed1" in seed1
+    seed3 = by_run[str(root / "candidate" / "seed3")]
+    assert ("no eval at the planned final step 8 (last eval at step 4); training reached "
+            "step 4 of 8") in seed3
+    assert "covers 20 of the 30 test prompts" in by_run[str(root / "baseline" / "seed4")]
+    # nothing written before is lost, nothing half-written
+    assert (root / "analysis" / "significance.json").read_text() == before
+
+
+def test_partial_drops_incomplete_runs_and_their_partners_and_says_so(tmp_path: Path) -> None:
+    root = _campaign(tmp_path, seeds=6)
+    _stop_early(root / "candidate" / "seed3", 4)
+    report = analyze_campaign(root, num_resamples=200, plots=False, partial=True)
+    data = json.loads((root / "analysis" / "significance.json").read_text())
+    assert data["recommendation_partial"] is True
+    assert data["primary"]["n_pairs"] == 5 and data["endpoint"]["step"] == 8
+    assert data["endpoint"]["n_prompts"] == 30
+    assert [d.split(":")[0] for d in data["dropped_runs"]] == [
+        str(root / "candidate" / "seed3"), str(root / "baseline" / "seed3")]
+    md = (root / "analysis" / "significance.md").read_text()
+    first = md.splitlines()[0]
+    assert first.startswith("**PARTIAL ANALYSIS — dropped 2 runs")
+    assert "candidate/seed3" in first and "partial" in first.split(". ")[-1]
+    assert f"**Recommendation (PARTIAL): `{report.recommendation}`**" in md
+
+
+def test_runs_planned_differently_are_one_clear_error(tmp_path: Path) -> None:
+    root = _campaign(tmp_path, seeds=4)
+    cfg_path = root / "candidate" / "seed0" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["config"]["max_steps"] = 12
+    cfg_path.write_text(json.dumps(cfg))
+    res = CliRunner().invoke(main, ["analyze", str(root), "--no-plots"])
+    assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "planned with different max_steps 8 in" in res.stderr and "12 in" in res.stderr
+
+
+def test_a_truncated_metrics_file_is_a_warning_in_the_report(tmp_path: Path) -> None:
+    root = _campaign(tmp_path, seeds=4)
+    path = root / "baseline" / "seed2" / "metrics.jsonl"
+    path.write_text(path.read_text() + '{"step": 8, "loss": 0.')  # a writer killed mid-row
+    with pytest.warns(UserWarning, match="incomplete"):
+        analyze_campaign(root, num_resamples=200, plots=False)
+    data = json.loads((root / "analysis" / "significance.json").read_text())
+    assert any("metrics.jsonl: last line" in w and "truncated" in w for w in data["warnings"])
+    md = (root / "analysis" / "significance.md").read_text()
+    assert "## Warnings" in md and "metrics.jsonl: last line" in md
+
+
+def test_significance_md_stands_alone(tmp_path: Path) -> None:
+    root = _campaign(tmp_path, seeds=4)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["git"] = {"commit": "0123abc", "dirty": False}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    report = analyze_campaign(root, num_resamples=200, plots=False)
+    md = build_sepa_significance_markdown(report)
+    assert "## What was run" in md and "commit `0123abc`" in md
+    row = next(x for x in md.splitlines() if x.startswith("| candidate | full |"))
+    assert "| 4e-05 |" in row and "| 8 |" in row and "synthetic" in row
+    prov = report.to_dict()["provenance"]
+    assert prov["arms"]["baseline"]["lr"] == 4e-5 and prov["git"]["commit"] == "0123abc"

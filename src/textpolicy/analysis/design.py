@@ -181,8 +181,8 @@ def planned_endpoint(runs: Sequence[RunData], *, partial: bool = False,
                 problems[r] = why
     else:
         for r in runs:
-            steps = _train_steps(r)
-            n = 0 if steps is None else int(np.isin(np.arange(final), steps).sum())
+            logged = _train_steps(r)
+            n = 0 if logged is None else int(np.isin(np.arange(final), logged).sum())
             if n < final:
                 problems[r] = (f"training correctness logged for {n} of the planned {final} "
                                "steps")

@@ -287,29 +287,27 @@ def _provenance(runs: Mapping[str, Sequence[RunData]], manifest: Mapping[str, An
                 ) -> dict[str, Any]:
     """What the report needs to stand alone: per arm LRs, steps, model, task, pipeline and
     its parameters (from each run's config.json); the commit and versions (manifest)."""
+    def cfg(r: RunData) -> Mapping[str, Any]:
+        c = r.config.get("config")
+        return c if isinstance(c, Mapping) else {}
+
+    def task(r: RunData) -> Any:
+        t = r.config.get("task")
+        return (t.get("name") if isinstance(t, Mapping) else None) or cfg(r).get("task")
+
+    fields: dict[str, Any] = {
+        "lr": lambda r: cfg(r).get("lr"), "max_steps": lambda r: cfg(r).get("max_steps"),
+        "model": lambda r: r.config.get("model") or cfg(r).get("model"), "task": task,
+        "pipeline": lambda r: r.pipeline,
+        "pipeline_params": lambda r: cfg(r).get("pipeline_params") or {}}
     arms: dict[str, Any] = {}
     for name, rs in runs.items():
-        def values(get: Any) -> list[Any]:
-            return list(dict.fromkeys(json.dumps(get(r), sort_keys=True, default=str)
-                                      for r in rs))
-
-        def cfg(r: RunData) -> Mapping[str, Any]:
-            c = r.config.get("config")
-            return c if isinstance(c, Mapping) else {}
-
-        def task(r: RunData) -> Any:
-            t = r.config.get("task")
-            return (t.get("name") if isinstance(t, Mapping) else None) or cfg(r).get("task")
-
-        row = {"lr": values(lambda r: cfg(r).get("lr")),
-               "max_steps": values(lambda r: cfg(r).get("max_steps")),
-               "model": values(lambda r: r.config.get("model") or cfg(r).get("model")),
-               "task": values(task),
-               "pipeline": values(lambda r: r.pipeline),
-               "pipeline_params": values(lambda r: cfg(r).get("pipeline_params") or {})}
-        arms[name] = {k: [json.loads(x) for x in v] for k, v in row.items()}
-        for k, v in list(arms[name].items()):
-            arms[name][k] = v[0] if len(v) == 1 else v
+        row: dict[str, Any] = {}
+        for key, get in fields.items():
+            distinct = [json.loads(x) for x in dict.fromkeys(
+                json.dumps(get(r), sort_keys=True, default=str) for r in rs)]
+            row[key] = distinct[0] if len(distinct) == 1 else distinct
+        arms[name] = row
     versions = next((r.config.get("versions") for rs in runs.values() for r in rs
                      if r.config.get("versions")), None)
     return {"arms": arms, "git": manifest.get("git"),

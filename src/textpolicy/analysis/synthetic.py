@@ -165,11 +165,12 @@ def write_run(path: Path, *, arm: str, seed: int, effect: float, design: Synthet
     mean_reward = reward.reshape(d.steps, -1).mean(axis=1)
     config: dict[str, Any] = {
         "config": {"log_dir": str(path), "pipeline": pipeline, "max_steps": d.steps,
-                         "batch_size": d.batch_size, "group_size": d.group_size,
-                         "eval_every": d.eval_every, "eval_samples": d.eval_samples,
-                         "condition": arm},
-              "condition": arm, "pipeline": {"name": pipeline}, "task": {"name": "synthetic"},
-              "versions": {}, "engine": {"name": "synthetic"}, "started_at": "2026-01-01"}
+                   "lr": 4e-5, "task": "synthetic", "batch_size": d.batch_size,
+                   "group_size": d.group_size, "eval_every": d.eval_every,
+                   "eval_samples": d.eval_samples, "condition": arm},
+        "condition": arm, "model": "synthetic-logistic", "pipeline": {"name": pipeline},
+        "task": {"name": "synthetic"}, "versions": {}, "engine": {"name": "synthetic"},
+        "started_at": "2026-01-01"}
     if record_seed:
         config["seed"] = seed
         config["config"]["seed"] = seed
