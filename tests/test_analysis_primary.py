@@ -294,3 +294,69 @@ def test_significance_md_stands_alone(tmp_path: Path) -> None:
     assert "| 4e-05 |" in row and "| 8 |" in row and "synthetic" in row
     prov = report.to_dict()["provenance"]
     assert prov["arms"]["baseline"]["lr"] == 4e-5 and prov["git"]["commit"] == "0123abc"
+
+
+# ---- wording -----------------------------------------------------------------------------
+def test_plots_say_what_their_bands_and_titles_are(tmp_path: Path) -> None:
+    from textpolicy.analysis.plots import forest_figure, learning_figure
+
+    root = _campaign(tmp_path, seeds=4)
+    report = analyze_campaign(root, num_resamples=200, plots=False)
+    fig = learning_figure(report)
+    ax = fig.axes[0]
+    assert "95% t CI of the mean over seeds" in ax.get_title()
+    # the baseline band at the last step is the t interval of the four runs' accuracies
+    ys = np.array([report.values[r].curve[-1] for r in report.runs["baseline"]]) * 100
+    half = stats.t.ppf(0.975, 3) * ys.std(ddof=1) / 2
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert np.isclose(band, ys.mean() + half).any() and np.isclose(band, ys.mean() - half).any()
+    title = forest_figure(report).axes[0].get_title()
+    assert title.startswith("Candidate − baseline: held-out pass@1 at step 8, 30 test prompts")
+    assert "heldout_pass@1@step" not in title
+
+
+def test_headline_ci_level_matches_its_text_and_tables_say_holm(tmp_path: Path) -> None:
+    root = write_campaign(tmp_path / "m", arms={"grpo": 0.0, "full": 0.9, "maxrl": 0.1},
+                          seeds=range(5), design=PLANNED)
+    report = analyze_campaign(root, num_resamples=200, plots=False)
+    md = build_sepa_significance_markdown(report)
+    for c in report.comparisons:
+        level = f"{100 * c.ci_level:.4g}%"
+        assert f"{level} CI from the same t" in c.primary.notes  # the notes name its level
+        assert f"{level} CI [" in md
+    assert "Holm-adjusted over 2 candidates" in md and "| p (unadjusted) |" in md
+
+
+def test_odds_ratio_ci_excluding_one_beside_not_significant_is_explained(tmp_path: Path
+                                                                         ) -> None:
+    # big eval sets make the pooled OR CI narrow; 4 seeds with run-level noise keep the
+    # seed-level test not significant
+    design = SyntheticDesign(steps=4, batch_size=2, group_size=2, eval_every=4,
+                             eval_prompts=400, eval_samples=8, completion_chars=20,
+                             generations=False, sigma_run=0.5, sigma_seed=0.0)
+    for data_seed in range(20):
+        root = write_campaign(tmp_path / f"or{data_seed}", arms={"baseline": 0.0,
+                                                                 "candidate": 0.15},
+                              seeds=range(4), design=design, data_seed=data_seed)
+        report = analyze_campaign(root, num_resamples=200, plots=False)
+        orr = report.headline.effect_sizes["odds_ratio_conditional"]
+        if report.recommendation == "not_significant" and (orr["ci_low"] > 1
+                                                           or orr["ci_high"] < 1):
+            break
+    else:
+        pytest.fail("no campaign with a not-significant verdict and an OR CI excluding 1")
+    md = build_sepa_significance_markdown(report)
+    assert "That odds-ratio CI excludes 1 while the verdict is not significant" in md
+    assert "does not contradict the verdict" in md
+
+
+def test_too_few_pairs_for_the_sign_flip_to_reach_alpha_is_said(tmp_path: Path) -> None:
+    root = _campaign(tmp_path, seeds=4)
+    md = build_sepa_significance_markdown(analyze_campaign(root, num_resamples=200,
+                                                           plots=False))
+    assert ("With 4 seed pairs the exact sign-flip test cannot reach α = 0.05 (its smallest "
+            "two-sided p is 2/2^4 = 0.125)") in md
+    root6 = _campaign(tmp_path / "six", seeds=6)
+    md6 = build_sepa_significance_markdown(analyze_campaign(root6, num_resamples=200,
+                                                            plots=False))
+    assert "cannot reach" not in md6
