@@ -323,6 +323,9 @@ def test_headline_ci_level_matches_its_text_and_tables_say_holm(tmp_path: Path) 
     for c in report.comparisons:
         level = f"{100 * c.ci_level:.4g}%"
         assert f"{level} CI from the same t" in c.primary.notes  # the notes name its level
+        row = c.test(c.primary.name)  # and the per-test table shows the same interval
+        assert row is not None and (row.ci_low, row.notes) == (c.primary.ci_low,
+                                                               c.primary.notes)
         assert f"{level} CI [" in md
     assert "Holm-adjusted over 2 candidates" in md and "| p (unadjusted) |" in md
 

@@ -19,8 +19,8 @@ from textpolicy.cli import main
 
 SMALL = SyntheticDesign(steps=6, batch_size=4, group_size=4, eval_every=3, eval_prompts=30,
                         eval_samples=4, completion_chars=40)
-TEST_NAMES = {"seeds_prompts", "paired_seeds", "crossed_bootstrap", "welch_runs", "prompt_paired", "fisher",
-              "bootstrap", "permutation"}
+TEST_NAMES = {"seeds_prompts", "paired_seeds", "crossed_bootstrap", "welch_runs",
+              "prompt_paired", "fisher", "bootstrap", "permutation"}
 
 
 @pytest.fixture(scope="module")

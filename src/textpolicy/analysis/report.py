@@ -421,7 +421,8 @@ def _compare(items: list[tuple[str, design.Pairing, AnalysisInput]],
         out.append(Comparison(
             baseline=data.baseline, candidate=name, pairing=pairing.how, data=data,
             primary=primary, p_raw=raw[i], p_adjusted=p_adj, ci_level=1 - level_alpha,
-            recommendation=rec, reason=reason, tests=tuple(res.values()),
+            recommendation=rec, reason=reason,
+            tests=tuple(primary if t.name == pname else t for t in res.values()),
             effect_sizes=_effect_sizes(data, pairing, values, endpoint, alpha),
             secondary=tuple(_secondary(pairing, values, endpoint, alpha)),
             power=_power(data, endpoint, alpha=alpha, mde=mde)))
