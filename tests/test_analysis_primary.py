@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from scipy import stats
 
 from textpolicy.analysis import analyze_campaign, build_sepa_significance_markdown
-from textpolicy.analysis.methods import seed_prompt_p, seed_prompt_t
+from textpolicy.analysis.methods import seed_prompt_moments, seed_prompt_p, seed_prompt_t
 from textpolicy.analysis.records import MIN_SEED_PAIRS
 from textpolicy.analysis.synthetic import (
     SyntheticDesign,
@@ -99,6 +100,34 @@ def test_primary_is_calibrated_for_the_seeds_and_prompts_claim(seeds: int) -> No
     assert abs(power - power_paired) <= 0.03 and power > 0.25
 
 
+def test_the_file_simulator_and_the_vectorised_one_sample_the_same_model() -> None:
+    # the calibration above uses simulate_campaigns (bulk draws); the runs written to disk
+    # come from per-run streams (simulate_eval_units = what write_campaign writes). Same model:
+    # the same laws of the baseline accuracy and of the seed, prompt (arm x prompt) and
+    # residual mean squares of the difference matrix
+    design = SyntheticDesign(steps=1, batch_size=1, group_size=1, eval_every=1, eval_prompts=40,
+                             eval_samples=4, train_prompts=2, sigma_arm_prompt=0.6)
+    arms = {"baseline": 0.0, "candidate": 0.0}
+    base, diff = [], []
+    for data_seed in range(300):
+        u = simulate_eval_units(arms=arms, seeds=range(4), design=design, data_seed=data_seed)
+        base.append(u["baseline"])
+        diff.append((u["candidate"] - u["baseline"]) * 100)
+    b, c = simulate_campaigns(effect=0.0, seeds=4, campaigns=3000, design=design,
+                              rng=np.random.default_rng(1))
+    files = seed_prompt_moments(np.stack(diff))
+    bulk = seed_prompt_moments((c - b) * 100)
+    for key in ("ms_seed", "ms_prompt", "ms_resid"):
+        assert stats.ks_2samp(files[key], bulk[key]).pvalue > 0.01, key
+    assert stats.ks_2samp(np.stack(base).mean(axis=(1, 2)), b.mean(axis=(1, 2))).pvalue > 0.01
+    assert stats.kstest(seed_prompt_p(np.stack(diff)), "uniform").pvalue > 0.01
+    # and the check has teeth: without the interaction the prompt mean square differs
+    plain = seed_prompt_moments(np.subtract(*simulate_campaigns(
+        effect=0.0, seeds=4, campaigns=3000, design=attrs.evolve(design, sigma_arm_prompt=0.0),
+        rng=np.random.default_rng(2))[::-1]) * 100)
+    assert stats.ks_2samp(files["ms_prompt"], plain["ms_prompt"]).pvalue < 1e-6
+
+
 def test_primary_through_run_files_is_the_simulated_matrix(tmp_path: Path) -> None:
     design = SyntheticDesign(steps=4, batch_size=2, group_size=2, eval_every=4,
                              eval_prompts=25, eval_samples=4, generations=False,
@@ -117,6 +146,8 @@ def test_primary_through_run_files_is_the_simulated_matrix(tmp_path: Path) -> No
     assert primary["p_value"] == pytest.approx(expected.p_value, rel=1e-12)
     assert primary["ci_low"] == pytest.approx(expected.ci_low, rel=1e-12)
     assert "population of eval prompts" in primary["estimand"]
+    assert primary["p_value_holm_adjusted"] is True and primary["min_seed_pairs"] == 4
+    assert primary["sign_flip_can_reach_alpha"] is False  # 5 pairs: smallest p 0.0625
     paired = next(t for t in report.to_dict()["tests"] if t["name"] == "paired_seeds")
     assert "on this eval set" in paired["notes"]
     md = build_sepa_significance_markdown(report)
