@@ -18,6 +18,6 @@ def test_statistics_doc_example_runs() -> None:
     with contextlib.redirect_stdout(out):
         exec(compile(blocks[0], str(DOC), "exec"), {})
     printed = out.getvalue()
-    assert re.search(r"^(significant_improvement|not_significant|significant_regression) "
-                     r"paired_seeds ", printed, flags=re.M)
+    assert re.search(r"^(significant_improvement|not_significant|significant_regression|"
+                     r"insufficient_seeds) seeds_prompts ", printed, flags=re.M)
     assert "seed pairs needed at 2 pp:" in printed

@@ -10,7 +10,7 @@ import pytest
 
 from textpolicy.analysis import AnalysisWarning, RunData, evaluate_significance
 from textpolicy.analysis.jsonl import read_jsonl
-from textpolicy.errors import AnalysisError
+from textpolicy.errors import AnalysisError, IncompleteRunsError
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, object]], tail: str = "") -> None:
@@ -138,18 +138,24 @@ def test_pairs_by_seed_not_by_order_and_by_position_without_seeds(tmp_path: Path
     assert rep.comparisons[0].pairing == "position"
 
 
-def test_eval_steps_must_overlap(tmp_path: Path) -> None:
+def test_eval_steps_must_reach_the_latest_step(tmp_path: Path) -> None:
+    # no plan recorded: the endpoint is the latest eval step any run reached (2), not a
+    # common step the runs happen to share; a run without it stops the analysis
     b = make_run(tmp_path / "b", seed=0, rates=[0.5], eval_acc=[0.5], eval_steps=(1,))
     c = make_run(tmp_path / "c", seed=0, rates=[0.5], eval_acc=[0.5], eval_steps=(2,))
-    with pytest.raises(AnalysisError, match="share no eval step"):
+    with pytest.raises(IncompleteRunsError, match="no eval at the planned final step 2 "
+                       r"\(last eval at step 1\)"):
         evaluate_significance(baseline_run_dirs=[b], candidate_run_dirs=[c])
 
 
-def test_last_common_eval_step_is_the_endpoint(tmp_path: Path) -> None:
+def test_a_missing_last_eval_does_not_move_the_endpoint(tmp_path: Path) -> None:
+    # it used to move every run's endpoint back to the last common step (2)
     b = [make_run(tmp_path / f"b{s}", seed=s, rates=[0.5], eval_acc=[0.25, 0.5, 0.75],
                   eval_steps=(0, 2, 4)) for s in (0, 1)]
     c = [make_run(tmp_path / f"c{s}", seed=s, rates=[0.5], eval_acc=[0.25, 0.75],
                   eval_steps=(0, 2)) for s in (0, 1)]
-    rep = evaluate_significance(baseline_run_dirs=b, candidate_run_dirs=c, num_resamples=200)
-    assert rep.endpoint.step == 2 and rep.endpoint.kind == "heldout"
-    assert rep.primary["delta"] == pytest.approx(25.0)
+    with pytest.raises(IncompleteRunsError) as info:
+        evaluate_significance(baseline_run_dirs=b, candidate_run_dirs=c, num_resamples=200)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3 and all("no eval at the planned final step 4" in x
+                                   for x in lines[1:])

@@ -19,8 +19,8 @@ from textpolicy.cli import main
 
 SMALL = SyntheticDesign(steps=6, batch_size=4, group_size=4, eval_every=3, eval_prompts=30,
                         eval_samples=4, completion_chars=40)
-TEST_NAMES = {"paired_seeds", "crossed_bootstrap", "welch_runs", "prompt_paired", "fisher",
-              "bootstrap", "permutation"}
+TEST_NAMES = {"seeds_prompts", "paired_seeds", "crossed_bootstrap", "welch_runs",
+              "prompt_paired", "fisher", "bootstrap", "permutation"}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_significance_json_contract(campaign: Path, tmp_path: Path) -> None:
                                       "significant_regression"}
     assert set(data["primary"]) >= {"test", "endpoint", "delta", "ci_low", "ci_high",
                                     "p_value", "n_pairs"}
-    assert data["primary"]["test"] == "paired_seeds" and data["primary"]["n_pairs"] == 5
+    assert data["primary"]["test"] == "seeds_prompts" and data["primary"]["n_pairs"] == 5
     assert data["primary"]["endpoint"] == "heldout_pass@1@step6"
     names = [t["name"] for t in data["tests"]]
     assert set(names) == TEST_NAMES and len(names) == len(set(names))
@@ -77,7 +77,7 @@ def test_recommendation_follows_primary_and_is_deterministic(campaign: Path) -> 
         expected = "significant_improvement" if p["delta"] > 0 else "significant_regression"
     assert a.recommendation == expected
     md = build_sepa_significance_markdown(a)
-    assert "Recommendation" in md and "paired_seeds" in md
+    assert "Recommendation" in md and "seeds_prompts" in md and "paired_seeds" in md
 
 
 def test_regression_and_null(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_cli_campaign_and_run_dirs(campaign: Path, tmp_path: Path) -> None:
                                "--out", str(tmp_path / "o"), "--no-plots"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert data["primary"]["test"] == "paired_seeds"
+    assert data["primary"]["test"] == "seeds_prompts"
     assert (tmp_path / "o" / "significance.md").exists()
     args = ["analyze", "--resamples", "300", "--alpha", "0.1", "--seed", "1"]
     for s in range(3):

@@ -1,9 +1,11 @@
 """Built-in significance tests (``tp analyze``), registered as plugins.
 
-Seed-level (valid under run-to-run variance): ``paired_seeds`` (primary: paired t over seed
-pairs, exact sign-flip p beside it), ``crossed_bootstrap`` (seed × prompt pigeonhole
-bootstrap), ``welch_runs`` (unpaired runs), ``prompt_paired`` (one run per arm: per-prompt
-differences, conditional on those two runs).
+Seed-level (valid under run-to-run variance): ``seeds_prompts`` (primary on held-out prompts:
+two-way random-effects method-of-moments t over seed pairs × eval prompts, the claim over
+both populations), ``paired_seeds`` (paired t over seed pairs, exact sign-flip p beside it:
+"on this eval set"; primary for a training-step endpoint), ``crossed_bootstrap`` (seed ×
+prompt pigeonhole bootstrap), ``welch_runs`` (unpaired runs), ``prompt_paired`` (one run per
+arm: per-prompt differences, conditional on those two runs).
 Generation-level, pseudo-replicated (the seed document's trio, reported for comparison only):
 ``fisher``, ``bootstrap``, ``permutation``.
 Every test reads an ``AnalysisInput`` and returns a ``TestResult`` with deltas in percentage
@@ -53,21 +55,61 @@ def paired_seeds(data: AnalysisInput, params: PairedSeedsParams) -> TestResult:
                                         max_exact=params.max_exact_seeds)
     how = "exact over all 2^S sign vectors" if exact else (
         f"Monte Carlo, {data.num_resamples} sign vectors")
-    flip = (f"sign-flip p={p_flip:.4g} ({how}; smallest possible {2 / 2 ** len(d):.3g})")
+    min_p = 2 / 2 ** len(d)
+    flip = (f"sign-flip p={p_flip:.4g} ({how}; smallest possible {min_p:.3g}"
+            + (f": with {len(d)} pairs the exact sign-flip cannot reach alpha = "
+               f"{data.alpha:g}" if min_p > data.alpha else "") + ")")
+    scope = ("on this eval set: treats its prompts as fixed, so it does not cover an arm x "
+             "prompt interaction" if data.unit_kind == "prompt" else
+             "training steps share the seed's prompt schedule")
     if math.isnan(p):
-        notes = (f"paired t over {len(d)} seed pairs: every pair differs by the same "
+        notes = (f"paired t over {len(d)} seed pairs ({scope}): every pair differs by the same "
                  f"{float(d.mean()):.4g} pp (SD 0), so t is undefined — no t p value or CI "
                  f"(not a significant result); {flip}")
     else:
-        notes = (f"paired t over {len(d)} seed pairs (df={df}); {100 * (1 - data.alpha):g}% CI "
-                 f"from the same t; {flip}")
+        notes = (f"paired t over {len(d)} seed pairs, df={df} ({scope}); "
+                 f"{100 * (1 - data.alpha):g}% CI from the same t; {flip}")
     return TestResult(
         name="paired_seeds", p_value=p, delta=float(d.mean()), ci_low=lo, ci_high=hi,
         notes=notes, level="seed",
         extra={"t": t, "df": df, "sign_flip_p": p_flip, "sign_flip_exact": exact,
-               "sign_flip_min_p": 2 / 2 ** len(d), "sd_pp": float(d.std(ddof=1)),
+               "sign_flip_min_p": min_p, "sign_flip_can_reach_alpha": min_p <= data.alpha,
+               "sd_pp": float(d.std(ddof=1)),
                "t_undefined": math.isnan(p),
                "differences_pp": d.tolist(), "seeds": list(data.seeds)})
+
+
+def seeds_prompts(data: AnalysisInput, params: NoParams) -> TestResult:
+    from textpolicy.analysis import methods
+
+    name = "seeds_prompts"
+    if not data.paired:
+        return not_applicable(name, "runs are not paired by seed", level="seed×prompt")
+    if data.unit_kind != "prompt":
+        return not_applicable(name, "the endpoint has no eval prompts (training steps are "
+                              "not a crossed random factor)", level="seed×prompt")
+    diff = (data.cand_units - data.base_units) * PP  # [S, M]
+    s, m = diff.shape
+    if s < 2 or m < 2:
+        return not_applicable(name, f"{s} seed pair(s) x {m} prompt(s); needs >= 2 of each",
+                              level="seed×prompt")
+    res = methods.seed_prompt_t(diff, alpha=data.alpha)
+    head = (f"two-way random-effects t over {s} seed pairs x {m} eval prompts (method of "
+            "moments; generalises over training seeds and the eval-prompt population)")
+    if math.isnan(res.p_value):
+        notes = (f"{head}: every pair differs by the same {res.estimate:.4g} pp (SD 0), so "
+                 "seed-to-seed variance cannot be estimated and t is undefined — no p value "
+                 "or CI (not a significant result)")
+    else:
+        term = ("arm x prompt variance estimated <= 0, truncated at 0: the SE equals the "
+                "paired t's" if res.prompt_component_truncated else
+                f"arm x prompt term adds {100 * res.var_prompt / (res.se ** 2):.0f}% of the "
+                "variance")
+        notes = (f"{head}; SE {res.se:.3g} pp, Satterthwaite df {res.df:.1f}; {term}; "
+                 f"{100 * (1 - data.alpha):g}% CI from the same t")
+    return TestResult(name=name, p_value=res.p_value, delta=res.estimate, ci_low=res.ci_low,
+                      ci_high=res.ci_high, notes=notes, level="seed×prompt",
+                      extra={**res.to_dict(), "n_pairs": s, "n_prompts": m})
 
 
 def crossed_bootstrap(data: AnalysisInput, params: NoParams) -> TestResult:
@@ -237,9 +279,13 @@ def permutation(data: AnalysisInput, params: NoParams) -> TestResult:
 @hookimpl
 def textpolicy_register_significance_tests() -> Iterable[SignificanceTest]:
     return [
+        SignificanceTest(name="seeds_prompts", fn=seeds_prompts, role="primary",
+                         doc="two-way random-effects t over seed pairs x eval prompts "
+                             "(method of moments, Satterthwaite df)"),
         SignificanceTest(name="paired_seeds", fn=paired_seeds, params=PairedSeedsParams,
                          role="primary",
-                         doc="paired t over seed pairs with the exact sign-flip p beside it"),
+                         doc="paired t over seed pairs (on this eval set), exact sign-flip "
+                             "p beside it"),
         SignificanceTest(name="crossed_bootstrap", fn=crossed_bootstrap, role="secondary",
                          doc="seed x prompt pigeonhole bootstrap CI (Owen 2007)"),
         SignificanceTest(name="welch_runs", fn=welch_runs, role="primary",

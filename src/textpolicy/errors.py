@@ -46,3 +46,9 @@ class AnalysisError(TextPolicyError):
 class StageError(RolloutError):
     """An advantage stage broke its contract: wrong return type or shape, or non-finite
     values. The message names the stage and the training step."""
+
+
+class IncompleteRunsError(AnalysisError):
+    """Some runs cannot be measured at the planned endpoint (one line per run). Exit code 3."""
+
+    exit_code = 3

@@ -199,14 +199,31 @@ def write_outputs(report: SignificanceReport, out_dir: str | os.PathLike[str], *
     return written
 
 
+def resume_commands(campaign_dir: str | os.PathLike[str], manifest: dict[str, Any]
+                    ) -> dict[str, str]:
+    """Resolved run path → the shell command that resumes it (from the manifest)."""
+    root = Path(campaign_dir)
+    out: dict[str, str] = {}
+    for arm in manifest.get("arms") or []:
+        for run in (arm.get("runs") or []) if isinstance(arm, dict) else []:
+            if isinstance(run, dict) and run.get("log_dir") and run.get("command"):
+                path = Path(run["log_dir"])
+                path = path if path.is_absolute() else root / path
+                out[str(path.resolve())] = f"cd {root} && {run['command']}"
+    return out
+
+
 def analyze_campaign(campaign_dir: str | os.PathLike[str], *, alpha: float | None = None,
                      num_resamples: int | None = None, seed: int | None = None,
                      mde: float | None = None, out_dir: str | os.PathLike[str] | None = None,
-                     paired: bool | None = None, plots: bool = True) -> SignificanceReport:
+                     paired: bool | None = None, plots: bool = True,
+                     partial: bool = False) -> SignificanceReport:
     """Analyse a campaign directory and write ``<campaign>/analysis/`` (or ``out_dir``).
 
     ``alpha``/``num_resamples``/``seed`` default to the manifest's ``alpha``/``resamples``/
-    ``analysis_seed`` when present, else 0.05 / 20000 / 0.
+    ``analysis_seed`` when present, else 0.05 / 20000 / 0. A run that cannot be measured at
+    the planned endpoint raises ``IncompleteRunsError`` (nothing is written) unless
+    ``partial``.
     """
     arms, baseline, manifest = discover_arms(campaign_dir)
     alpha = alpha if alpha is not None else float(manifest.get("alpha", 0.05))
@@ -215,7 +232,9 @@ def analyze_campaign(campaign_dir: str | os.PathLike[str], *, alpha: float | Non
     seed = seed if seed is not None else int(manifest.get("analysis_seed", 0))
     report = evaluate_significance({k: list(v) for k, v in arms.items()}, baseline=baseline,
                                    alpha=alpha, num_resamples=num_resamples, seed=seed,
-                                   mde=mde, paired=paired)
+                                   mde=mde, paired=paired, partial=partial,
+                                   resume=resume_commands(campaign_dir, manifest),
+                                   manifest=manifest)
     write_outputs(report, out_dir if out_dir is not None else Path(campaign_dir) / "analysis",
                   plots=plots)
     return report

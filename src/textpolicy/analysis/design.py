@@ -3,10 +3,16 @@
 * Pairing: runs are paired by the ``seed`` in each run's config.json; when no run records a
   seed, by position in the two lists. Different seed sets (or run counts) are an error unless
   ``paired=False`` is asked for (then Welch's t on per-run values is the primary test).
-* Primary endpoint: held-out pass@1 (mean over samples, then over prompts) at the last eval
-  step common to every run of the analysis, over the prompts every run evaluated there.
-  Without eval.jsonl: training correctness over the steps common to every run — on-policy,
-  descriptive, labelled so.
+* Primary endpoint, fixed by the plan each run's config.json records (``max_steps``,
+  ``eval_every``, ``eval_samples``): held-out pass@1 (mean over samples, then over prompts) at
+  the planned final eval step (``max_steps``) over the full test set (every prompt any run
+  evaluated, each with ``eval_samples`` samples). A run that cannot be measured there makes the
+  analysis stop (``IncompleteRunsError``: one line per run — what is missing, how to resume)
+  unless ``partial=True``, which drops those runs (with their seed partners) and says so. A plan
+  without held-out eval (``eval_every = 0``) has training correctness over the planned steps as
+  its endpoint — on-policy, descriptive, labelled so. Runs without a recorded plan (hand-made
+  directories, the seed document's layout) use the last eval step common to every run, with a
+  warning that the endpoint was not pre-registered.
 * Secondary: AUC of the held-out accuracy curve (mean accuracy over the common eval steps,
   trapezoid rule), pass@k (Chen et al. 2021 unbiased estimator, k = the fewest samples any
   prompt has), training correctness (descriptive).
@@ -23,7 +29,7 @@ import numpy as np
 
 from textpolicy.analysis.records import AnalysisInput, AnalysisWarning, FloatArray
 from textpolicy.analysis.rundata import RunData
-from textpolicy.errors import AnalysisError
+from textpolicy.errors import AnalysisError, IncompleteRunsError
 from textpolicy.tasks.evaluation import pass_at_k_many
 
 
@@ -66,65 +72,185 @@ class RunValues:
     eval_counts: tuple[int, int] | None  # pooled (correct, samples) at the endpoint step
 
 
-def choose_endpoint(runs: Sequence[RunData]) -> Endpoint:
-    with_eval = [r for r in runs if r.eval is not None]
-    if with_eval and len(with_eval) < len(runs):
-        missing = [str(r.path) for r in runs if r.eval is None]
-        warnings.warn(
-            f"eval.jsonl is missing or empty in {len(missing)} of {len(runs)} runs "
-            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); the primary "
-            "endpoint falls back to on-policy training correctness", AnalysisWarning,
-            stacklevel=3)
-    if with_eval and len(with_eval) == len(runs):
-        common = set(int(s) for s in runs[0].eval.steps)  # type: ignore[union-attr]
-        for r in runs[1:]:
-            common &= set(int(s) for s in r.eval.steps)  # type: ignore[union-attr]
-        if not common:
-            raise AnalysisError("the runs share no eval step (eval.jsonl steps differ); "
-                                "cannot compare held-out accuracy")
+@attrs.frozen
+class RunPlan:
+    """What a run's config.json says it was planned to do."""
+
+    max_steps: int
+    eval_every: int
+    eval_samples: int
+
+
+def run_plan(run: RunData) -> RunPlan | None:
+    """The plan recorded in ``config.json``'s ``config`` (None when it records none)."""
+    cfg = run.config.get("config")
+    if not isinstance(cfg, Mapping) or "max_steps" not in cfg:
+        return None
+    try:
+        return RunPlan(int(cfg["max_steps"]), int(cfg.get("eval_every") or 0),
+                       int(cfg.get("eval_samples") or 1))
+    except (TypeError, ValueError):
+        raise AnalysisError(f"{run.path / 'config.json'}: max_steps/eval_every/eval_samples "
+                            f"must be integers, got {cfg.get('max_steps')!r}/"
+                            f"{cfg.get('eval_every')!r}/{cfg.get('eval_samples')!r}") from None
+
+
+@attrs.frozen
+class EndpointChoice:
+    """The endpoint, the runs it leaves out (``partial``) and notes for the report."""
+
+    endpoint: Endpoint
+    dropped: tuple[tuple[RunData, str], ...] = ()  # (run, what is missing)
+    notes: tuple[str, ...] = ()
+
+
+def _one_of(values: Mapping[RunData, int], what: str) -> int:
+    distinct = sorted(set(values.values()))
+    if len(distinct) > 1:
+        by = {v: [str(r.path) for r, x in values.items() if x == v][:2] for v in distinct}
+        raise AnalysisError(f"the runs were planned with different {what} "
+                            + "; ".join(f"{v} in {', '.join(p)}" for v, p in by.items())
+                            + "; analyse runs of one plan together")
+    return distinct[0]
+
+
+def _eval_problem(run: RunData, step: int, prompts: Sequence[str], k: int,
+                  trained: int | None) -> str | None:
+    ev = run.eval
+    reached = f"; training reached step {trained} of {step}" if trained is not None else ""
+    if ev is None:
+        return f"no held-out eval (eval.jsonl missing or empty; planned at step {step}){reached}"
+    if step not in set(int(x) for x in ev.steps):
+        last = int(ev.steps[-1])
+        return (f"no eval at the planned final step {step} (last eval at step {last})"
+                + reached)
+    row = int(np.searchsorted(ev.steps, step))
+    index = {p: i for i, p in enumerate(ev.prompt_ids)}
+    have = np.array([ev.samples[row, index[p]] if p in index else 0 for p in prompts])
+    short = int(np.sum(have < k))
+    if short:
+        full = len(prompts) - short
+        return (f"the eval at step {step} covers {full} of the {len(prompts)} test prompts "
+                f"with the planned {k} samples (partial final eval)")
+    return None
+
+
+def _trained_steps(run: RunData) -> int | None:
+    steps = _train_steps(run)
+    return int(steps.max()) + 1 if steps is not None and len(steps) else None
+
+
+def planned_endpoint(runs: Sequence[RunData], *, partial: bool = False,
+                     resume: Mapping[RunData, str] | None = None) -> EndpointChoice:
+    """The plan's endpoint and whether every run can be measured there (module docstring).
+
+    ``resume`` maps runs to the command that resumes them (the manifest's); the error lines
+    use it. With ``partial=True`` incomplete runs are returned in ``dropped`` instead.
+    """
+    plans = {r: run_plan(r) for r in runs}
+    notes: tuple[str, ...] = ()
+    if all(p is None for p in plans.values()):
+        inferred = _inferred_plan(runs)
+        plans = dict.fromkeys(runs, inferred)
+        what = (f"the latest eval step any run reached ({inferred.max_steps}) with the most "
+                f"samples any prompt has there ({inferred.eval_samples})"
+                if inferred.eval_every else
+                f"training correctness over the {inferred.max_steps} steps the longest run "
+                "logged")
+        notes = ("no run records its plan (config.json has no config.max_steps): the "
+                 f"endpoint is {what} — inferred from the files, not pre-registered",)
+    elif any(p is None for p in plans.values()):
+        missing = [str(r.path) for r, p in plans.items() if p is None]
+        raise AnalysisError(f"{missing[0]}/config.json records no plan (config.max_steps) while "
+                            "other runs do; analyse runs of one plan together")
+    known = {r: p for r, p in plans.items() if p is not None}
+    final = _one_of({r: p.max_steps for r, p in known.items()}, "max_steps")
+    every = _one_of({r: int(p.eval_every > 0) for r, p in known.items()},
+                    "held-out eval settings (eval_every 0 vs > 0)")
+    problems: dict[RunData, str] = {}
+    if every:
+        k = _one_of({r: p.eval_samples for r, p in known.items()}, "eval_samples")
+        universe: dict[str, None] = {}
+        for r in runs:
+            if r.eval is not None:
+                universe.update(dict.fromkeys(r.eval.prompt_ids))
+        prompts = tuple(sorted(universe))
+        for r in runs:
+            why = _eval_problem(r, final, prompts, k, _trained_steps(r))
+            if why is not None:
+                problems[r] = why
+    else:
+        for r in runs:
+            logged = _train_steps(r)
+            n = 0 if logged is None else int(np.isin(np.arange(final), logged).sum())
+            if n < final:
+                problems[r] = (f"training correctness logged for {n} of the planned {final} "
+                               "steps")
+    if problems and not partial:
+        hints = resume or {}
+        lines = [f"  {r.path}: {why}; resume: "
+                 + hints.get(r, "re-run its tp train command (same flags and --log-dir; it "
+                                "continues from its last checkpoint)")
+                 for r, why in problems.items()]
+        what = (f"held-out pass@1 at the planned final eval step {final}" if every else
+                f"training correctness over the planned {final} steps")
+        raise IncompleteRunsError(
+            f"the planned endpoint ({what}) cannot be measured in {len(problems)} of "
+            f"{len(runs)} runs; no recommendation (tp analyze --partial analyses the complete "
+            "runs only):\n" + "\n".join(lines))
+    kept = [r for r in runs if r not in problems]
+    if not kept:
+        raise AnalysisError("no run can be measured at the planned endpoint; nothing to "
+                            "analyse even with --partial")
+    dropped = tuple((r, why) for r, why in problems.items())
+    if every:
+        common = set(range(0, final + 1, max(1, min(p.eval_every for p in known.values()))))
+        for r in kept:
+            assert r.eval is not None
+            common &= set(int(x) for x in r.eval.steps)
+        common.add(final)
         steps = tuple(sorted(common))
-        final = steps[-1]
-        prompts: set[str] | None = None
-        kmin = None
-        for r in runs:
-            ev = r.eval
-            assert ev is not None
-            row = int(np.searchsorted(ev.steps, final))
-            have = {pid for pid, n in zip(ev.prompt_ids, ev.samples[row], strict=True) if n > 0}
-            prompts = have if prompts is None else prompts & have
-        if not prompts:
-            raise AnalysisError(f"no eval prompt is shared by every run at step {final}")
-        ordered = tuple(sorted(prompts))
-        for r in runs:
-            ev = r.eval
-            assert ev is not None
-            row = int(np.searchsorted(ev.steps, final))
-            cols = _columns(ev.prompt_ids, ordered)
-            n_min = int(ev.samples[row, cols].min())
-            kmin = n_min if kmin is None else min(kmin, n_min)
-        assert kmin is not None
-        return Endpoint(
+        kmin = min(int(np.min(r.eval.samples[int(np.searchsorted(r.eval.steps, final)),
+                                             _columns(r.eval.prompt_ids, prompts)]))
+                   for r in kept if r.eval is not None)
+        ep = Endpoint(
             kind="heldout", label=f"heldout_pass@1@step{final}",
-            description=(f"held-out pass@1 at eval step {final} (the last eval step common to "
-                         f"all runs), {len(ordered)} prompts"),
-            step=final, common_steps=steps, prompt_ids=ordered, samples_min=kmin,
+            description=(f"held-out pass@1 at the planned final eval step {final}, "
+                         f"{len(prompts)} test prompts"),
+            step=final, common_steps=steps, prompt_ids=prompts, samples_min=kmin,
             pass_k=kmin if kmin >= 2 else None)
-    # training correctness
-    common_t: set[int] | None = None
+        return EndpointChoice(ep, dropped=dropped, notes=notes)
+    steps = tuple(range(final))
+    ep = Endpoint(
+        kind="training", label="train_correct_rate",
+        description=(f"on-policy training correctness over the planned {final} steps (the "
+                     "plan has no held-out eval; descriptive: training samples are not "
+                     "held-out data)"),
+        step=steps[-1], common_steps=steps)
+    return EndpointChoice(ep, dropped=dropped, notes=notes)
+
+
+def choose_endpoint(runs: Sequence[RunData]) -> Endpoint:
+    """The planned endpoint of ``runs`` (``planned_endpoint``; incomplete runs raise)."""
+    return planned_endpoint(runs).endpoint
+
+
+def _inferred_plan(runs: Sequence[RunData]) -> RunPlan:
+    """For runs without a recorded plan: the latest eval step any run reached and the most
+    samples per prompt there (or, without any eval, the most training steps any run logged)."""
+    evals = [r.eval for r in runs if r.eval is not None]
+    if evals:
+        final = max(int(ev.steps[-1]) for ev in evals)
+        k = max(int(ev.samples[-1].max()) for ev in evals if int(ev.steps[-1]) == final)
+        return RunPlan(final, 1, k)
+    longest = 0
     for r in runs:
-        steps_r = _train_steps(r)
-        if steps_r is None:
+        steps = _train_steps(r)
+        if steps is None:
             raise AnalysisError(f"{r.path}: no eval.jsonl and no training correctness "
                                 "(emergence/steps.jsonl or metrics.jsonl correct_rate)")
-        common_t = set(steps_r.tolist()) if common_t is None else common_t & set(steps_r.tolist())
-    if not common_t:
-        raise AnalysisError("the runs share no training step; cannot compare them")
-    steps = tuple(sorted(common_t))
-    return Endpoint(
-        kind="training", label="train_correct_rate",
-        description=(f"on-policy training correctness over the {len(steps)} steps common to "
-                     "all runs (descriptive: training samples are not held-out data)"),
-        step=steps[-1], common_steps=steps)
+        longest = max(longest, int(steps.max()) + 1 if len(steps) else 0)
+    return RunPlan(longest, 0, 1)
 
 
 def _train_steps(run: RunData) -> np.ndarray | None:

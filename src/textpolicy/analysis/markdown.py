@@ -10,6 +10,7 @@ VERDICT = {
     "significant_improvement": "Significant improvement",
     "not_significant": "Not significant",
     "significant_regression": "Significant regression",
+    "insufficient_seeds": "Insufficient seeds (no recommendation)",
 }
 
 THESE_RUNS = (" — for these runs only: the primary test is prompt-level (an arm has one run), "
@@ -36,19 +37,35 @@ def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
     lines = [
         f"## {c.candidate} vs {c.baseline}: **{VERDICT[c.recommendation]}** "
         f"(`{c.recommendation}`)" + (THESE_RUNS if c.scope == "these_runs" else ""), "",
+        f"- Estimand: {c.estimand}",
         f"- Primary test: `{pr.name}` on {ep.description}.",
         f"- Effect: **{_f(pr.delta)} pp**, "
         + (f"{100 * c.ci_level:.4g}% CI [{_f(pr.ci_low)}, {_f(pr.ci_high)}] pp"
            if pr.ci_low is not None and pr.ci_high is not None else "no CI")
         + f"; p = {_p(c.p_adjusted)}"
         + (f" (Holm-adjusted over {len(report.comparisons)} candidates; unadjusted "
-           f"{_p(c.p_raw)})" if len(report.comparisons) > 1 else "")
+           f"{_p(c.p_raw)}; the CI is at the level Holm's step-down tests this contrast)"
+           if len(report.comparisons) > 1 else " (one candidate: no multiplicity adjustment)")
         + f"; pairs: {c.data.n_pairs} (paired by {c.pairing}).",
-        f"- {pr.notes}", "",
-        "| test | level | delta | CI | p | notes |", "|---|---|---|---|---|---|",
+        f"- {pr.notes}",
     ]
+    if c.reason:
+        lines.append(f"- No recommendation: {c.reason}.")
+    flip = c.primary_dict(ep.label)
+    if flip.get("sign_flip_can_reach_alpha") is False:
+        lines.append(f"- With {c.data.n_pairs} seed pairs the exact sign-flip test cannot reach "
+                     f"α = {report.alpha:g} (its smallest two-sided p is "
+                     f"2/2^{c.data.n_pairs} = {2 / 2 ** c.data.n_pairs:.3g}).")
+    lines += ["", "All tests below: p unadjusted (each test on its own), CI at "
+              f"{100 * (1 - report.alpha):g}% unless marked; the headline above is the "
+              "primary test" + (" with Holm's adjustment." if len(report.comparisons) > 1
+                                else "."), "",
+              "| test | level | delta | CI | p (unadjusted) | notes |",
+              "|---|---|---|---|---|---|"]
     for t in c.tests:
         ci = f"[{_f(t.ci_low)}, {_f(t.ci_high)}]" if t.ci_low is not None else "–"
+        if t.name == pr.name and abs(c.ci_level - (1 - report.alpha)) > 1e-12:
+            ci = f"[{_f(pr.ci_low)}, {_f(pr.ci_high)}] ({100 * c.ci_level:.4g}%)"
         note = t.notes.replace("|", "/")
         lines.append(f"| `{t.name}` | {t.level} | {_f(t.delta)} {t.unit} | {ci} | "
                      f"{_p(t.p_value)} | {note} |")
@@ -61,6 +78,13 @@ def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
     if orr:
         lines[-1] += (f"; conditional odds ratio {_f(orr['estimate'])} "
                       f"[{_f(orr['ci_low'])}, {_f(orr['ci_high'])}] ({orr['source']})")
+        excludes = orr["ci_low"] is not None and (orr["ci_low"] > 1 or orr["ci_high"] < 1)
+        if excludes and not c.recommendation.startswith("significant_"):
+            lines[-1] += (". That odds-ratio CI excludes 1 while the verdict is "
+                          f"{VERDICT[c.recommendation].lower()}: it pools every sample as "
+                          "if independent and leaves out the seed-to-seed (and prompt) "
+                          "variance the primary test accounts for, so it is narrower and does "
+                          "not contradict the verdict")
     if c.secondary:
         lines += ["", "**Secondary endpoints** (exploratory, unadjusted):", "",
                   "| endpoint | baseline | candidate | delta (pp) | CI | p |",
@@ -106,18 +130,54 @@ def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
     return lines
 
 
+def _provenance_md(report: SignificanceReport) -> list[str]:
+    """What was run, so the report stands alone: per arm LR, steps, model, task, pipeline
+    and its parameters; the commit of the code."""
+    prov = report.provenance
+    if not prov:
+        return []
+    lines = ["## What was run", "",
+             "| arm | pipeline | LR | steps | model | task | pipeline parameters |",
+             "|---|---|---|---|---|---|---|"]
+    for name, a in prov.get("arms", {}).items():
+        params = a.get("pipeline_params")
+        lines.append(f"| {name} | {_f(a.get('pipeline'))} | {_f(a.get('lr'))} | "
+                     f"{_f(a.get('max_steps'))} | {_f(a.get('model'))} | {_f(a.get('task'))} | "
+                     f"{'`' + str(params) + '`' if params else 'defaults'} |")
+    git = prov.get("git")
+    commit = (f"`{git['commit']}`" + (" (uncommitted changes)" if git.get("dirty") else "")
+              if isinstance(git, dict) and git.get("commit") else "not recorded")
+    version = (prov.get("versions") or {}).get("textpolicy")
+    lines += ["", f"Code: textpolicy {version or '(version not recorded)'}, commit {commit}.",
+              ""]
+    return lines
+
+
 def build_sepa_significance_markdown(report: SignificanceReport) -> str:
     """The significance report as Markdown (significance.md)."""
-    lines = ["# Significance report", "",
+    lines = []
+    if report.partial and report.dropped:
+        lines += [f"**PARTIAL ANALYSIS — dropped {len(report.dropped)} run"
+                  f"{'s' if len(report.dropped) != 1 else ''} that cannot be measured at the "
+                  "planned endpoint: " + "; ".join(report.dropped)
+                  + ". The recommendation below is partial.**", ""]
+    elif report.partial:
+        lines += ["Partial analysis requested (--partial); every run reached the planned "
+                  "endpoint, nothing was dropped.", ""]
+    lines += ["# Significance report", "",
              f"Baseline arm: `{report.baseline}`. Endpoint: {report.endpoint.description}. "
              f"α = {report.alpha:g}, {report.num_resamples} resamples, seed {report.seed}.", "",
-             f"**Recommendation: `{report.recommendation}`**"
+             f"**Recommendation{' (PARTIAL)' if report.partial and report.dropped else ''}"
+             f": `{report.recommendation}`**"
              + (THESE_RUNS if report.headline.scope == "these_runs" else "")
              + " (decided by the primary test alone; p and CI come from the same procedure).",
              ""]
+    if report.headline.reason:
+        lines += [f"No recommendation: {report.headline.reason}.", ""]
+    lines += [f"Estimand: {report.headline.estimand}", ""]
     if report.endpoint.kind == "training":
-        lines += ["> No held-out eval was found: the endpoint is on-policy training "
-                  "correctness. Treat the result as descriptive.", ""]
+        lines += ["> The endpoint is on-policy training correctness (no held-out eval in "
+                  "the plan). Treat the result as descriptive.", ""]
     for c in report.comparisons:
         if c.data.n_pairs == 1 or (len(c.data.base_values) == 1 and
                                    len(c.data.cand_values) == 1):
@@ -133,6 +193,7 @@ def build_sepa_significance_markdown(report: SignificanceReport) -> str:
     for c in report.comparisons:
         lines += _comparison_md(c, report)
         lines.append("")
+    lines += _provenance_md(report)
     lines += [f"_{GENERATION_LEVEL_NOTE}_", ""]
     if report.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in report.warnings] + [""]

@@ -7,7 +7,9 @@ Each function is a plain numpy/scipy computation that the significance-test plug
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import attrs
 import numpy as np
 from scipy import stats
 
@@ -62,6 +64,108 @@ def paired_t(d: np.ndarray, *, alpha: float) -> tuple[float, float, float, float
     res = stats.ttest_1samp(d, 0.0)
     ci = res.confidence_interval(confidence_level=1.0 - alpha)
     return float(res.statistic), float(res.pvalue), float(ci.low), float(ci.high), n - 1
+
+
+@attrs.frozen
+class SeedPromptT:
+    """The two-way random-effects (seed pair × prompt) t for the grand mean of a matrix."""
+
+    estimate: float
+    se: float  # NaN when undefined (no variation at all)
+    df: float
+    t: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+    ms_seed: float
+    ms_prompt: float
+    ms_resid: float
+    var_paired: float  # MS_seed/(S·M): the paired t's variance of the mean
+    var_prompt: float  # max(0, MS_prompt − MS_resid)/(S·M): the arm × prompt interaction
+    prompt_component_truncated: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def seed_prompt_moments(diff: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean squares, variance of the mean and Satterthwaite df of ``seed_prompt_t`` for a
+    stack of seed-pair × prompt matrices ``[..., S, M]`` (vectorised; every entry an array
+    over the leading axes). ``var`` is NaN where it is not positive (t undefined)."""
+    d = np.asarray(diff, dtype=np.float64)
+    s, m = d.shape[-2:]
+    if s < 2 or m < 2:
+        raise ValueError(f"needs >= 2 seed pairs and >= 2 prompts, got {s} x {m}")
+    grand = d.mean(axis=(-2, -1))
+    row = d.mean(axis=-1)
+    col = d.mean(axis=-2)
+    g = grand[..., None]
+    ms_seed = m * np.sum((row - g) ** 2, axis=-1) / (s - 1)
+    ms_prompt = s * np.sum((col - g) ** 2, axis=-1) / (m - 1)
+    df_resid = (s - 1) * (m - 1)
+    resid = d - row[..., :, None] - col[..., None, :] + grand[..., None, None]
+    ms_resid = np.sum(resid * resid, axis=(-2, -1)) / df_resid
+    n = s * m
+    truncated = ms_prompt <= ms_resid
+    var_paired = ms_seed / n
+    var_prompt = np.where(truncated, 0.0, (ms_prompt - ms_resid) / n)
+    var = var_paired + var_prompt
+    # Satterthwaite: df of Σ c_i MS_i is (Σ c_i MS_i)² / Σ (c_i MS_i)²/df_i
+    denom = np.where(truncated, ms_seed ** 2 / (s - 1),
+                     ms_seed ** 2 / (s - 1) + ms_prompt ** 2 / (m - 1)
+                     + ms_resid ** 2 / df_resid)
+    scale = 1e-12 * np.maximum(1.0, np.abs(d).max(axis=(-2, -1)))
+    # identical pair means (MS_seed = 0): seed-to-seed variance cannot be estimated, so t
+    # is undefined (as for the paired t), whatever the prompts show
+    ok = (var_paired > scale * scale / n) & (denom > 0)
+    var = np.where(ok, var, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(ok, (var * n) ** 2 / denom, np.nan)
+    return {"estimate": grand, "var": var, "df": df, "ms_seed": ms_seed,
+            "ms_prompt": ms_prompt, "ms_resid": ms_resid, "var_paired": var_paired,
+            "var_prompt": var_prompt, "truncated": truncated}
+
+
+def seed_prompt_p(diff: np.ndarray) -> np.ndarray:
+    """Two-sided ``seed_prompt_t`` p values for a stack ``[..., S, M]`` (NaN: undefined)."""
+    mo = seed_prompt_moments(diff)
+    with np.errstate(invalid="ignore"):
+        t = np.abs(mo["estimate"]) / np.sqrt(mo["var"])
+    return np.asarray(2 * stats.t.sf(t, mo["df"]), dtype=np.float64)
+
+
+def seed_prompt_t(diff: np.ndarray, *, alpha: float) -> SeedPromptT:
+    """t test of mean(D) = 0 for a seed-pairs × prompts difference matrix D (S ≥ 2, M ≥ 2),
+    treating both seeds and prompts as random (the estimand is over both populations).
+
+    Method of moments on the two-way ANOVA without replication (D_sm = μ + a_s + b_m + e_sm):
+    E[MS_seed] = σ²_e + M·σ²_a, E[MS_prompt] = σ²_e + S·σ²_b, E[MS_resid] = σ²_e, so
+    Var(D̄) = σ²_a/S + σ²_b/M + σ²_e/(SM) = (MS_seed + MS_prompt − MS_resid)/(S·M). Written as
+    MS_seed/(S·M) (exactly the paired t's variance of the mean over seed pairs) plus the arm ×
+    prompt term (MS_prompt − MS_resid)/(S·M); that term is a variance-component estimate and is
+    truncated at 0 when negative (the data show no arm × prompt interaction), so V > 0 whenever
+    the pairs differ and the test then *is* the paired t (df S − 1). Identical pair means
+    (MS_seed = 0) leave the seed variance unestimable: t, p and CI are then undefined (NaN).
+    Degrees of freedom by Satterthwaite for the linear combination of mean squares actually
+    used. The t reference
+    gives p and the 1 − alpha CI (one procedure).
+
+    Written by hand: scipy has no crossed random-effects ANOVA and statsmodels' MixedLM fits
+    nested groups by REML (no closed-form crossed method of moments, and far slower).
+    """
+    mo = {k: v.item() for k, v in seed_prompt_moments(np.asarray(diff)[None]).items()}
+    grand, var, df = float(mo["estimate"]), float(mo["var"]), float(mo["df"])
+    rest = (float(mo["ms_seed"]), float(mo["ms_prompt"]), float(mo["ms_resid"]),
+            float(mo["var_paired"]), float(mo["var_prompt"]), bool(mo["truncated"]))
+    nan = math.nan
+    if math.isnan(var):
+        # every seed pair has the same mean difference and no prompt term: t is undefined
+        return SeedPromptT(grand, nan, nan, nan, nan, nan, nan, *rest)
+    se = math.sqrt(var)
+    t = grand / se
+    p = float(2 * stats.t.sf(abs(t), df))
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    return SeedPromptT(grand, se, df, t, p, grand - crit * se, grand + crit * se, *rest)
 
 
 def multinomial_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,28 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def endpoint_words(report: SignificanceReport) -> str:
+    """The endpoint as a phrase ("held-out pass@1 at step 40, 500 test prompts")."""
+    ep = report.endpoint
+    if ep.kind == "heldout":
+        return f"held-out pass@1 at step {ep.step}, {len(ep.prompt_ids)} test prompts"
+    return f"on-policy training correctness over {len(ep.common_steps)} steps"
+
+
 def learning_curves(report: SignificanceReport, path: Path) -> Path:
-    """Mean accuracy per arm over steps, band = min..max over seeds (held-out when present)."""
+    """Mean accuracy per arm over steps with a band = the 95 % t confidence interval of the
+    mean over that arm's seeds (runs) at each step (held-out when present)."""
+    plt = _pyplot()
+    fig = learning_figure(report)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def learning_figure(report: SignificanceReport) -> Any:
+    """The figure ``learning_curves`` saves (a matplotlib Figure)."""
+    from scipy import stats
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
     for name, runs in report.runs.items():
@@ -35,28 +56,37 @@ def learning_curves(report: SignificanceReport, path: Path) -> Path:
         mean = ys.mean(axis=0)
         (line,) = ax.plot(steps, mean, label=f"{name} ({len(runs)} seeds)", lw=1.8)
         if len(runs) > 1:
-            ax.fill_between(steps, ys.min(axis=0), ys.max(axis=0), alpha=0.2,
+            n = len(runs)
+            half = (stats.t.ppf(0.975, n - 1) * ys.std(axis=0, ddof=1) / np.sqrt(n))
+            ax.fill_between(steps, mean - half, mean + half, alpha=0.2,
                             color=line.get_color(), lw=0)
     kind = "held-out pass@1" if report.endpoint.kind == "heldout" else \
         "training correctness (on-policy)"
     ax.set_xlabel("step")
     ax.set_ylabel(f"{kind} (%)")
-    ax.set_title("Learning curves (band: min–max over seeds)")
+    ax.set_title("Learning curves (band: 95% t CI of the mean over seeds, per step)")
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def forest_plot(report: SignificanceReport, path: Path) -> Path:
     """Every test's effect and CI (pp) per candidate; the primary first, in bold."""
     plt = _pyplot()
+    fig = forest_figure(report)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def forest_figure(report: SignificanceReport) -> Any:
+    """The figure ``forest_plot`` saves (a matplotlib Figure)."""
+    plt = _pyplot()
     rows: list[tuple[str, float, float | None, float | None, bool]] = []
     for c in report.comparisons:
-        rows.append((f"{c.candidate}: {c.primary.name} (primary)", c.primary.delta or 0.0,
-                     c.primary.ci_low, c.primary.ci_high, True))
+        rows.append((f"{c.candidate}: {c.primary.name} (primary, {100 * c.ci_level:.4g}% CI)",
+                     c.primary.delta or 0.0, c.primary.ci_low, c.primary.ci_high, True))
         for t in c.tests:
             if t.name == c.primary.name or t.delta is None or t.unit != "pp":
                 continue
@@ -72,11 +102,10 @@ def forest_plot(report: SignificanceReport, path: Path) -> Path:
     ax.axvline(0.0, color="k", lw=0.8, ls="--")
     ax.set_yticks(y)
     ax.set_yticklabels([r[0] for r in rows], fontsize=8)
-    ax.set_xlabel("candidate − baseline (percentage points)")
-    ax.set_title(f"Effects on {report.endpoint.label}\n"
+    ax.set_xlabel(f"candidate − baseline (percentage points); other rows: "
+                  f"{100 * (1 - report.alpha):g}% CIs")
+    ax.set_title(f"Candidate − baseline: {endpoint_words(report)}\n"
                  "(generation-level rows: pooled training data, pseudo-replicated)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig

@@ -11,9 +11,18 @@ from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
 EndpointKind = Literal["heldout", "training"]
-Recommendation = Literal["significant_improvement", "not_significant", "significant_regression"]
+Recommendation = Literal["significant_improvement", "not_significant", "significant_regression",
+                         "insufficient_seeds"]
 RECOMMENDATIONS: tuple[str, ...] = (
-    "significant_improvement", "not_significant", "significant_regression")
+    "significant_improvement", "not_significant", "significant_regression",
+    "insufficient_seeds")
+#: The fewest seed pairs (runs per arm, unpaired) on which a recommendation is given: the
+#: smallest S at which the primary test's calibration was validated by simulation
+#: (benchmarks/primary_calibration.py, S in {4, 8, 16, 32}). Below it a t with 1-2 df
+#: rests on the normality of seed effects, which 2-3 pairs cannot check, and the exact
+#: sign-flip cannot reach alpha = 0.05 (its smallest p is 2/2^S >= 0.25). The recommendation
+#: is then ``insufficient_seeds``; p values and CIs are still reported, as descriptive.
+MIN_SEED_PAIRS = 4
 
 
 class AnalysisWarning(UserWarning):

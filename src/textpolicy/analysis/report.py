@@ -9,6 +9,7 @@ recommendation is significant.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -19,11 +20,32 @@ import attrs
 import numpy as np
 
 from textpolicy.analysis import design, methods, power
-from textpolicy.analysis.records import AnalysisInput, AnalysisWarning, TestResult, _jsonable
+from textpolicy.analysis.records import (
+    MIN_SEED_PAIRS,
+    AnalysisInput,
+    AnalysisWarning,
+    TestResult,
+    _jsonable,
+)
 from textpolicy.analysis.rundata import RunData, load_runs
 from textpolicy.errors import AnalysisError, ConfigError
 
 PathLike = str | os.PathLike[str]
+ESTIMANDS: dict[str, str] = {
+    "seeds_prompts": (
+        "Δ = expected held-out pass@1 of the candidate minus the baseline at the planned "
+        "endpoint, averaged over training seeds and over the population of eval prompts the "
+        "test set samples."),
+    "paired_seeds": (
+        "Δ = expected endpoint accuracy of the candidate minus the baseline, averaged over "
+        "training seeds, on this eval set (its prompts or training steps held fixed)."),
+    "welch_runs": (
+        "Δ = expected endpoint accuracy of the candidate minus the baseline, averaged over "
+        "training runs (unpaired), on this eval set."),
+    "prompt_paired": (
+        "Δ = endpoint accuracy of these two runs' difference over the eval prompts: "
+        "conditional on these runs, not a claim over training seeds."),
+}
 GENERATION_LEVEL_NOTE = (
     "Generation-level tests (fisher, bootstrap, permutation) pool every training generation as "
     "if independent; under run-to-run variance their false-positive rate is far above alpha. "
@@ -47,6 +69,15 @@ class Comparison:
     effect_sizes: dict[str, Any]
     secondary: tuple[dict[str, Any], ...]
     power: dict[str, Any]
+    reason: str | None = None  # why the recommendation is insufficient_seeds
+
+    @property
+    def estimand(self) -> str:
+        """The primary test's estimand in one sentence."""
+        return ESTIMANDS[self.primary.name]
+
+    def test(self, name: str) -> TestResult | None:
+        return next((t for t in self.tests if t.name == name), None)
 
     @property
     def scope(self) -> str:
@@ -55,20 +86,27 @@ class Comparison:
         return "these_runs" if self.primary.name == "prompt_paired" else "seeds"
 
     def primary_dict(self, endpoint: str) -> dict[str, Any]:
+        flip = self.primary if self.primary.name == "paired_seeds" else self.test(
+            "paired_seeds")
         return {
-            "scope": self.scope,
+            "scope": self.scope, "estimand": self.estimand,
             "test": self.primary.name, "endpoint": endpoint, "delta": self.primary.delta,
             "ci_low": self.primary.ci_low, "ci_high": self.primary.ci_high,
             "p_value": self.p_adjusted, "n_pairs": self.data.n_pairs,
             "unit": self.primary.unit, "p_value_unadjusted": self.p_raw,
             "ci_level": self.ci_level, "multiplicity": "holm",
-            "sign_flip_p": self.primary.extra.get("sign_flip_p"), "notes": self.primary.notes,
+            "p_value_holm_adjusted": True, "min_seed_pairs": MIN_SEED_PAIRS,
+            "sign_flip_p": flip.extra.get("sign_flip_p") if flip is not None else None,
+            "sign_flip_can_reach_alpha": (flip.extra.get("sign_flip_can_reach_alpha")
+                                          if flip is not None else None),
+            "notes": self.primary.notes,
         }
 
     def to_dict(self, endpoint: str) -> dict[str, Any]:
         return {
             "baseline": self.baseline, "candidate": self.candidate, "pairing": self.pairing,
-            "recommendation": self.recommendation, "primary": self.primary_dict(endpoint),
+            "recommendation": self.recommendation, "recommendation_reason": self.reason,
+            "primary": self.primary_dict(endpoint),
             "tests": [t.to_dict() for t in self.tests], "effect_sizes": self.effect_sizes,
             "secondary_endpoints": list(self.secondary), "power": self.power,
         }
@@ -88,6 +126,9 @@ class SignificanceReport:
     warnings: tuple[str, ...]
     runs: Mapping[str, tuple[RunData, ...]]
     values: Mapping[RunData, design.RunValues]
+    partial: bool = False
+    dropped: tuple[str, ...] = ()  # "<run>: what is missing" for each run left out
+    provenance: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def headline(self) -> Comparison:
@@ -110,7 +151,11 @@ class SignificanceReport:
         return _jsonable({
             "alpha": self.alpha,
             "recommendation": head.recommendation,
+            "recommendation_partial": self.partial,
+            "dropped_runs": list(self.dropped),
+            "recommendation_reason": head.reason,
             "recommendation_scope": head.scope,
+            "estimand": head.estimand,
             "baseline": self.baseline,
             "candidate": head.candidate,
             "primary": head.primary_dict(self.endpoint.label),
@@ -131,6 +176,7 @@ class SignificanceReport:
             "num_resamples": self.num_resamples,
             "seed": self.seed,
             "warnings": list(self.warnings),
+            "provenance": self.provenance,
             "notes": [GENERATION_LEVEL_NOTE],
         })
 
@@ -151,7 +197,8 @@ def evaluate_significance(
     baseline_run_dirs: Sequence[PathLike] | None = None,
     candidate_run_dirs: Sequence[PathLike] | None = None,
     alpha: float = 0.05, num_resamples: int = 20000, seed: int = 0, mde: float | None = None,
-    paired: bool | None = None, tests: Sequence[str] | None = None,
+    paired: bool | None = None, tests: Sequence[str] | None = None, partial: bool = False,
+    resume: Mapping[str, str] | None = None, manifest: Mapping[str, Any] | None = None,
 ) -> SignificanceReport:
     """Analyse arms of run directories against ``baseline``.
 
@@ -159,6 +206,10 @@ def evaluate_significance(
     are candidates) or ``baseline_run_dirs`` + ``candidate_run_dirs``. ``mde`` is a minimum
     detectable effect in percentage points for the power section. ``paired=False`` analyses
     runs as unpaired (Welch's t primary). ``tests`` restricts the registered tests run.
+    The endpoint is the plan's (``design.planned_endpoint``): runs that cannot be measured
+    there raise ``IncompleteRunsError`` unless ``partial`` (then they are dropped, with their
+    seed partners, and the report says so). ``resume`` maps resolved run paths to the command
+    that resumes them (for that error); ``manifest`` supplies commit and versions.
     """
     _check_settings(alpha, num_resamples, seed, mde)
     if arms is None:
@@ -176,7 +227,21 @@ def evaluate_significance(
         warnings.simplefilter("always")
         runs = {name: tuple(load_runs(dirs, what=f"arm {name!r}")) for name, dirs in arms.items()}
         all_runs = [r for rs in runs.values() for r in rs]
-        endpoint = design.choose_endpoint(all_runs)
+        for r in all_runs:  # read every run file here, so its warnings reach the report
+            _ = r.metrics, r.step_counts
+        hints = {r: resume[str(r.path.resolve())] for r in all_runs
+                 if resume and str(r.path.resolve()) in resume}
+        choice = design.planned_endpoint(all_runs, partial=partial, resume=hints)
+        endpoint = choice.endpoint
+        for note in choice.notes:
+            warnings.warn(note, AnalysisWarning, stacklevel=2)
+        dropped = _drop(runs, choice.dropped, paired=paired is not False)
+        runs = {name: tuple(r for r in rs if r not in dropped) for name, rs in runs.items()}
+        for name, rs in runs.items():
+            if not rs:
+                raise AnalysisError(f"--partial: arm {name!r} has no run that can be measured "
+                                    "at the planned endpoint")
+        all_runs = [r for rs in runs.values() for r in rs]
         values = {r: design.run_values(r, endpoint) for r in all_runs}
         comparisons_in: list[tuple[str, design.Pairing, AnalysisInput]] = []
         for name in arms:
@@ -199,7 +264,55 @@ def evaluate_significance(
     return SignificanceReport(alpha=alpha, num_resamples=num_resamples, seed=seed,
                               baseline=baseline, endpoint=endpoint,
                               comparisons=tuple(comparisons), arms=arm_rows,
-                              warnings=messages, runs=runs, values=values)
+                              warnings=messages, runs=runs, values=values,
+                              partial=partial, dropped=tuple(dropped.values()),
+                              provenance=_provenance(runs, manifest or {}))
+
+
+def _drop(runs: Mapping[str, Sequence[RunData]], bad: Sequence[tuple[RunData, str]], *,
+          paired: bool) -> dict[RunData, str]:
+    """Runs ``--partial`` leaves out: the incomplete ones and, when runs are paired by seed,
+    every other arm's run of the same seed (a pair is kept whole or not at all)."""
+    out = {r: f"{r.path}: {why}" for r, why in bad}
+    seeds = {r.seed for r, _ in bad if r.seed is not None}
+    if paired and seeds:
+        for rs in runs.values():
+            for r in rs:
+                if r not in out and r.seed in seeds:
+                    out[r] = f"{r.path}: its seed-{r.seed} partner cannot be measured"
+    return out
+
+
+def _provenance(runs: Mapping[str, Sequence[RunData]], manifest: Mapping[str, Any]
+                ) -> dict[str, Any]:
+    """What the report needs to stand alone: per arm LRs, steps, model, task, pipeline and
+    its parameters (from each run's config.json); the commit and versions (manifest)."""
+    def cfg(r: RunData) -> Mapping[str, Any]:
+        c = r.config.get("config")
+        return c if isinstance(c, Mapping) else {}
+
+    def task(r: RunData) -> Any:
+        t = r.config.get("task")
+        return (t.get("name") if isinstance(t, Mapping) else None) or cfg(r).get("task")
+
+    fields: dict[str, Any] = {
+        "lr": lambda r: cfg(r).get("lr"), "max_steps": lambda r: cfg(r).get("max_steps"),
+        "model": lambda r: r.config.get("model") or cfg(r).get("model"), "task": task,
+        "pipeline": lambda r: r.pipeline,
+        "pipeline_params": lambda r: cfg(r).get("pipeline_params") or {}}
+    arms: dict[str, Any] = {}
+    for name, rs in runs.items():
+        row: dict[str, Any] = {}
+        for key, get in fields.items():
+            distinct = [json.loads(x) for x in dict.fromkeys(
+                json.dumps(get(r), sort_keys=True, default=str) for r in rs)]
+            row[key] = distinct[0] if len(distinct) == 1 else distinct
+        arms[name] = row
+    versions = next((r.config.get("versions") for rs in runs.values() for r in rs
+                     if r.config.get("versions")), None)
+    return {"arms": arms, "git": manifest.get("git"),
+            "versions": manifest.get("versions") or versions,
+            "campaign": manifest.get("name")}
 
 
 def evaluate_sepa_significance(
@@ -215,10 +328,23 @@ def evaluate_sepa_significance(
 def _primary_name(data: AnalysisInput) -> str:
     nb, nc = len(data.base_values), len(data.cand_values)
     if data.paired and data.n_pairs >= 2:
-        return "paired_seeds"
+        return "seeds_prompts" if data.unit_kind == "prompt" else "paired_seeds"
     if not data.paired and nb >= 2 and nc >= 2:
         return "welch_runs"
     return "prompt_paired"
+
+
+def _insufficient(data: AnalysisInput) -> str | None:
+    """Why no recommendation can be given (too few seed pairs / runs per arm), else None."""
+    n = data.n_pairs if data.paired else min(len(data.base_values), len(data.cand_values))
+    if n >= MIN_SEED_PAIRS:
+        return None
+    have = f"{n} seed pair{'s' if n != 1 else ''}" if data.paired else (
+        f"{n} run{'s' if n != 1 else ''} per arm")
+    need = f"{MIN_SEED_PAIRS} seed pairs" if data.paired else f"{MIN_SEED_PAIRS} runs per arm"
+    return (f"{have}: the primary test needs at least {need} before a difference can be "
+            "called significant (its p value and CI below are descriptive); size the campaign "
+            "with tp power")
 
 
 def _run_tests(data: AnalysisInput, only: Sequence[str] | None) -> dict[str, TestResult]:
@@ -282,15 +408,21 @@ def _compare(items: list[tuple[str, design.Pairing, AnalysisInput]],
             record = get_registry().significance_tests.get(pname)
             params = structure_params(record.params, {}, where=pname)
             at_level = record.fn(attrs.evolve(data, alpha=level_alpha), params)
-            primary = attrs.evolve(primary, ci_low=at_level.ci_low, ci_high=at_level.ci_high)
+            # the notes name the CI level too, so the headline's level and its text agree
+            primary = attrs.evolve(primary, ci_low=at_level.ci_low, ci_high=at_level.ci_high,
+                                   notes=at_level.notes)
         p_adj = None if math.isnan(adjusted[i]) else adjusted[i]
         rec = "not_significant"
         if p_adj is not None and p_adj < alpha and primary.delta:
             rec = "significant_improvement" if primary.delta > 0 else "significant_regression"
+        reason = _insufficient(data)
+        if reason is not None:
+            rec = "insufficient_seeds"
         out.append(Comparison(
             baseline=data.baseline, candidate=name, pairing=pairing.how, data=data,
             primary=primary, p_raw=raw[i], p_adjusted=p_adj, ci_level=1 - level_alpha,
-            recommendation=rec, tests=tuple(res.values()),
+            recommendation=rec, reason=reason,
+            tests=tuple(primary if t.name == pname else t for t in res.values()),
             effect_sizes=_effect_sizes(data, pairing, values, endpoint, alpha),
             secondary=tuple(_secondary(pairing, values, endpoint, alpha)),
             power=_power(data, endpoint, alpha=alpha, mde=mde)))

@@ -4,6 +4,14 @@ Each run draws from a hierarchical logistic model: ``logit p = base + slope·ste
 + u_seed + e_run + b_prompt (+ c_run×prompt for eval)``. Seed s shares ``u_seed``, the training
 prompt order and the eval prompts across arms (the paired design). Files follow
 docs/training.md "Files"; nothing here is used by the analysis itself.
+
+``sigma_arm_prompt`` adds an arm × eval-prompt interaction whose population mean is exactly 0
+on the accuracy scale: each arm's eval-prompt effects are ``ρ·b + √(1 − ρ²)·z_arm`` (``z_arm``
+drawn per arm, ρ = 1 − τ²/(2σ²_prompt), so SD(b_arm − b) = τ). Every arm's prompt effects then
+have the same N(0, σ²_prompt) law, so averaged over the prompt population no arm is better,
+yet on a given eval set the arms differ prompt by prompt. ``simulate_eval_units`` returns the
+per-prompt endpoint accuracies ``write_run`` would write, without writing files (the same
+draws), for calibration studies.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ class SyntheticDesign:
     sigma_run: float = 0.1  # run-specific
     sigma_prompt: float = 1.5
     sigma_int: float = 0.3
+    sigma_arm_prompt: float = 0.0  # arm × eval-prompt interaction (population mean 0)
     generations: bool = True
     completion_chars: int = 120
     binary_rewards: bool = True
@@ -44,19 +53,38 @@ def _dumps(row: Mapping[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False)
 
 
-def write_run(path: Path, *, arm: str, seed: int, effect: float, design: SyntheticDesign,
-              data_seed: int = 0, pipeline: str = "grpo", record_seed: bool = True) -> Path:
-    """Write one run directory (config, metrics, emergence/{steps,generations}, eval)."""
+@attrs.frozen(eq=False)
+class _RunDraws:
+    order: np.ndarray  # [steps, B] training prompt indices
+    correct: np.ndarray  # [steps, B, G]
+    reward: np.ndarray  # [steps, B, G]
+    eval_steps: list[int]
+    eval_hits: np.ndarray | None  # [eval steps, M, K]
+
+
+def _eval_prompt_effects(d: SyntheticDesign, arm: str, data_seed: int) -> np.ndarray:
+    b = np.random.default_rng([data_seed, 10**6]).normal(0, d.sigma_prompt, size=d.eval_prompts)
+    tau = d.sigma_arm_prompt
+    if tau <= 0:
+        return b
+    if tau > 2 * d.sigma_prompt:
+        raise ValueError(f"sigma_arm_prompt must be <= 2 * sigma_prompt, got {tau}")
+    rho = 1.0 - tau * tau / (2.0 * d.sigma_prompt ** 2)
+    z = np.random.default_rng([data_seed, 10**6, _stable(arm)]).normal(
+        0, d.sigma_prompt, size=d.eval_prompts)
+    return np.asarray(rho * b + math.sqrt(1.0 - rho * rho) * z)
+
+
+def _draw_run(*, arm: str, seed: int, effect: float, design: SyntheticDesign,
+              data_seed: int) -> _RunDraws:
+    """Every random number of one run, in a fixed order (``write_run`` writes them)."""
     d = design
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "emergence").mkdir(exist_ok=True)
     shared = np.random.default_rng([data_seed, seed])  # same for every arm of this seed
     own = np.random.default_rng([data_seed, seed, _stable(arm)])
     u = shared.normal(0, d.sigma_seed)
     e = own.normal(0, d.sigma_run)
     train_b = shared.normal(0, d.sigma_prompt, size=d.train_prompts)
-    eval_b = np.random.default_rng([data_seed, 10**6]).normal(0, d.sigma_prompt,
-                                                             size=d.eval_prompts)
+    eval_b = _eval_prompt_effects(d, arm, data_seed)
     order = shared.integers(0, d.train_prompts, size=(d.steps, d.batch_size))
     steps = np.arange(d.steps)
     logit = (d.base_logit + d.slope * steps[:, None] + effect + u + e + train_b[order])
@@ -66,16 +94,83 @@ def write_run(path: Path, *, arm: str, seed: int, effect: float, design: Synthet
         reward = correct.astype(np.float64)
     else:
         reward = correct * 1.0 + own.choice([0.0, 0.1], size=correct.shape)
+    eval_steps: list[int] = []
+    hits = None
+    if d.eval_every > 0:
+        eval_steps = sorted(set(range(0, d.steps + 1, d.eval_every)) | {d.steps})
+        inter = own.normal(0, d.sigma_int, size=(len(eval_steps), d.eval_prompts))
+        hits = np.empty((len(eval_steps), d.eval_prompts, d.eval_samples), dtype=bool)
+        for i, s in enumerate(eval_steps):
+            pe = expit(d.base_logit + d.slope * s + effect + u + e + eval_b + inter[i])
+            hits[i] = own.random((d.eval_prompts, d.eval_samples)) < pe[:, None]
+    return _RunDraws(order, correct, reward, eval_steps, hits)
+
+
+def simulate_eval_units(*, arms: Mapping[str, float], seeds: Sequence[int],
+                        design: SyntheticDesign, data_seed: int = 0) -> dict[str, np.ndarray]:
+    """Per-arm ``[len(seeds), eval_prompts]`` held-out accuracies at the final eval step:
+    exactly what ``write_campaign`` with the same arguments writes (and the analysis reads)."""
+    if design.eval_every <= 0:
+        raise ValueError("design has no eval (eval_every=0)")
+    out = {}
+    for name, effect in arms.items():
+        rows = [_draw_run(arm=name, seed=s, effect=effect, design=design,
+                          data_seed=data_seed).eval_hits for s in seeds]
+        out[name] = np.stack([h[-1].mean(axis=-1) for h in rows if h is not None])
+    return out
+
+
+def simulate_campaigns(*, effect: float, seeds: int, campaigns: int, design: SyntheticDesign,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Many independent A/B campaigns of the model ``write_run`` samples, vectorised over
+    campaigns: (baseline, candidate) final-eval accuracies, each ``[campaigns, seeds, M]``.
+
+    Same terms as ``_draw_run`` at the final eval step (u_seed shared by a pair, e_run,
+    fresh eval prompts b per campaign with the arm × prompt interaction of
+    ``sigma_arm_prompt``, c_run×prompt, K Bernoulli samples), drawn from ``rng`` in bulk
+    rather than from per-run streams — for calibration studies of thousands of campaigns.
+    """
+    d = design
+    m, k = d.eval_prompts, d.eval_samples
+    shape = (campaigns, seeds, 1)
+    b = rng.normal(0, d.sigma_prompt, size=(campaigns, 1, m))
+    prompt = [b, b]
+    if d.sigma_arm_prompt > 0:
+        rho = 1.0 - d.sigma_arm_prompt ** 2 / (2.0 * d.sigma_prompt ** 2)
+        prompt = [rho * b + math.sqrt(1 - rho * rho) * rng.normal(0, d.sigma_prompt,
+                                                                  size=(campaigns, 1, m))
+                  for _ in range(2)]
+    u = rng.normal(0, d.sigma_seed, size=shape)
+    base = d.base_logit + d.slope * d.steps
+    out = []
+    for arm, eff in enumerate((0.0, effect)):
+        e = rng.normal(0, d.sigma_run, size=shape)
+        c = rng.normal(0, d.sigma_int, size=(campaigns, seeds, m))
+        p = expit(base + eff + u + e + prompt[arm] + c)
+        out.append(rng.binomial(k, p) / k)
+    return out[0], out[1]
+
+
+def write_run(path: Path, *, arm: str, seed: int, effect: float, design: SyntheticDesign,
+              data_seed: int = 0, pipeline: str = "grpo", record_seed: bool = True) -> Path:
+    """Write one run directory (config, metrics, emergence/{steps,generations}, eval)."""
+    d = design
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "emergence").mkdir(exist_ok=True)
+    draws = _draw_run(arm=arm, seed=seed, effect=effect, design=d, data_seed=data_seed)
+    order, correct, reward = draws.order, draws.correct, draws.reward
+    steps = np.arange(d.steps)
     n = d.batch_size * d.group_size
     ccount = correct.reshape(d.steps, -1).sum(axis=1)
     mean_reward = reward.reshape(d.steps, -1).mean(axis=1)
     config: dict[str, Any] = {
         "config": {"log_dir": str(path), "pipeline": pipeline, "max_steps": d.steps,
-                         "batch_size": d.batch_size, "group_size": d.group_size,
-                         "eval_every": d.eval_every, "eval_samples": d.eval_samples,
-                         "condition": arm},
-              "condition": arm, "pipeline": {"name": pipeline}, "task": {"name": "synthetic"},
-              "versions": {}, "engine": {"name": "synthetic"}, "started_at": "2026-01-01"}
+                   "lr": 4e-5, "task": "synthetic", "batch_size": d.batch_size,
+                   "group_size": d.group_size, "eval_every": d.eval_every,
+                   "eval_samples": d.eval_samples, "condition": arm},
+        "condition": arm, "model": "synthetic-logistic", "pipeline": {"name": pipeline},
+        "task": {"name": "synthetic"}, "versions": {}, "engine": {"name": "synthetic"},
+        "started_at": "2026-01-01"}
     if record_seed:
         config["seed"] = seed
         config["config"]["seed"] = seed
@@ -111,13 +206,10 @@ def write_run(path: Path, *, arm: str, seed: int, effect: float, design: Synthet
                             "metadata": {"correctness": ok, "group": b, "sample": g,
                                          "stop_reason": "stop"}}))
             fh.write("\n".join(lines) + "\n")
-    if d.eval_every > 0:
-        eval_steps = sorted(set(range(0, d.steps + 1, d.eval_every)) | {d.steps})
-        inter = own.normal(0, d.sigma_int, size=(len(eval_steps), d.eval_prompts))
+    if draws.eval_hits is not None:
         lines = []
-        for i, s in enumerate(eval_steps):
-            pe = expit(d.base_logit + d.slope * s + effect + u + e + eval_b + inter[i])
-            hits = own.random((d.eval_prompts, d.eval_samples)) < pe[:, None]
+        for i, s in enumerate(draws.eval_steps):
+            hits = draws.eval_hits[i]
             for m in range(d.eval_prompts):
                 for k in range(d.eval_samples):
                     lines.append(f'{{"step": {s}, "prompt_id": "math500/{m}", "sample": {k}, '

@@ -31,10 +31,14 @@ from textpolicy.errors import ConfigError
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Write the analysis files here (default: CAMPAIGN_DIR/analysis).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--partial", is_flag=True,
+              help="Analyse only the runs that reach the planned endpoint (the report says "
+                   "which were dropped and marks the recommendation partial). Without it, "
+                   "incomplete runs stop the analysis (exit 3).")
 def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
             candidate_dirs: tuple[Path, ...], alpha: float | None, resamples: int | None,
             seed: int | None, mde: float | None, unpaired: bool, as_json: bool,
-            out_dir: Path | None, no_plots: bool) -> None:
+            out_dir: Path | None, no_plots: bool, partial: bool) -> None:
     """Seed-level significance analysis of an A/B campaign.
 
     \b
@@ -57,7 +61,7 @@ def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
                 raise ConfigError("give either CAMPAIGN_DIR or --baseline/--candidate, not both")
             report = analyze_campaign(campaign_dir, alpha=alpha, num_resamples=resamples,
                                       seed=seed, mde=mde, out_dir=out_dir, paired=paired,
-                                      plots=not no_plots)
+                                      plots=not no_plots, partial=partial)
             written_to: Path | None = out_dir or campaign_dir / "analysis"
         else:
             if not baseline_dirs or not candidate_dirs:
@@ -67,7 +71,7 @@ def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
                 baseline_run_dirs=list(baseline_dirs), candidate_run_dirs=list(candidate_dirs),
                 alpha=0.05 if alpha is None else alpha,
                 num_resamples=20000 if resamples is None else resamples,
-                seed=0 if seed is None else seed, mde=mde, paired=paired)
+                seed=0 if seed is None else seed, mde=mde, paired=paired, partial=partial)
             written_to = None
             if out_dir is not None:
                 write_outputs(report, out_dir, plots=not no_plots)

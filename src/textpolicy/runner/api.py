@@ -200,6 +200,19 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
     return (code if ok else EXIT_FAILED), status, out
 
 
+def few_seeds_warning(n_seeds: int) -> str | None:
+    """The plan-time warning for a campaign with fewer seeds than the analysis needs."""
+    from textpolicy.analysis.records import MIN_SEED_PAIRS
+
+    if n_seeds >= MIN_SEED_PAIRS:
+        return None
+    return (f"Warning: {plural(n_seeds, 'seed')} per arm; the analysis needs at least "
+            f"{MIN_SEED_PAIRS} paired seeds before it can call a difference significant "
+            "(with fewer its recommendation is insufficient_seeds). Plan more seeds "
+            f"(--seeds 0-{MIN_SEED_PAIRS - 1}, or seeds = [...] in the spec); `tp power --mde PP` "
+            "gives how many an effect of PP points needs.")
+
+
 def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
              stop: threading.Event | None = None) -> Outcome:
     """Run (or with ``execute=False`` only plan) a spec of any kind."""
@@ -209,6 +222,9 @@ def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
     if spec.kind == "sweep":
         code, report = sweep(spec, root, opts, stop, echo)
         return Outcome(code, root, sweep=report)
+    few = few_seeds_warning(len(spec.seeds))
+    if few:
+        echo(few)
     if spec.kind == "campaign":
         code, status, analysis = campaign(spec, root, opts, stop, echo)
         return Outcome(code, root, campaign_status=status, analysis_dir=analysis)
