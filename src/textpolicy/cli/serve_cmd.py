@@ -40,8 +40,9 @@ def _warm_imports() -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="Port; 0 picks a free one (printed on the first line).")
 @click.option("--model", "models", multiple=True, metavar="[NAME=]PATH",
-              help="Also serve this local Hugging Face checkpoint (repeatable). The built-in "
-                   "tiny model is always served as 'textpolicy/tiny-arithmetic'.")
+              help="Also serve this model (repeatable): 'smollm2-135m', a local Hugging Face "
+                   "checkpoint or a .gguf file. The built-in tiny model is always served as "
+                   "'textpolicy/tiny-arithmetic'.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Device of the local engine.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -24,14 +24,18 @@ def served_models(extra: Sequence[str] = ()) -> dict[str, str]:
     """Served name → what the engine is asked for: the built-in tiny model under its stable
     name, plus each ``PATH`` (served as ``PATH``) or ``NAME=PATH`` given on the command line."""
     from textpolicy.engines.local import TINY_MODEL
+    from textpolicy.engines.local.gguf import SMOLLM2_MODEL
 
     models = {TINY_MODEL: TINY_MODEL}
     for item in extra:
         name, sep, path = item.partition("=")
         if not sep:
             name, path = item, item
+        if path == SMOLLM2_MODEL:  # a named model source of the local engine
+            models[name] = path
+            continue
         if not name or not Path(path).exists():
-            raise ConfigError(f"--model {item!r}: expected PATH or NAME=PATH of an existing "
-                              "local checkpoint directory")
+            raise ConfigError(f"--model {item!r}: expected {SMOLLM2_MODEL!r}, PATH or NAME=PATH "
+                              "of an existing local checkpoint directory or .gguf file")
         models[name] = str(Path(path).resolve())
     return models
