@@ -25,9 +25,19 @@ def make_local_engine(**options: Any) -> Any:
     return LocalEngine(**options)
 
 
+def check_local_engine(model: str, **options: Any) -> list[str]:
+    """The dry run's check: the model is the tiny model or a checkpoint folder, the option
+    values are ones LocalEngine accepts (nothing is loaded)."""
+    from textpolicy.engines.local.engine import check_model, check_options
+
+    check_model(model)
+    check_options(**options)
+    return []
+
+
 @hookimpl
 def textpolicy_register_engines() -> Iterable[records.EnginePlugin]:
     return [records.EnginePlugin(
-        name="local", factory=make_local_engine,
+        name="local", factory=make_local_engine, check=check_local_engine,
         doc="embedded torch + transformers engine (built-in tiny model, local HF checkpoints,"
             " CPU or CUDA)")]

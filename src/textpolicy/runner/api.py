@@ -20,6 +20,7 @@ from textpolicy.runner import campaign as cmp
 from textpolicy.runner import manifest as mf
 from textpolicy.runner import sweep as swp
 from textpolicy.runner.execute import Executor, RunResult, WandbTarget
+from textpolicy.runner.follow import wandb_problem
 from textpolicy.runner.plan import (
     Plan,
     campaign_plan,
@@ -27,6 +28,7 @@ from textpolicy.runner.plan import (
     format_lr,
     sweep_plan,
 )
+from textpolicy.runner.preflight import check_plan
 from textpolicy.runner.progress import Display
 from textpolicy.runner.results import completed_steps, is_finished
 from textpolicy.runner.spec import Spec
@@ -64,12 +66,25 @@ class Outcome:
     analysis_dir: Path | None = None
 
 
+def _wandb_target(spec: Spec, plan: Plan, echo: Echo) -> WandbTarget | None:
+    """The [wandb] destination, checked before training starts: without a key or a reachable
+    W&B the runs log offline, and one line says so."""
+    if spec.wandb is None:
+        return None
+    settings = spec.wandb
+    problem = wandb_problem(settings.mode)
+    if problem is not None:
+        echo(f"W&B: {problem}: logging offline instead (upload later with `wandb sync`)")
+        settings = attrs.evolve(settings, mode="offline")
+    return WandbTarget(settings, group=spec.name or plan.root.name)
+
+
 def _executor(spec: Spec, plan: Plan, opts: Options, stop: threading.Event,
-              title: str) -> Executor:
+              title: str, echo: Echo) -> Executor:
     parallel = opts.parallel if opts.parallel is not None else spec.parallel
     cont = (opts.continue_on_error if opts.continue_on_error is not None
             else spec.continue_on_error)
-    wandb = WandbTarget(spec.wandb, group=spec.name or plan.root.name) if spec.wandb else None
+    wandb = _wandb_target(spec, plan, echo)
     return Executor(plan, parallel=parallel, continue_on_error=cont, workers=opts.workers,
                     display=Display(title, mode=opts.progress), wandb=wandb, stop=stop)
 
@@ -78,6 +93,10 @@ def _check(results: list[RunResult], stop: threading.Event, echo: Echo) -> int:
     if stop.is_set() or any(r.status == "stopped" for r in results):
         echo("Stopped: every run saved a checkpoint; run the same command again to resume.")
         return EXIT_STOPPED
+    for r in results:
+        if r.wandb_error:
+            echo(f"W&B logging of {r.key} stopped (training went on; its metrics.jsonl is "
+                 f"complete, `tp follow` can log it): {r.wandb_error}")
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         echo(f"FAILED {r.key}: {r.error}")
@@ -130,34 +149,53 @@ def _recorded_status(path: Path) -> str | None:
     return status if isinstance(status, str) or status is None else "unreadable"
 
 
-def _dry_run(plan: Plan, echo: Echo, write: Callable[[], None], hint: str = "") -> None:
+def _dry_run(spec: Spec, plan: Plan, notes: list[str], echo: Echo,
+             write: Callable[[], None], hint: str = "") -> None:
     counts = run_states(plan)
     echo(_state_line(counts))
     root = plan.root
     if _keeps_record(root, counts):
         echo(f"Dry run: kept {root / 'manifest.json'} and {root / 'run_commands.sh'} as they "
              "are (they record the runs already made)")
-        return
-    write()
-    echo(f"Dry run: wrote {root / 'manifest.json'} and {root / 'run_commands.sh'}{hint}")
+    else:
+        write()
+        echo(f"Dry run: wrote {root / 'manifest.json'} and {root / 'run_commands.sh'}{hint}")
+    for note in _environment_notes(spec, notes):
+        echo(f"Not ready on this machine: {note}")
+
+
+def _environment_notes(spec: Spec, engine_notes: list[str]) -> list[str]:
+    """What would stop the runs on this machine (the engine's, the task data's, W&B's)."""
+    notes = list(engine_notes)
+    task = mf.task_fingerprint(spec.task.name, spec.task.params)
+    if task.get("fingerprint_error"):
+        notes.append(f"task {spec.task.name!r} data: {task['fingerprint_error']}")
+    if spec.wandb is not None:
+        problem = wandb_problem(spec.wandb.mode)
+        if problem is not None:
+            notes.append(f"W&B: {problem}; the runs would log offline")
+    return notes
 
 
 def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
           campaign_output: str | None = None) -> tuple[int, swp.SweepReport | None]:
     plan = sweep_plan(spec, root)
     check_existing_runs(plan)
+    notes = check_plan(plan)
     echo(f"LR sweep: {plural(len(plan.runs), 'probe')} ({plural(plan.total_steps, 'step')}) "
          f"in {root}")
     if not opts.execute:
-        _dry_run(plan, echo, lambda: swp.write_plan(spec, plan))
+        _dry_run(spec, plan, notes, echo, lambda: swp.write_plan(spec, plan))
         return EXIT_OK, None
     swp.write_plan(spec, plan)
-    results = _executor(spec, plan, opts, stop, f"sweep {spec.name}").run()
+    results = _executor(spec, plan, opts, stop, f"sweep {spec.name}", echo).run()
     code = _check(results, stop, echo)
     if code == EXIT_STOPPED:
         return code, None
     report = swp.finish_sweep(spec, plan, results, campaign_output)
     echo(report.text())
+    if report.untuned:  # an arm without an LR: nothing to recommend, the sweep failed
+        code = EXIT_FAILED
     return code, report
 
 
@@ -165,17 +203,18 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
              tuned: dict[str, float] | None = None) -> tuple[int, str | None, Path | None]:
     plan = campaign_plan(spec, root, tuned)
     check_existing_runs(plan)
+    notes = check_plan(plan)
     lrs = ", ".join(f"{a.label}={format_lr(next(r.lr for r in plan.runs if r.arm == a.label))}"
                     for a in spec.arms)
     echo(f"Campaign: {plural(len(spec.arms), 'arm')} × {plural(len(spec.seeds), 'seed')} = "
          f"{plural(len(plan.runs), 'run')} ({plural(plan.total_steps, 'step')}) in {root}; "
          f"LRs {lrs}")
     if not opts.execute:
-        _dry_run(plan, echo, lambda: cmp.write_plan(spec, plan, tuned),
+        _dry_run(spec, plan, notes, echo, lambda: cmp.write_plan(spec, plan, tuned),
                  f"; {opts.execute_hint}")
         return EXIT_OK, "planned", None
     cmp.write_plan(spec, plan, tuned)
-    results = _executor(spec, plan, opts, stop, f"campaign {spec.name}").run()
+    results = _executor(spec, plan, opts, stop, f"campaign {spec.name}", echo).run()
     status = cmp.update_manifest(spec, plan, results, tuned)
     code = _check(results, stop, echo)
     if code != EXIT_OK:
@@ -219,12 +258,9 @@ def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
             else spec.continue_on_error)
     if report is None or code == EXIT_STOPPED or (code == EXIT_FAILED and not cont):
         return Outcome(code, root, sweep=report)
+    if report.untuned:
+        raise RunFailedError(f"the sweep found no LR: {report.failure()}")
     tuned = report.best_lr
-    untuned = [a.label for a in spec.arms if a.lr is None and a.label not in tuned]
-    if untuned:
-        raise RunFailedError(f"the sweep found no LR for {'arm' if len(untuned) == 1 else 'arms'} "
-                             f"{', '.join(untuned)} "
-                             f"(every probe failed); see {root / 'sweep'}")
     echo("Campaign LRs from the sweep: "
          + ", ".join(f"{k}={format_lr(v)}" for k, v in tuned.items()))
     code2, status, analysis = campaign(spec, campaign_root, opts, stop, echo, tuned)

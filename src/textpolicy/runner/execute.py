@@ -52,6 +52,7 @@ class RunResult:
     steps_done: int = 0
     error: str | None = None
     seconds: float = 0.0
+    wandb_error: str | None = None  # why its W&B logging stopped (training went on)
 
 
 @attrs.frozen
@@ -320,7 +321,7 @@ class Executor:
                     run, t0, follower = running.pop(result.key)
                     result.seconds = time.monotonic() - t0
                     if follower is not None:
-                        follower.finish()
+                        result.wandb_error = follower.finish()
                     results[result.key] = result
                     if index in slots:
                         idle.append(index)

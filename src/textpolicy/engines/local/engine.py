@@ -21,23 +21,60 @@ from pathlib import Path
 from typing import Any
 
 from textpolicy.engines.local.cache import cache_root
-from textpolicy.engines.local.hf import load_causal_lm, load_tokenizer, resolve_device
+from textpolicy.engines.local.hf import DEVICES, load_causal_lm, load_tokenizer, resolve_device
 from textpolicy.engines.local.state import load_optimizer, read_state_meta
 from textpolicy.engines.local.tiny import TINY_MODEL, tiny_model_path
 from textpolicy.engines.local.training_client import LocalTrainingClient
 from textpolicy.errors import ConfigError
 
 
-def resolve_model(name_or_path: str) -> Path:
-    """The checkpoint folder for ``TINY_MODEL`` (cached build) or a local HF checkpoint."""
+def check_model(name_or_path: str) -> None:
+    """Raise ``ConfigError`` unless ``name_or_path`` is ``TINY_MODEL`` or a local Hugging Face
+    checkpoint folder (quick: nothing is built or loaded)."""
     if name_or_path == TINY_MODEL:
-        return tiny_model_path()
-    path = Path(name_or_path).expanduser()
-    if not (path / "config.json").is_file():
+        return
+    if not (Path(name_or_path).expanduser() / "config.json").is_file():
         raise ConfigError(
             f"model {name_or_path!r}: the local engine needs {TINY_MODEL!r} or a local Hugging "
             "Face checkpoint folder (with config.json); hub names are not downloaded")
-    return path.resolve()
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """The checkpoint folder for ``TINY_MODEL`` (cached build) or a local HF checkpoint."""
+    check_model(name_or_path)
+    if name_or_path == TINY_MODEL:
+        return tiny_model_path()
+    return Path(name_or_path).expanduser().resolve()
+
+
+def check_options(device: str = "auto", state_dir: str | os.PathLike[str] | None = None,
+                  max_decode_batch: int | None = None, train_tokens_per_batch: int = 16384,
+                  lora_alpha: int = 32) -> None:
+    """Raise ``ConfigError`` for option values ``LocalEngine`` refuses (torch is imported only
+    to ask whether a requested CUDA device exists)."""
+    if not (str(device) in DEVICES or str(device).startswith("cuda:")):
+        raise ConfigError(f"engine option device={device!r}: allowed: auto, cpu, cuda, cuda:N")
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"engine option device={device!r}: CUDA is not available here")
+    if state_dir is not None:
+        where = Path(state_dir).expanduser()
+        if where.exists() and not where.is_dir():
+            raise ConfigError(f"engine option state_dir={str(state_dir)!r}: not a directory")
+    for name, value, least in (("max_decode_batch", max_decode_batch, 1),
+                               ("train_tokens_per_batch", train_tokens_per_batch, 1),
+                               ("lora_alpha", lora_alpha, 1)):
+        if value is None and name == "max_decode_batch":
+            continue
+        try:
+            number = int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number < least:
+            raise ConfigError(f"engine option {name}={value!r}: must be a whole number >= "
+                              f"{least}")
 
 
 class LocalEngine:
@@ -51,14 +88,8 @@ class LocalEngine:
     def __init__(self, device: str = "auto", state_dir: str | os.PathLike[str] | None = None,
                  max_decode_batch: int | None = None, train_tokens_per_batch: int = 16384,
                  lora_alpha: int = 32) -> None:
+        check_options(device, state_dir, max_decode_batch, train_tokens_per_batch, lora_alpha)
         self.device, self.dtype = resolve_device(str(device))
-        if max_decode_batch is not None and int(max_decode_batch) < 1:
-            raise ConfigError(f"engine option max_decode_batch={max_decode_batch!r}: must be >= 1")
-        if int(train_tokens_per_batch) < 1:
-            raise ConfigError(
-                f"engine option train_tokens_per_batch={train_tokens_per_batch!r}: must be >= 1")
-        if int(lora_alpha) <= 0:
-            raise ConfigError(f"engine option lora_alpha={lora_alpha!r}: must be > 0")
         self.state_dir = Path(state_dir).expanduser() if state_dir else None
         self.max_decode_batch = int(max_decode_batch) if max_decode_batch else None
         self.train_tokens_per_batch = int(train_tokens_per_batch)

@@ -1,0 +1,35 @@
+"""Is a network service reachable? One quick TCP connection (name lookup + connect within a
+few seconds), decided once per host and port per process.
+
+Clients such as ``datasets``/``huggingface_hub`` retry an unreachable host for ≈ 20 s, printing
+a line per retry; asking this first lets a command offline decide at once and say so in one
+line.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from urllib.parse import urlparse
+
+DEFAULT_TIMEOUT_S = 3.0
+
+
+def unreachable(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> str | None:
+    """None when ``url``'s host accepts a TCP connection, else why not (one short phrase)."""
+    parsed = urlparse(url)
+    if not parsed.hostname:
+        return f"{url!r} is not a URL"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return _connect(parsed.hostname, port, timeout)
+
+
+@functools.lru_cache(maxsize=64)
+def _connect(host: str, port: int, timeout: float) -> str | None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    except OSError as exc:
+        return f"{host}: {exc.strerror or exc}"
