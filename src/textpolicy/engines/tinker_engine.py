@@ -99,6 +99,12 @@ def _check_reachable(url: str, timeout: float = 5.0) -> None:
                           "(is `tp serve` running, or --base-url right?)") from None
 
 
+def service_url(base_url: str | None) -> str:
+    """The URL a session would use: the SDK's rule (``tinker.lib.base_url.resolve_base_url``;
+    a test keeps the two equal) without importing the SDK, which takes seconds."""
+    return (base_url or os.environ.get("TINKER_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
 def readiness(base_url: str | None, max_recoveries: Any = 3) -> list[str]:
     """What a dry run checks without starting a session: ``ConfigError`` for option values
     the engine refuses; notes for what would stop a run on this machine (no SDK, no API key,
@@ -112,9 +118,7 @@ def readiness(base_url: str | None, max_recoveries: Any = 3) -> list[str]:
                           "number >= 0")
     from textpolicy.netcheck import unreachable
 
-    # The SDK's rule (tinker.lib.base_url.resolve_base_url; a test keeps the two equal),
-    # without importing the SDK, which takes seconds.
-    url = (base_url or os.environ.get("TINKER_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    url = service_url(base_url)
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(f"engine option base_url={url!r}: expected http(s)://host[:port]")

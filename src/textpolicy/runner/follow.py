@@ -253,10 +253,13 @@ class FollowerThread:
         if self._thread.is_alive():
             return "still logging (W&B did not finish in time)" if self.follower.finish.is_set(
             ) else None
-        if self.error is not None:
-            first = str(self.error).strip().splitlines()
-            return f"{type(self.error).__name__}: {first[0] if first else ''}".rstrip(": ")
-        return None
+        return describe_error(self.error) if self.error is not None else None
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line of the message`` (W&B's errors run to many lines)."""
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
 
 
 #: W&B modes that need neither an API key nor the network
