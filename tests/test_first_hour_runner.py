@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
 from test_follow import wandb_dir  # noqa: F401  (a fixture)
+
 from textpolicy.cli import main
 from textpolicy.runner.toml_out import dumps
 
@@ -57,12 +57,12 @@ def _cache_dir() -> str:
     return str(cache_root())
 
 
-def _invoke(args: list[str]) -> Any:
+def _invoke(args: list[str]) -> tuple[Any, list[str]]:
+    """The CLI's result and the messages of the warnings it raised."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = CliRunner().invoke(main, args)
-    result.caught_warnings = [str(w.message) for w in caught]
-    return result
+    return result, [str(w.message) for w in caught]
 
 
 # ------------------------------------------------------------------------------ item 2
@@ -71,9 +71,10 @@ def test_sweep_with_no_successful_probe_recommends_nothing(tmp_path: Path,
     root = tmp_path / "sweep"
     root.mkdir()
     (root / "campaign.toml").write_text("# from an earlier sweep here\n")
-    result = _invoke(["sweep", "--engine", "tinker", "--task", "arithmetic",
-                      "--sweep-root", str(root), "--lr-values", "1e-4,2e-4", "--probe-steps",
-                      "1", "--continue-on-error", "--progress", "off"])
+    result, caught = _invoke([
+        "sweep", "--engine", "tinker", "--task", "arithmetic", "--sweep-root", str(root),
+        "--lr-values", "1e-4,2e-4", "--probe-steps", "1", "--continue-on-error",
+        "--progress", "off"])
     assert result.exit_code == 1, result.output
     assert "Recommended campaign" not in result.output
     last = result.output.strip().splitlines()[-1]
@@ -82,7 +83,7 @@ def test_sweep_with_no_successful_probe_recommends_nothing(tmp_path: Path,
     assert "full (full_lr1e-04, full_lr2e-04 failed: no Tinker API key" in last
     assert not (root / "campaign.toml").exists()  # the earlier one is no recommendation
     assert not (root / "sweep_plot.png").exists()
-    assert not [w for w in result.caught_warnings if "legend" in w], result.caught_warnings
+    assert not [w for w in caught if "legend" in w], caught
     results = json.loads((root / "sweep_results.json").read_text())
     assert results["campaign_spec"] is None and results["best_lr"] == {}
     assert set(results["untuned"]) == {"grpo", "full"}
@@ -93,25 +94,26 @@ def test_one_arm_without_a_successful_probe_fails_the_sweep(tmp_path: Path) -> N
     broken = root / "full_lr1e-03"
     broken.mkdir(parents=True)  # run files without config.json: training refuses the probe
     (broken / "metrics.jsonl").write_text(json.dumps({"step": 0}) + "\n")
-    result = _invoke(["sweep", "--engine", "local", "--task", "arithmetic", "--sweep-root",
-                      str(root), "--lr-values", "1e-3", "--probe-steps", "1", "--batch-size",
-                      "2", "--group-size", "2", "--eval-every", "0", "--continue-on-error",
-                      "--progress", "off"])
+    result, caught = _invoke([
+        "sweep", "--engine", "local", "--task", "arithmetic", "--sweep-root", str(root),
+        "--lr-values", "1e-3", "--probe-steps", "1", "--batch-size", "2", "--group-size", "2",
+        "--eval-every", "0", "--continue-on-error", "--progress", "off"])
     assert result.exit_code == 1, result.output
     assert "      grpo: 1e-03" in result.output
     assert result.output.strip().splitlines()[-1].startswith(
         "No campaign recommended: no successful probe for arm full (full_lr1e-03 failed: ")
     assert not (root / "campaign.toml").exists()
     assert (root / "sweep_plot.png").read_bytes()[:4] == b"\x89PNG"  # grpo has a point
-    assert not [w for w in result.caught_warnings if "legend" in w]
+    assert not [w for w in caught if "legend" in w], caught
 
 
 # ------------------------------------------------------------------------------ item 3
+@pytest.mark.usefixtures("wandb_dir")  # offline W&B files under $WANDB_DIR
 def test_wandb_without_a_key_logs_offline_and_says_so(tmp_path: Path, no_keys: Path,
-                                                      wandb_dir: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from test_follow import settled_history
 
+    logged_to = Path(os.environ["WANDB_DIR"])
     monkeypatch.delenv("WANDB_MODE")  # online, as a user's default
     out = tmp_path / "sweep"
     # the second probe's follower cannot save its state: W&B logging of it stops; the
@@ -136,7 +138,7 @@ def test_wandb_without_a_key_logs_offline_and_says_so(tmp_path: Path, no_keys: P
     assert [line.split(" stopped ")[0] for line in stopped] == [
         "W&B logging of grpo_lr3e-03", "W&B logging of grpo_lr5e-03"]
     assert all("IsADirectoryError: [Errno 21] Is a directory" in line for line in stopped)
-    rows = settled_history(wandb_dir, 2)
+    rows = settled_history(logged_to, 2)
     assert sorted(r["_step"] for r in rows) == [0, 1]  # the first probe, logged offline
     for probe in ("grpo_lr3e-03", "grpo_lr5e-03"):  # their training went on
         assert len((out / probe / "metrics.jsonl").read_text().splitlines()) == 2

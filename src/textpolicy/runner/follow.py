@@ -251,8 +251,8 @@ class FollowerThread:
     def problem(self) -> str | None:
         """Why this follower did not log every step (None: it did, or it is still running)."""
         if self._thread.is_alive():
-            return "still logging (W&B did not finish in time)" if self.follower.finish.is_set(
-            ) else None
+            finishing = self.follower.finish.is_set()
+            return "W&B did not finish within the time allowed" if finishing else None
         return describe_error(self.error) if self.error is not None else None
 
 
@@ -300,4 +300,3 @@ def _netrc_has(url: str) -> bool:
     except (OSError, netrc.NetrcParseError):
         return False
     return bool(entry and entry[2])
-

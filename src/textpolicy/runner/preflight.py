@@ -2,10 +2,10 @@
 
 ``check_plan`` raises ``ConfigError`` for what every run would refuse — the task's parameters
 and data files, the model (for engines that can tell, e.g. the local engine's checkpoint
-folder), the engine's option names and values — and returns one-line notes on this machine's
-environment that would stop the runs here but may not where they are meant to run: no API key,
-a service that does not answer, task data neither local nor reachable, no W&B key. Nothing is
-loaded, built or started.
+folder), the engine's option names and values (``EnginePlugin.check``) — and returns the
+engine's one-line notes on this machine's environment, which would stop the runs here but may
+not where they are meant to run (no API key, a service that does not answer). Nothing is
+loaded, built or started. (The dry run adds the task data's and W&B's notes: ``api``.)
 """
 
 from __future__ import annotations

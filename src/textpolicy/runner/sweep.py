@@ -8,11 +8,13 @@ Files in the sweep root::
     sweep_results.json                       every probe, the per-LR summary, best_lr per arm
     sweep_plot.png                           selection metric vs LR, one line per arm
     campaign.toml                            ready-to-run campaign spec at the tuned LRs
+                                             (only when every arm has a successful probe)
 
 The best LR is chosen on held-out eval accuracy at the probe's last step, averaged over the
 sweep seeds, when eval is configured; otherwise on the final running correct rate (the seed
 document's rule). The table and sweep_results.json say which metric chose it. Ties go to the
-smaller LR.
+smaller LR. An arm without a successful probe has no LR: the sweep then recommends nothing (no
+campaign.toml, sweep_results.json's ``untuned`` names what became of its probes) and fails.
 """
 
 from __future__ import annotations
@@ -328,7 +330,7 @@ def finish_sweep(spec: Spec, plan: Plan, results: Sequence[RunResult],
 
 def _probe_states(plan: Plan, arm: str, status: Mapping[str, RunResult]) -> str:
     """What became of an arm's probes, probes with the same fate together:
-    ``grpo_lr1e-04, grpo_lr2e-04 failed: <error>; grpo_lr5e-04 not_started``."""
+    ``grpo_lr1e-04, grpo_lr2e-04 failed: <error>; grpo_lr5e-04 not started``."""
     fates: dict[str, list[str]] = {}
     for run in (r for r in plan.runs if r.arm == arm):
         result = status.get(run.key)
@@ -336,5 +338,5 @@ def _probe_states(plan: Plan, arm: str, status: Mapping[str, RunResult]) -> str:
         if state in ("finished", "skipped"):
             state = "finished without a value of the selection metric"
         error = f": {result.error}" if result is not None and result.error else ""
-        fates.setdefault(state + error, []).append(run.key)
+        fates.setdefault(state.replace("_", " ") + error, []).append(run.key)
     return "; ".join(f"{', '.join(keys)} {fate}" for fate, keys in fates.items())
