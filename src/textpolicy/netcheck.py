@@ -1,14 +1,13 @@
 """Is a network service reachable? One quick TCP connection (name lookup + connect within a
-few seconds), decided once per host and port per process.
+few seconds).
 
-Clients such as ``datasets``/``huggingface_hub`` retry an unreachable host for ≈ 20 s, printing
-a line per retry; asking this first lets a command offline decide at once and say so in one
-line.
+Clients such as ``datasets``/``huggingface_hub`` or the tinker SDK retry an unreachable host
+for ≈ 20 s or more, printing a line per retry; asking this first lets a command offline decide
+at once and say so in one line.
 """
 
 from __future__ import annotations
 
-import functools
 import socket
 from urllib.parse import urlparse
 
@@ -24,7 +23,6 @@ def unreachable(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> str | None:
     return _connect(parsed.hostname, port, timeout)
 
 
-@functools.lru_cache(maxsize=64)
 def _connect(host: str, port: int, timeout: float) -> str | None:
     try:
         with socket.create_connection((host, port), timeout=timeout):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
-import socket
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -87,16 +86,19 @@ def _has_credentials() -> bool:
 
 def _check_reachable(url: str, timeout: float = 5.0) -> None:
     """Fail fast (instead of the SDK's minutes of retries) when nothing listens at ``url``."""
+    from textpolicy.netcheck import unreachable
+
+    _check_url(url)
+    why = unreachable(url, timeout)
+    if why is not None:
+        raise EngineError(f"cannot reach Tinker at {url}: {why} (is `tp serve` running, or "
+                          "--base-url right?)")
+
+
+def _check_url(url: str) -> None:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(f"engine option base_url={url!r}: expected http(s)://host[:port]")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise EngineError(f"cannot reach Tinker at {url}: {exc.strerror or exc} "
-                          "(is `tp serve` running, or --base-url right?)") from None
 
 
 def service_url(base_url: str | None) -> str:
@@ -119,9 +121,7 @@ def readiness(base_url: str | None, max_recoveries: Any = 3) -> list[str]:
     from textpolicy.netcheck import unreachable
 
     url = service_url(base_url)
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"engine option base_url={url!r}: expected http(s)://host[:port]")
+    _check_url(url)
     if installed_sdk_version() is None:
         return [f"the tinker engine needs the tinker SDK: pip install "
                 f"tinker=={PINNED_SDK_VERSION}"]

@@ -31,7 +31,7 @@ from textpolicy.runner.plan import (
 from textpolicy.runner.preflight import check_plan
 from textpolicy.runner.progress import Display
 from textpolicy.runner.results import completed_steps, is_finished
-from textpolicy.runner.spec import Spec
+from textpolicy.runner.spec import Spec, WandbSpec
 from textpolicy.wording import plural
 
 EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
@@ -66,25 +66,25 @@ class Outcome:
     analysis_dir: Path | None = None
 
 
-def _wandb_target(spec: Spec, plan: Plan, echo: Echo) -> WandbTarget | None:
-    """The [wandb] destination, checked before training starts: without a key or a reachable
-    W&B the runs log offline, and one line says so."""
+def _wandb_settings(spec: Spec, echo: Echo) -> WandbSpec | None:
+    """The [wandb] settings the runs use, checked once before training starts: without a key
+    or a reachable W&B they log offline, and one line says so."""
     if spec.wandb is None:
         return None
-    settings = spec.wandb
-    problem = wandb_problem(settings.mode)
-    if problem is not None:
-        echo(f"W&B: {problem}: logging offline instead (upload later with `wandb sync`)")
-        settings = attrs.evolve(settings, mode="offline")
-    return WandbTarget(settings, group=spec.name or plan.root.name)
+    problem = wandb_problem(spec.wandb.mode)
+    if problem is None:
+        return spec.wandb
+    echo(f"W&B: {problem}: logging offline instead (upload later with `wandb sync`)")
+    return attrs.evolve(spec.wandb, mode="offline")
 
 
 def _executor(spec: Spec, plan: Plan, opts: Options, stop: threading.Event,
-              title: str, echo: Echo) -> Executor:
+              title: str, wandb_settings: WandbSpec | None) -> Executor:
     parallel = opts.parallel if opts.parallel is not None else spec.parallel
     cont = (opts.continue_on_error if opts.continue_on_error is not None
             else spec.continue_on_error)
-    wandb = _wandb_target(spec, plan, echo)
+    wandb = (WandbTarget(wandb_settings, group=spec.name or plan.root.name)
+             if wandb_settings is not None else None)
     return Executor(plan, parallel=parallel, continue_on_error=cont, workers=opts.workers,
                     display=Display(title, mode=opts.progress), wandb=wandb, stop=stop)
 
@@ -178,7 +178,8 @@ def _environment_notes(spec: Spec, engine_notes: list[str]) -> list[str]:
 
 
 def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
-          campaign_output: str | None = None) -> tuple[int, swp.SweepReport | None]:
+          wandb_settings: WandbSpec | None, campaign_output: str | None = None
+          ) -> tuple[int, swp.SweepReport | None]:
     plan = sweep_plan(spec, root)
     check_existing_runs(plan)
     notes = check_plan(plan)
@@ -188,7 +189,7 @@ def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Ec
         _dry_run(spec, plan, notes, echo, lambda: swp.write_plan(spec, plan))
         return EXIT_OK, None
     swp.write_plan(spec, plan)
-    results = _executor(spec, plan, opts, stop, f"sweep {spec.name}", echo).run()
+    results = _executor(spec, plan, opts, stop, f"sweep {spec.name}", wandb_settings).run()
     code = _check(results, stop, echo)
     if code == EXIT_STOPPED:
         return code, None
@@ -200,7 +201,8 @@ def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Ec
 
 
 def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
-             tuned: dict[str, float] | None = None) -> tuple[int, str | None, Path | None]:
+             wandb_settings: WandbSpec | None, tuned: dict[str, float] | None = None
+             ) -> tuple[int, str | None, Path | None]:
     plan = campaign_plan(spec, root, tuned)
     check_existing_runs(plan)
     notes = check_plan(plan)
@@ -214,7 +216,8 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
                  f"; {opts.execute_hint}")
         return EXIT_OK, "planned", None
     cmp.write_plan(spec, plan, tuned)
-    results = _executor(spec, plan, opts, stop, f"campaign {spec.name}", echo).run()
+    results = _executor(spec, plan, opts, stop, f"campaign {spec.name}",
+                        wandb_settings).run()
     status = cmp.update_manifest(spec, plan, results, tuned)
     code = _check(results, stop, echo)
     if code != EXIT_OK:
@@ -234,16 +237,17 @@ def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
     opts = opts or Options()
     stop = stop or threading.Event()
     root = spec.output_dir()
+    wandb = _wandb_settings(spec, echo) if opts.execute else None
     if spec.kind == "sweep":
-        code, report = sweep(spec, root, opts, stop, echo)
+        code, report = sweep(spec, root, opts, stop, echo, wandb)
         return Outcome(code, root, sweep=report)
     if spec.kind == "campaign":
-        code, status, analysis = campaign(spec, root, opts, stop, echo)
+        code, status, analysis = campaign(spec, root, opts, stop, echo, wandb)
         return Outcome(code, root, campaign_status=status, analysis_dir=analysis)
     # experiment
     root.mkdir(parents=True, exist_ok=True)
     campaign_root = root / "campaign"
-    code, report = sweep(spec, root / "sweep", opts, stop, echo,
+    code, report = sweep(spec, root / "sweep", opts, stop, echo, wandb,
                          campaign_output=str(campaign_root))
     if not opts.execute:
         if _recorded_status(root / "experiment.json") not in (None, "planned"):
@@ -263,7 +267,7 @@ def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
     tuned = report.best_lr
     echo("Campaign LRs from the sweep: "
          + ", ".join(f"{k}={format_lr(v)}" for k, v in tuned.items()))
-    code2, status, analysis = campaign(spec, campaign_root, opts, stop, echo, tuned)
+    code2, status, analysis = campaign(spec, campaign_root, opts, stop, echo, wandb, tuned)
     mf.write_json(root / "experiment.json", {
         "kind": "experiment", "name": spec.name, "status": status,
         "sweep": "sweep", "campaign": "campaign", "best_lr": tuned,
