@@ -224,16 +224,18 @@ def test_tinker_service_url_is_the_sdks(monkeypatch: pytest.MonkeyPatch) -> None
 # ------------------------------------------------------------------------------ item 5
 @pytest.mark.parametrize(("table", "error"), [
     ({"model": "/etc"},
-     "Error: engine 'local': model '/etc': the local engine needs 'textpolicy/tiny-arithmetic' "
+     "Error: model '/etc': the local engine needs 'textpolicy/tiny-arithmetic' "
      "or a local Hugging Face checkpoint folder (with config.json)"),
     ({"task": {"name": "math", "params": {"train_files": ["/no/such/train.jsonl"]}}},
      "Error: task 'math': train_files: no such file '/no/such/train.jsonl'"),
     ({"engine": {"name": "local", "options": {"device": "gpu"}}},
-     "Error: engine 'local': engine option device='gpu': allowed: auto, cpu, cuda, cuda:N"),
+     "Error: engine option device='gpu': allowed: auto, cpu, cuda, cuda:N"),
     ({"engine": {"name": "local", "options": {"lora_alpha": "wide"}}},
-     "Error: engine 'local': engine option lora_alpha='wide': must be a whole number >= 1"),
+     "Error: engine option lora_alpha='wide': must be a whole number >= 1"),
+    ({"engine": {"name": "local", "options": {"devise": "cpu"}}},
+     "Error: engine local: unknown option 'devise'; allowed: device, "),
     ({"engine": {"name": "tinker", "options": {"base_url": "localhost:8765"}}},
-     "Error: engine 'tinker': engine option base_url='localhost:8765': expected "
+     "Error: engine option base_url='localhost:8765': expected "
      "http(s)://host[:port]"),
 ])
 def test_dry_run_checks_what_the_real_run_needs(tmp_path: Path, table: dict[str, Any],

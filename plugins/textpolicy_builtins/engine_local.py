@@ -14,7 +14,7 @@ from textpolicy.errors import ConfigError
 from textpolicy.plugins import hookimpl
 
 
-def make_local_engine(**options: Any) -> Any:
+def _check_names(options: dict[str, Any]) -> None:
     from textpolicy.engines.local.engine import LocalEngine
 
     allowed = [n for n in inspect.signature(LocalEngine.__init__).parameters if n != "self"]
@@ -22,6 +22,12 @@ def make_local_engine(**options: Any) -> Any:
     if unknown:
         raise ConfigError(f"engine local: unknown option {unknown[0]!r}; allowed: "
                           f"{', '.join(allowed)}")
+
+
+def make_local_engine(**options: Any) -> Any:
+    from textpolicy.engines.local.engine import LocalEngine
+
+    _check_names(options)
     return LocalEngine(**options)
 
 
@@ -30,6 +36,7 @@ def check_local_engine(model: str, **options: Any) -> list[str]:
     values are ones LocalEngine accepts (nothing is loaded)."""
     from textpolicy.engines.local.engine import check_model, check_options
 
+    _check_names(options)
     check_model(model)
     check_options(**options)
     return []

@@ -14,7 +14,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from textpolicy.errors import ConfigError
+from textpolicy.errors import ConfigError, TextPolicyError
+from textpolicy.runner.follow import describe_error
 from textpolicy.runner.plan import Plan
 from textpolicy.training.config import TrainConfig
 
@@ -41,7 +42,13 @@ def _check_task(config: TrainConfig) -> str:
     run's model."""
     from textpolicy.training.loop import make_task
 
-    task = make_task(config)
+    try:
+        task = make_task(config)
+    except TextPolicyError:
+        raise
+    except Exception as exc:  # a plugin's own error: one line, as the real run would fail
+        raise ConfigError(f"task {config.task!r} cannot be made: {describe_error(exc)}"
+                          ) from None
     try:
         return config.model or str(task.default_model)
     finally:
@@ -60,6 +67,9 @@ def _check_engine(config: TrainConfig, model: str) -> list[str]:
     options: Mapping[str, Any] = dict(config.engine_options)
     try:
         notes = check(model, **options)
-    except ConfigError as exc:
-        raise ConfigError(f"engine {config.engine!r}: {exc}") from None
+    except TextPolicyError:
+        raise  # the very line the real run would print
+    except Exception as exc:  # a plugin's own error: one line
+        raise ConfigError(f"engine {config.engine!r}: its check failed: "
+                          f"{describe_error(exc)}") from None
     return [str(n) for n in notes or ()]
