@@ -40,21 +40,17 @@ def closed_port_url() -> str:
 @pytest.fixture
 def no_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No Tinker or W&B credentials anywhere this process or its children look."""
+    from textpolicy.engines.local.cache import cache_root
+
     for name in ("TINKER_API_KEY", "TINKER_CREDENTIAL_CMD", "TINKER_BASE_URL", "WANDB_API_KEY",
                  "WANDB_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TEXTPOLICY_CACHE_DIR", str(cache_root()))  # keep the built tiny model
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))  # no ~/.tinker/credentials.json, no ~/.netrc
     monkeypatch.setenv("NETRC", str(home / ".netrc"))
-    monkeypatch.setenv("TEXTPOLICY_CACHE_DIR", _cache_dir())  # keep the built tiny model
     return home
-
-
-def _cache_dir() -> str:
-    from textpolicy.engines.local.cache import cache_root
-
-    return str(cache_root())
 
 
 def _invoke(args: list[str]) -> tuple[Any, list[str]]:
@@ -164,7 +160,7 @@ def test_wandb_problem_reads_the_key_and_asks_the_host(no_keys: Path,
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert wandb_problem("offline") is None and wandb_problem("disabled") is None
-    assert wandb_problem().startswith("no W&B API key")  # type: ignore[union-attr]
+    assert (wandb_problem() or "").startswith("no W&B API key")
     url = closed_port_url()
     host = url.split("//")[1].split(":")[0]
     (no_keys / ".netrc").write_text(f"machine {host} login user password k" + "0" * 39 + "\n")
