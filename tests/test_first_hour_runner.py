@@ -202,6 +202,20 @@ def test_unreachable_hub_is_decided_at_once_and_the_dry_run_says_so(tmp_path: Pa
     assert seconds < 20, seconds  # the manifest's own deadline is 20 s
 
 
+def test_behind_a_proxy_the_client_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    from textpolicy.netcheck import unreachable
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    url = closed_port_url()
+    assert (unreachable(url) or "").endswith("Connection refused")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    assert unreachable(url) is None  # a direct connection says nothing about the proxy
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert (unreachable(url) or "").endswith("Connection refused")
+
+
 def test_tinker_service_url_is_the_sdks(monkeypatch: pytest.MonkeyPatch) -> None:
     from tinker.lib.base_url import resolve_base_url
 
