@@ -14,7 +14,7 @@ from textpolicy.errors import ConfigError
 from textpolicy.plugins import hookimpl
 
 
-def make_local_engine(**options: Any) -> Any:
+def _check_names(options: dict[str, Any]) -> None:
     from textpolicy.engines.local.engine import LocalEngine
 
     allowed = [n for n in inspect.signature(LocalEngine.__init__).parameters if n != "self"]
@@ -22,12 +22,29 @@ def make_local_engine(**options: Any) -> Any:
     if unknown:
         raise ConfigError(f"engine local: unknown option {unknown[0]!r}; allowed: "
                           f"{', '.join(allowed)}")
+
+
+def make_local_engine(**options: Any) -> Any:
+    from textpolicy.engines.local.engine import LocalEngine
+
+    _check_names(options)
     return LocalEngine(**options)
+
+
+def check_local_engine(model: str, **options: Any) -> list[str]:
+    """The dry run's check: the model is the tiny model or a checkpoint folder, the option
+    values are ones LocalEngine accepts (nothing is loaded)."""
+    from textpolicy.engines.local.engine import check_model, check_options
+
+    _check_names(options)
+    check_model(model)
+    check_options(**options)
+    return []
 
 
 @hookimpl
 def textpolicy_register_engines() -> Iterable[records.EnginePlugin]:
     return [records.EnginePlugin(
-        name="local", factory=make_local_engine,
+        name="local", factory=make_local_engine, check=check_local_engine,
         doc="embedded torch + transformers engine (built-in tiny model, local HF checkpoints,"
             " CPU or CUDA)")]

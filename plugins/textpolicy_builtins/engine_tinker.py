@@ -19,11 +19,20 @@ def _make_tinker_engine(base_url: str | None = None, max_recoveries: int = 3,
                         ("0", "false", "no", "off"))
 
 
+def _check_tinker_engine(model: str, base_url: str | None = None, max_recoveries: int = 3,
+                         prefetch_sampler: bool = True) -> list[str]:
+    """The dry run's check: option values, then notes on the API key and the service."""
+    from textpolicy.engines.tinker_engine import readiness
+
+    return readiness(base_url, max_recoveries)
+
+
 @hookimpl
 def textpolicy_register_engines() -> Iterable[records.EnginePlugin]:
     return [records.EnginePlugin(
         name="tinker",
         factory=_make_tinker_engine,
+        check=_check_tinker_engine,
         doc="The tinker SDK (pinned 0.38.0): LoRA training on Tinker, or on `tp serve`. "
             "Options: base_url, max_recoveries, prefetch_sampler. "
             "API key from TINKER_API_KEY / SDK credentials.",

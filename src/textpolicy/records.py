@@ -8,7 +8,7 @@ Parameter classes are plain ``@attrs.frozen`` classes whose fields all have defa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -163,11 +163,18 @@ class NamedPipeline:
 
 @attrs.frozen
 class EnginePlugin:
-    """``factory(**options) -> textpolicy.engines.base.Engine``."""
+    """``factory(**options) -> textpolicy.engines.base.Engine``.
+
+    ``check(model, **options) -> notes`` (optional) is what a dry run asks before anything
+    runs: quick, it makes and loads nothing; it raises ``ConfigError`` for what the factory or
+    ``create_training_client(model, ...)`` would refuse (a model path, an option value) and
+    returns one-line notes on this machine's environment that would stop a run here (no
+    credentials, a service that does not answer)."""
 
     name: str = attrs.field(validator=_check_name)
     factory: Callable[..., Any]
     doc: str = ""
+    check: Callable[..., Sequence[str]] | None = None
 
 
 @attrs.frozen

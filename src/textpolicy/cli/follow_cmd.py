@@ -38,8 +38,12 @@ def follow(metrics_path: str, project: str, entity: str | None, run_name: str | 
     from pathlib import Path
 
     from textpolicy.errors import ConfigError, TextPolicyError
-    from textpolicy.runner.follow import Follower
+    from textpolicy.runner.follow import Follower, describe_error, wandb_problem
 
+    problem = wandb_problem()
+    if problem is not None:
+        raise ConfigError(f"{problem}; or log without uploading: WANDB_MODE=offline tp follow "
+                          "... (then `wandb sync`)")
     path = Path(metrics_path)
     if not path.exists():
         if no_follow:
@@ -58,6 +62,10 @@ def follow(metrics_path: str, project: str, entity: str | None, run_name: str | 
         follower.close()
         click.echo("stopped", err=True)
         return
+    except Exception as exc:  # wandb's own errors (login, network, quota) as one line
+        raise TextPolicyError(f"W&B: {describe_error(exc)}; "
+                              f"{path.parent / 'wandb_follow.json'} keeps what was logged, "
+                              "run the same command again to go on") from None
     if not path.exists():
         raise TextPolicyError(f"{metrics_path}: still does not exist after waiting "
                               f"{idle_timeout_seconds:g} s (--idle-timeout-seconds)")

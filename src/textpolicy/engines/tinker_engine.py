@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
-import socket
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -67,6 +66,13 @@ def check_sdk_version() -> None:
                       stacklevel=3)
 
 
+#: the SDK's production URL and credentials file (tinker.lib.base_url, tinker.lib.credentials)
+DEFAULT_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
+CREDENTIALS_FILE = "~/.tinker/credentials.json"
+NO_KEY = ("no Tinker API key: set TINKER_API_KEY (tml-...), TINKER_CREDENTIAL_CMD, or log in "
+          "with `tinker auth`; for `tp serve` use TINKER_API_KEY=tml-local")
+
+
 def _has_credentials() -> bool:
     if os.environ.get("TINKER_API_KEY") or os.environ.get("TINKER_CREDENTIAL_CMD"):
         return True
@@ -80,16 +86,55 @@ def _has_credentials() -> bool:
 
 def _check_reachable(url: str, timeout: float = 5.0) -> None:
     """Fail fast (instead of the SDK's minutes of retries) when nothing listens at ``url``."""
+    from textpolicy.netcheck import unreachable
+
+    _check_url(url)
+    why = unreachable(url, timeout)
+    if why is not None:
+        raise EngineError(f"cannot reach Tinker at {url}: {why} (is `tp serve` running, or "
+                          "--base-url right?)")
+
+
+def _check_url(url: str) -> None:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(f"engine option base_url={url!r}: expected http(s)://host[:port]")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def service_url(base_url: str | None) -> str:
+    """The URL a session would use: the SDK's rule (``tinker.lib.base_url.resolve_base_url``;
+    a test keeps the two equal) without importing the SDK, which takes seconds."""
+    return (base_url or os.environ.get("TINKER_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
+def readiness(base_url: str | None, max_recoveries: Any = 3) -> list[str]:
+    """What a dry run checks without starting a session: ``ConfigError`` for option values
+    the engine refuses; notes for what would stop a run on this machine (no SDK, no API key,
+    nothing answering at the service URL)."""
     try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise EngineError(f"cannot reach Tinker at {url}: {exc.strerror or exc} "
-                          "(is `tp serve` running, or --base-url right?)") from None
+        recoveries = int(max_recoveries)
+    except (TypeError, ValueError):
+        recoveries = -1
+    if recoveries < 0:
+        raise ConfigError(f"engine option max_recoveries={max_recoveries!r}: must be a whole "
+                          "number >= 0")
+    from textpolicy.netcheck import unreachable
+
+    url = service_url(base_url)
+    _check_url(url)
+    if installed_sdk_version() is None:
+        return [f"the tinker engine needs the tinker SDK: pip install "
+                f"tinker=={PINNED_SDK_VERSION}"]
+    notes = []
+    stored = os.path.isfile(os.path.expanduser(CREDENTIALS_FILE))
+    if not (os.environ.get("TINKER_API_KEY") or os.environ.get("TINKER_CREDENTIAL_CMD")
+            or (stored and _has_credentials())):
+        notes.append(NO_KEY)
+    why = unreachable(url)
+    if why is not None:
+        notes.append(f"cannot reach Tinker at {url}: {why} (is `tp serve` running, or "
+                     "--base-url right?)")
+    return notes
 
 
 # ------------------------------------------------------------------------ conversions
@@ -411,9 +456,7 @@ class TinkerEngine:
         self.prefetch_sampler = bool(prefetch_sampler)
         self.recoveries = 0  # training-client recoveries, all clients together
         if not _has_credentials():
-            raise EngineError("no Tinker API key: set TINKER_API_KEY (tml-...), "
-                              "TINKER_CREDENTIAL_CMD, or log in with `tinker auth`; "
-                              "for `tp serve` use TINKER_API_KEY=tml-local")
+            raise EngineError(NO_KEY)
         from tinker.lib.base_url import resolve_base_url
 
         self.base_url = resolve_base_url(base_url)

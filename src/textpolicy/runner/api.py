@@ -20,6 +20,7 @@ from textpolicy.runner import campaign as cmp
 from textpolicy.runner import manifest as mf
 from textpolicy.runner import sweep as swp
 from textpolicy.runner.execute import Executor, RunResult, WandbTarget
+from textpolicy.runner.follow import wandb_problem
 from textpolicy.runner.plan import (
     Plan,
     campaign_plan,
@@ -27,9 +28,10 @@ from textpolicy.runner.plan import (
     format_lr,
     sweep_plan,
 )
+from textpolicy.runner.preflight import check_plan
 from textpolicy.runner.progress import Display
 from textpolicy.runner.results import completed_steps, is_finished
-from textpolicy.runner.spec import Spec
+from textpolicy.runner.spec import Spec, WandbSpec
 from textpolicy.training.summary import effective_model, settings_lines
 from textpolicy.wording import plural
 
@@ -65,12 +67,25 @@ class Outcome:
     analysis_dir: Path | None = None
 
 
+def _wandb_settings(spec: Spec, echo: Echo) -> WandbSpec | None:
+    """The [wandb] settings the runs use, checked once before training starts: without a key
+    or a reachable W&B they log offline, and one line says so."""
+    if spec.wandb is None:
+        return None
+    problem = wandb_problem(spec.wandb.mode)
+    if problem is None:
+        return spec.wandb
+    echo(f"W&B: {problem}: logging offline instead (upload later with `wandb sync`)")
+    return attrs.evolve(spec.wandb, mode="offline")
+
+
 def _executor(spec: Spec, plan: Plan, opts: Options, stop: threading.Event,
-              title: str) -> Executor:
+              title: str, wandb_settings: WandbSpec | None) -> Executor:
     parallel = opts.parallel if opts.parallel is not None else spec.parallel
     cont = (opts.continue_on_error if opts.continue_on_error is not None
             else spec.continue_on_error)
-    wandb = WandbTarget(spec.wandb, group=spec.name or plan.root.name) if spec.wandb else None
+    wandb = (WandbTarget(wandb_settings, group=spec.name or plan.root.name)
+             if wandb_settings is not None else None)
     return Executor(plan, parallel=parallel, continue_on_error=cont, workers=opts.workers,
                     display=Display(title, mode=opts.progress), wandb=wandb, stop=stop)
 
@@ -79,6 +94,10 @@ def _check(results: list[RunResult], stop: threading.Event, echo: Echo) -> int:
     if stop.is_set() or any(r.status == "stopped" for r in results):
         echo("Stopped: every run saved a checkpoint; run the same command again to resume.")
         return EXIT_STOPPED
+    for r in results:
+        if r.wandb_error:
+            echo(f"W&B logging of {r.key} stopped (training went on; its metrics.jsonl is "
+                 f"complete, `tp follow` can log it): {r.wandb_error}")
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         echo(f"FAILED {r.key}: {r.error}")
@@ -139,42 +158,64 @@ def _echo_settings(plan: Plan, echo: Echo) -> None:
             echo(line)
 
 
-def _dry_run(plan: Plan, echo: Echo, write: Callable[[], None], hint: str = "") -> None:
+def _dry_run(spec: Spec, plan: Plan, notes: list[str], echo: Echo,
+             write: Callable[[], None], hint: str = "") -> None:
     counts = run_states(plan)
     echo(_state_line(counts))
     root = plan.root
     if _keeps_record(root, counts):
         echo(f"Dry run: kept {root / 'manifest.json'} and {root / 'run_commands.sh'} as they "
              "are (they record the runs already made)")
-        return
-    write()
-    echo(f"Dry run: wrote {root / 'manifest.json'} and {root / 'run_commands.sh'}{hint}")
+    else:
+        write()
+        echo(f"Dry run: wrote {root / 'manifest.json'} and {root / 'run_commands.sh'}{hint}")
+    for note in _environment_notes(spec, notes):
+        echo(f"Not ready on this machine: {note}")
+
+
+def _environment_notes(spec: Spec, engine_notes: list[str]) -> list[str]:
+    """What would stop the runs on this machine (the engine's, the task data's, W&B's)."""
+    notes = list(engine_notes)
+    task = mf.task_fingerprint(spec.task.name, spec.task.params)
+    if task.get("fingerprint_error"):
+        notes.append(f"task {spec.task.name!r} data: {task['fingerprint_error']}")
+    if spec.wandb is not None:
+        problem = wandb_problem(spec.wandb.mode)
+        if problem is not None:
+            notes.append(f"W&B: {problem}; the runs would log offline")
+    return notes
 
 
 def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
-          campaign_output: str | None = None) -> tuple[int, swp.SweepReport | None]:
+          wandb_settings: WandbSpec | None, campaign_output: str | None = None
+          ) -> tuple[int, swp.SweepReport | None]:
     plan = sweep_plan(spec, root)
     check_existing_runs(plan)
+    notes = check_plan(plan)
     echo(f"LR sweep: {plural(len(plan.runs), 'probe')} ({plural(plan.total_steps, 'step')}) "
          f"in {root}")
     _echo_settings(plan, echo)
     if not opts.execute:
-        _dry_run(plan, echo, lambda: swp.write_plan(spec, plan))
+        _dry_run(spec, plan, notes, echo, lambda: swp.write_plan(spec, plan))
         return EXIT_OK, None
     swp.write_plan(spec, plan)
-    results = _executor(spec, plan, opts, stop, f"sweep {spec.name}").run()
+    results = _executor(spec, plan, opts, stop, f"sweep {spec.name}", wandb_settings).run()
     code = _check(results, stop, echo)
     if code == EXIT_STOPPED:
         return code, None
     report = swp.finish_sweep(spec, plan, results, campaign_output)
     echo(report.text())
+    if report.untuned:  # an arm without an LR: nothing to recommend, the sweep failed
+        code = EXIT_FAILED
     return code, report
 
 
 def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
-             tuned: dict[str, float] | None = None) -> tuple[int, str | None, Path | None]:
+             wandb_settings: WandbSpec | None, tuned: dict[str, float] | None = None
+             ) -> tuple[int, str | None, Path | None]:
     plan = campaign_plan(spec, root, tuned)
     check_existing_runs(plan)
+    notes = check_plan(plan)
     lrs = ", ".join(f"{a.label}={format_lr(next(r.lr for r in plan.runs if r.arm == a.label))}"
                     for a in spec.arms)
     echo(f"Campaign: {plural(len(spec.arms), 'arm')} × {plural(len(spec.seeds), 'seed')} = "
@@ -182,11 +223,12 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
          f"LRs {lrs}")
     _echo_settings(plan, echo)
     if not opts.execute:
-        _dry_run(plan, echo, lambda: cmp.write_plan(spec, plan, tuned),
+        _dry_run(spec, plan, notes, echo, lambda: cmp.write_plan(spec, plan, tuned),
                  f"; {opts.execute_hint}")
         return EXIT_OK, "planned", None
     cmp.write_plan(spec, plan, tuned)
-    results = _executor(spec, plan, opts, stop, f"campaign {spec.name}").run()
+    results = _executor(spec, plan, opts, stop, f"campaign {spec.name}",
+                        wandb_settings).run()
     status = cmp.update_manifest(spec, plan, results, tuned)
     code = _check(results, stop, echo)
     if code != EXIT_OK:
@@ -219,19 +261,20 @@ def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
     opts = opts or Options()
     stop = stop or threading.Event()
     root = spec.output_dir()
+    wandb = _wandb_settings(spec, echo) if opts.execute else None
     if spec.kind == "sweep":
-        code, report = sweep(spec, root, opts, stop, echo)
+        code, report = sweep(spec, root, opts, stop, echo, wandb)
         return Outcome(code, root, sweep=report)
     few = few_seeds_warning(len(spec.seeds))
     if few:
         echo(few)
     if spec.kind == "campaign":
-        code, status, analysis = campaign(spec, root, opts, stop, echo)
+        code, status, analysis = campaign(spec, root, opts, stop, echo, wandb)
         return Outcome(code, root, campaign_status=status, analysis_dir=analysis)
     # experiment
     root.mkdir(parents=True, exist_ok=True)
     campaign_root = root / "campaign"
-    code, report = sweep(spec, root / "sweep", opts, stop, echo,
+    code, report = sweep(spec, root / "sweep", opts, stop, echo, wandb,
                          campaign_output=str(campaign_root))
     if not opts.execute:
         if _recorded_status(root / "experiment.json") not in (None, "planned"):
@@ -246,15 +289,12 @@ def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
             else spec.continue_on_error)
     if report is None or code == EXIT_STOPPED or (code == EXIT_FAILED and not cont):
         return Outcome(code, root, sweep=report)
+    if report.untuned:
+        raise RunFailedError(f"the sweep found no LR: {report.failure()}")
     tuned = report.best_lr
-    untuned = [a.label for a in spec.arms if a.lr is None and a.label not in tuned]
-    if untuned:
-        raise RunFailedError(f"the sweep found no LR for {'arm' if len(untuned) == 1 else 'arms'} "
-                             f"{', '.join(untuned)} "
-                             f"(every probe failed); see {root / 'sweep'}")
     echo("Campaign LRs from the sweep: "
          + ", ".join(f"{k}={format_lr(v)}" for k, v in tuned.items()))
-    code2, status, analysis = campaign(spec, campaign_root, opts, stop, echo, tuned)
+    code2, status, analysis = campaign(spec, campaign_root, opts, stop, echo, wandb, tuned)
     mf.write_json(root / "experiment.json", {
         "kind": "experiment", "name": spec.name, "status": status,
         "sweep": "sweep", "campaign": "campaign", "best_lr": tuned,

@@ -36,7 +36,7 @@ from typing import Any
 import attrs
 
 from textpolicy.errors import TextPolicyError
-from textpolicy.runner.follow import Follower, FollowerThread
+from textpolicy.runner.follow import Follower, FollowerThread, describe_error
 from textpolicy.runner.plan import Plan, PlannedRun
 from textpolicy.runner.progress import Display
 from textpolicy.runner.results import completed_steps, is_finished
@@ -52,6 +52,7 @@ class RunResult:
     steps_done: int = 0
     error: str | None = None
     seconds: float = 0.0
+    wandb_error: str | None = None  # why its W&B logging stopped (training went on)
 
 
 @attrs.frozen
@@ -231,6 +232,7 @@ class Executor:
         self.stop = stop or threading.Event()
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.engine: Any = None  # an engine to reuse in-process (parallel == 1)
+        self._wandb_errors: dict[str, str] = {}  # run key → why its follower did not start
 
     def _make_slot(self, index: int) -> _Slot:
         if self.workers == "process":
@@ -319,8 +321,8 @@ class Executor:
                         continue
                     run, t0, follower = running.pop(result.key)
                     result.seconds = time.monotonic() - t0
-                    if follower is not None:
-                        follower.finish()
+                    result.wandb_error = (follower.finish() if follower is not None
+                                          else self._wandb_errors.pop(result.key, None))
                     results[result.key] = result
                     if index in slots:
                         idle.append(index)
@@ -341,7 +343,12 @@ class Executor:
     def _start_follower(self, run: PlannedRun) -> FollowerThread | None:
         if self.wandb is None:
             return None
-        return FollowerThread(self.wandb.follower(run)).start()
+        try:
+            follower = self.wandb.follower(run)
+        except Exception as exc:  # W&B trouble never stops training; it is reported
+            self._wandb_errors[run.key] = describe_error(exc)
+            return None
+        return FollowerThread(follower).start()
 
 
 @contextlib.contextmanager

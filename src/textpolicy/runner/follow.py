@@ -235,13 +235,68 @@ class FollowerThread:
     def _main(self) -> None:
         try:
             self.result = self.follower.run()
-        except BaseException as exc:  # W&B trouble must never stop training
-            self.error = exc
+        except BaseException as exc:  # W&B trouble must never stop training: kept, and
+            self.error = exc           # reported by problem() when the run ends
 
     def start(self) -> FollowerThread:
         self._thread.start()
         return self
 
-    def finish(self, timeout: float | None = 120.0) -> None:
+    def finish(self, timeout: float | None = 120.0) -> str | None:
+        """Drain the file and end the W&B run; return ``problem()``."""
         self.follower.finish.set()
         self._thread.join(timeout)
+        return self.problem()
+
+    def problem(self) -> str | None:
+        """Why this follower did not log every step (None: it did, or it is still running)."""
+        if self._thread.is_alive():
+            finishing = self.follower.finish.is_set()
+            return "W&B did not finish within the time allowed" if finishing else None
+        return describe_error(self.error) if self.error is not None else None
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line of the message`` (W&B's errors run to many lines)."""
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+
+
+#: W&B modes that need neither an API key nor the network
+LOCAL_MODES = ("offline", "disabled", "dryrun")
+DEFAULT_WANDB_URL = "https://api.wandb.ai"
+
+
+def effective_mode(mode: str | None) -> str:
+    """The W&B mode a run gets: the given one, else ``WANDB_MODE``, else online."""
+    return (mode or os.environ.get("WANDB_MODE", "").strip() or "online").lower()
+
+
+def wandb_problem(mode: str | None = None) -> str | None:
+    """Why logging to W&B in ``mode`` would fail on this machine (None: it would not).
+
+    Quick and without W&B itself: a mode in ``LOCAL_MODES`` needs nothing; otherwise an API key
+    (``WANDB_API_KEY``, or the ``~/.netrc``/``$NETRC`` entry `wandb login` writes for the W&B
+    host) and a host that accepts a connection."""
+    if effective_mode(mode) in LOCAL_MODES:
+        return None
+    url = os.environ.get("WANDB_BASE_URL", "").strip() or DEFAULT_WANDB_URL
+    if not (os.environ.get("WANDB_API_KEY", "").strip() or _netrc_has(url)):
+        return "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
+    from textpolicy.netcheck import unreachable
+
+    why = unreachable(url)
+    return f"W&B unreachable ({why})" if why is not None else None
+
+
+def _netrc_has(url: str) -> bool:
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])

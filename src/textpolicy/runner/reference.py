@@ -42,10 +42,22 @@ A spec file is TOML. `kind` says what `tp run SPEC` does with it:
 
 - `sweep` — probe every arm at every LR of `[sweep]` for `probe_steps` steps; print the
   results table, the best LR per arm and the recommended campaign; write
-  `sweep_results.json`, `sweep_plot.png` and a ready-to-run `campaign.toml`.
+  `sweep_results.json`, `sweep_plot.png` and a ready-to-run `campaign.toml`. An arm without
+  a successful probe has no LR: the sweep then recommends nothing (no `campaign.toml`; a plot
+  only of the probes that have a value), names the failed probes and exits 1.
 - `campaign` — run every arm × every seed (paired: seed s is the same init, data order and
   eval prompts in every arm), then the analysis. `tp run --dry-run` only writes
   `manifest.json` and `run_commands.sh`.
+
+A dry run checks what the real runs need, as the real run does before anything starts: the
+task's parameters and data files, the model (the local engine: the tiny model or a folder with
+`config.json`) and the engine's options — a problem is one line, exit code 2, nothing written.
+It then says, one `Not ready on this machine: ...` line each, what would stop the runs here
+but perhaps not where they will run: no Tinker API key, a service that does not answer, task
+data neither local nor in the cache (the Hugging Face hub is asked once, with one quick
+connection), no W&B key. With `[wandb]` and no W&B key (or W&B unreachable), a real run says so
+in one line and logs offline (`wandb sync` uploads it later); W&B logging that stops during a
+run is reported when the run ends, training goes on.
 - `experiment` — a sweep of the arms that set no `lr`, then a campaign at the tuned LRs, then
   the analysis: `<output>/sweep/`, `<output>/campaign/` (+ `analysis/`), `experiment.json`.
   Its `--dry-run` writes the sweep's plan; the campaign is planned once the sweep has chosen

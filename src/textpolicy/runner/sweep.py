@@ -8,11 +8,13 @@ Files in the sweep root::
     sweep_results.json                       every probe, the per-LR summary, best_lr per arm
     sweep_plot.png                           selection metric vs LR, one line per arm
     campaign.toml                            ready-to-run campaign spec at the tuned LRs
+                                             (only when every arm has a successful probe)
 
 The best LR is chosen on held-out eval accuracy at the probe's last step, averaged over the
 sweep seeds, when eval is configured; otherwise on the final running correct rate (the seed
 document's rule). The table and sweep_results.json say which metric chose it. Ties go to the
-smaller LR.
+smaller LR. An arm without a successful probe has no LR: the sweep then recommends nothing (no
+campaign.toml, sweep_results.json's ``untuned`` names what became of its probes) and fails.
 """
 
 from __future__ import annotations
@@ -230,20 +232,22 @@ def recommended_command(spec: Spec, best: Mapping[str, Mapping[str, float]],
 
 
 def plot(rows: Sequence[ProbeRow], metric: str, label: str, path: Path) -> Path | None:
-    """Selection metric vs LR (log axis), one line per arm."""
+    """Selection metric vs LR (log axis), one line per arm; None (no file) when no probe has
+    a value to plot."""
+    lines = {arm: sorted((r.lr, float(value)) for r in rows
+                         if r.algorithm == arm and (value := r.metric(metric)) is not None)
+             for arm in dict.fromkeys(r.algorithm for r in rows)}
+    lines = {arm: pts for arm, pts in lines.items() if pts}
+    if not lines:
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    arms = list(dict.fromkeys(r.algorithm for r in rows))
-    for arm in arms:
-        pts = sorted((r.lr, r.metric(metric)) for r in rows
-                     if r.algorithm == arm and r.metric(metric) is not None)
-        if pts:
-            ax.plot([p[0] for p in pts], [100 * float(p[1] or 0) for p in pts], marker="o",
-                    label=arm)
+    for arm, pts in lines.items():
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=arm)
     ax.set_xscale("log")
     lrs = sorted({r.lr for r in rows})
     ax.set_xticks(lrs, [format_lr(lr) for lr in lrs])  # the swept LRs, not log-axis decades
@@ -253,8 +257,7 @@ def plot(rows: Sequence[ProbeRow], metric: str, label: str, path: Path) -> Path 
                    else "final running correct rate") + " (%)")
     ax.set_title("LR sweep: " + label, fontsize=9)
     ax.grid(True, alpha=0.3)
-    if arms:
-        ax.legend()
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -268,9 +271,11 @@ class SweepReport:
     metric_label: str
     best: Mapping[str, Mapping[str, float]]
     table: str
-    campaign_spec: Path
+    campaign_spec: Path | None  # None: an arm has no LR (no campaign is recommended)
     command: str | None
     results_path: Path
+    #: swept arms without a successful probe, each with what became of its probes
+    untuned: tuple[tuple[str, str], ...] = ()
 
     @property
     def best_lr(self) -> dict[str, float]:
@@ -281,14 +286,24 @@ class SweepReport:
         for arm, value in self.best.items():
             lines.append(f"  {arm:>10}: {format_lr(float(value['lr']))}  "
                          f"({100 * float(value['metric']):.1f}%)")
-        missing = sorted({r.algorithm for r in self.rows} - set(self.best))
-        for arm in missing:
-            lines.append(f"  {arm:>10}: no probe finished")
+        for arm, _probes in self.untuned:
+            lines.append(f"  {arm:>10}: none (no successful probe)")
+        if self.untuned:
+            lines.append(f"No campaign recommended: {self.failure()}")
+            return "\n".join(lines)
         lines.append("Recommended campaign:")
         if self.command:
             lines.append(f"  {self.command} --execute")
         lines.append(f"  tp run {self.campaign_spec}")
         return "\n".join(lines)
+
+    def failure(self) -> str:
+        """One line naming the arms without an LR and their probes ('' when there are none)."""
+        if not self.untuned:
+            return ""
+        arms = ", ".join(f"{arm} ({probes})" for arm, probes in self.untuned)
+        return (f"no successful probe for {'arm' if len(self.untuned) == 1 else 'arms'} "
+                f"{arms}; see {self.results_path}")
 
 
 def finish_sweep(spec: Spec, plan: Plan, results: Sequence[RunResult],
@@ -301,18 +316,27 @@ def finish_sweep(spec: Spec, plan: Plan, results: Sequence[RunResult],
     best = best_lrs(rows, metric)
     with_eval = bool(plan.runs) and plan.runs[0].config.eval_every > 0
     table = format_table(rows, with_eval=with_eval)
-    out = campaign_output or str(plan.root.parent / f"{plan.root.name}_campaign")
-    campaign_path = plan.root / "campaign.toml"
-    campaign_path.write_text(toml_dumps(
-        recommended_spec(spec, best, out),
-        header=[f"Campaign at the LRs tuned by the sweep in {plan.root}",
-                f"(best LR chosen by {label}).", "Run it: tp run " + str(campaign_path)]),
-        encoding="utf-8")
-    command = recommended_command(spec, best, plan)
-    if spec.sweep.plot and rows:
-        plot(rows, metric, label, plan.root / "sweep_plot.png")
-    results_path = plan.root / "sweep_results.json"
     status = {r.key: r for r in results}
+    untuned = tuple((arm.label, _probe_states(plan, arm.label, status))
+                    for arm in swept_arms(spec) if arm.label not in best)
+    out = campaign_output or str(plan.root.parent / f"{plan.root.name}_campaign")
+    target = plan.root / "campaign.toml"
+    campaign_path: Path | None = None
+    command: str | None = None
+    if untuned:  # no recommendation: a campaign.toml from an earlier sweep here is not one
+        target.unlink(missing_ok=True)
+    else:
+        target.write_text(toml_dumps(
+            recommended_spec(spec, best, out),
+            header=[f"Campaign at the LRs tuned by the sweep in {plan.root}",
+                    f"(best LR chosen by {label}).", "Run it: tp run " + str(target)]),
+            encoding="utf-8")
+        campaign_path = target
+        command = recommended_command(spec, best, plan)
+    plot_path = plan.root / "sweep_plot.png"
+    if not (spec.sweep.plot and plot(rows, metric, label, plot_path)):
+        plot_path.unlink(missing_ok=True)
+    results_path = plan.root / "sweep_results.json"
     mf.write_json(results_path, {
         "kind": "sweep", "selection_metric": metric, "selection_metric_label": label,
         "probe_steps": spec.sweep.probe_steps, "seeds": list(spec.sweep.seeds),
@@ -325,8 +349,24 @@ def finish_sweep(spec: Spec, plan: Plan, results: Sequence[RunResult],
                      "status": status[r.key].status if r.key in status else "not_started",
                      **attrs.asdict(summarize_run(Path(r.config.log_dir)))}
                     for r in plan.runs],
-        "recommended_command": command, "campaign_spec": campaign_path.name,
+        "recommended_command": command,
+        "campaign_spec": campaign_path.name if campaign_path is not None else None,
+        "untuned": {arm: probes for arm, probes in untuned},
     })
     return SweepReport(rows=tuple(rows), metric=metric, metric_label=label, best=best,
                        table=table, campaign_spec=campaign_path, command=command,
-                       results_path=results_path)
+                       results_path=results_path, untuned=untuned)
+
+
+def _probe_states(plan: Plan, arm: str, status: Mapping[str, RunResult]) -> str:
+    """What became of an arm's probes, probes with the same fate together:
+    ``grpo_lr1e-04, grpo_lr2e-04 failed: <error>; grpo_lr5e-04 not started``."""
+    fates: dict[str, list[str]] = {}
+    for run in (r for r in plan.runs if r.arm == arm):
+        result = status.get(run.key)
+        state = result.status if result is not None else "not_started"
+        if state in ("finished", "skipped"):
+            state = "finished without a value of the selection metric"
+        error = f": {result.error}" if result is not None and result.error else ""
+        fates.setdefault(state.replace("_", " ") + error, []).append(run.key)
+    return "; ".join(f"{', '.join(keys)} {fate}" for fate, keys in fates.items())

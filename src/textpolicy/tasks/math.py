@@ -2,9 +2,10 @@
 
 Data comes through ``datasets``: hub ids when online (train ``EleutherAI/hendrycks_math``
 subject configs, splits train + test; eval ``HuggingFaceH4/MATH-500``), or local jsonl/parquet
-files (``train_files`` / ``eval_files``). With local files, or ``HF_HUB_OFFLINE=1``, the hub is
-put in offline mode while loading, so a hub id fails in milliseconds with a ``TaskError``
-naming the dataset instead of retrying for ~24 s.
+files (``train_files`` / ``eval_files``). With local files, ``HF_HUB_OFFLINE=1``, or a hub that
+does not accept one quick connection (``hub_unreachable``, said once in one line), the hub is
+put in offline mode while loading: a cached hub id loads from the cache, an uncached one fails
+in milliseconds with a ``TaskError`` naming the dataset instead of retrying for ~24 s.
 
 Default split: train = MATH minus the MATH-500 problems (matched by ``unique_id`` and by
 problem text), eval = MATH-500. Training examples are filtered by subject, put in a canonical
@@ -17,6 +18,7 @@ are dropped at load time and counted (``describe()["rejected_gold"]``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -120,11 +122,29 @@ def _norm_problem(text: str) -> str:
     return " ".join(text.split())
 
 
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+
+
+@functools.lru_cache(maxsize=1)
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here (None: it can), decided once per
+    process with one quick connection and said once in one line."""
+    from textpolicy.netcheck import unreachable
+
+    why = unreachable(hub_endpoint())
+    if why is not None:
+        log.warning("Hugging Face hub unreachable (%s): datasets load from the local cache only "
+                    "(set HF_HUB_OFFLINE=1 to skip this check)", why)
+    return why
+
+
 @contextlib.contextmanager
 def _hub_offline(force: bool) -> Iterator[bool]:
-    """Offline mode for ``datasets`` while loading, when forced or ``HF_HUB_OFFLINE`` is set."""
+    """Offline mode for ``datasets`` while loading, when forced, when ``HF_HUB_OFFLINE`` is set
+    or when the hub cannot be reached (instead of ≈ 20 s of retries)."""
     env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-    offline = force or env
+    offline = force or env or hub_unreachable() is not None
     if not offline:
         yield False
         return
@@ -183,8 +203,9 @@ def _load_hub(name: str, config: str | None, split: str, revision: str | None,
     except Exception as exc:
         where = f"{name}" + (f" (config {config!r}, split {split!r})" if config else
                              f" (split {split!r})")
-        hint = ("hub offline (HF_HUB_OFFLINE or local files given): give local files with "
-                "train_files=/eval_files=" if offline else "check the id and your network")
+        hint = ("hub offline (unreachable, HF_HUB_OFFLINE or local files given) and not in "
+                "the local datasets cache: give local files with train_files=/eval_files="
+                if offline else "check the id and your network")
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TaskError(f"task 'math': cannot load dataset {where}: {first[:200]}; {hint}"
                         ) from None

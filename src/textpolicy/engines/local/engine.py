@@ -23,20 +23,44 @@ from pathlib import Path
 from typing import Any
 
 from textpolicy.engines.local.cache import cache_root
-from textpolicy.engines.local.gguf import SMOLLM2_MODEL, gguf_checkpoint_path, smollm2_gguf_path
-from textpolicy.engines.local.hf import load_causal_lm, load_tokenizer, resolve_device
+from textpolicy.engines.local.gguf import (
+    SMOLLM2_MODEL,
+    check_gguf_file,
+    gguf_checkpoint_path,
+    smollm2_gguf_path,
+)
+from textpolicy.engines.local.hf import DEVICES, load_causal_lm, load_tokenizer, resolve_device
 from textpolicy.engines.local.state import load_optimizer, read_state_meta
 from textpolicy.engines.local.tiny import TINY_MODEL, tiny_model_path
 from textpolicy.engines.local.training_client import LocalTrainingClient
 from textpolicy.errors import ConfigError
 
 
-def resolve_model(name_or_path: str) -> Path:
-    """The checkpoint folder for a model name or path the local engine accepts.
+def check_model(name_or_path: str) -> None:
+    """Raise ``ConfigError`` unless the local engine accepts ``name_or_path``: ``TINY_MODEL``,
+    ``SMOLLM2_MODEL`` (its package installed), a GGUF file or a local Hugging Face checkpoint
+    folder (quick: nothing is built, converted or loaded)."""
+    if name_or_path == TINY_MODEL:
+        return
+    if name_or_path == SMOLLM2_MODEL:
+        smollm2_gguf_path()
+        return
+    path = Path(name_or_path).expanduser()
+    if path.suffix.lower() == ".gguf" and not path.is_dir():
+        check_gguf_file(path)
+        return
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"model {name_or_path!r}: the local engine needs {TINY_MODEL!r}, "
+            f"{SMOLLM2_MODEL!r}, a local .gguf file or a local Hugging Face checkpoint folder "
+            "(with config.json); hub names are not downloaded")
 
-    ``TINY_MODEL`` and ``SMOLLM2_MODEL`` are cached builds; a ``.gguf`` file is converted once
-    into the cache; any other path must be a Hugging Face checkpoint folder (with config.json).
-    """
+
+def resolve_model(name_or_path: str) -> Path:
+    """The checkpoint folder for a model the local engine accepts (``check_model``):
+    ``TINY_MODEL`` and ``SMOLLM2_MODEL`` are cached builds, a ``.gguf`` file is converted once
+    into the cache, a checkpoint folder is used as it is."""
+    check_model(name_or_path)
     if name_or_path == TINY_MODEL:
         return tiny_model_path()
     if name_or_path == SMOLLM2_MODEL:
@@ -44,12 +68,37 @@ def resolve_model(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.suffix.lower() == ".gguf" and not path.is_dir():
         return gguf_checkpoint_path(path)
-    if not (path / "config.json").is_file():
-        raise ConfigError(
-            f"model {name_or_path!r}: the local engine needs {TINY_MODEL!r}, "
-            f"{SMOLLM2_MODEL!r}, a local .gguf file or a local Hugging Face checkpoint folder "
-            "(with config.json); hub names are not downloaded")
     return path.resolve()
+
+
+def check_options(device: str = "auto", state_dir: str | os.PathLike[str] | None = None,
+                  max_decode_batch: int | None = None, train_tokens_per_batch: int = 16384,
+                  lora_alpha: int = 32) -> None:
+    """Raise ``ConfigError`` for option values ``LocalEngine`` refuses (torch is imported only
+    to ask whether a requested CUDA device exists)."""
+    if not (str(device) in DEVICES or str(device).startswith("cuda:")):
+        raise ConfigError(f"engine option device={device!r}: allowed: auto, cpu, cuda, cuda:N")
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"engine option device={device!r}: CUDA is not available here")
+    if state_dir is not None:
+        where = Path(state_dir).expanduser()
+        if where.exists() and not where.is_dir():
+            raise ConfigError(f"engine option state_dir={str(state_dir)!r}: not a directory")
+    for name, value, least in (("max_decode_batch", max_decode_batch, 1),
+                               ("train_tokens_per_batch", train_tokens_per_batch, 1),
+                               ("lora_alpha", lora_alpha, 1)):
+        if value is None and name == "max_decode_batch":
+            continue
+        try:
+            number = int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number < least:
+            raise ConfigError(f"engine option {name}={value!r}: must be a whole number >= "
+                              f"{least}")
 
 
 class LocalEngine:
@@ -63,14 +112,8 @@ class LocalEngine:
     def __init__(self, device: str = "auto", state_dir: str | os.PathLike[str] | None = None,
                  max_decode_batch: int | None = None, train_tokens_per_batch: int = 16384,
                  lora_alpha: int = 32) -> None:
+        check_options(device, state_dir, max_decode_batch, train_tokens_per_batch, lora_alpha)
         self.device, self.dtype = resolve_device(str(device))
-        if max_decode_batch is not None and int(max_decode_batch) < 1:
-            raise ConfigError(f"engine option max_decode_batch={max_decode_batch!r}: must be >= 1")
-        if int(train_tokens_per_batch) < 1:
-            raise ConfigError(
-                f"engine option train_tokens_per_batch={train_tokens_per_batch!r}: must be >= 1")
-        if int(lora_alpha) <= 0:
-            raise ConfigError(f"engine option lora_alpha={lora_alpha!r}: must be > 0")
         self.state_dir = Path(state_dir).expanduser() if state_dir else None
         self.max_decode_batch = int(max_decode_batch) if max_decode_batch else None
         self.train_tokens_per_batch = int(train_tokens_per_batch)
