@@ -41,3 +41,11 @@ class TaskError(TextPolicyError):
 
 class AnalysisError(TextPolicyError):
     """Run directories cannot be analysed as requested."""
+
+
+class LockedError(TextPolicyError):
+    """Another process (or run of this one) is writing the directory: one writer at a time."""
+
+
+class RunDamagedError(ConfigError):
+    """A run directory's files do not match its checkpoints (refused; nothing was changed)."""

@@ -182,6 +182,9 @@ def _positive_float() -> click.FloatRange:
               help="Label written into metrics rows. [default: the pipeline name]")
 @click.option("--progress", type=click.Choice(["auto", "bar", "plain", "off"]),
               default="auto", help="Progress display on stderr.")
+@click.option("--restart-from-step", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Roll the run back to its checkpoint at step N (0: start over), "
+                   "discarding later rows and checkpoints; only when asked for.")
 def train(**params: Any) -> None:
     """Train one run: sample, grade, compute advantages, update, log, checkpoint.
 
@@ -211,7 +214,8 @@ def train(**params: Any) -> None:
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        outcome = run_training(config, stop=stop, progress=params["progress"])
+        outcome = run_training(config, stop=stop, progress=params["progress"],
+                               restart_from=params["restart_from_step"])
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
