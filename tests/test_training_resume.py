@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from textpolicy.training import make_config, run_training
-from textpolicy.training.run_record import REDACTED, config_differences, redact
 from textpolicy.training.integrity import Expected, apply_recovery, plan_recovery
+from textpolicy.training.run_record import REDACTED, config_differences, redact
 from textpolicy.training.runfiles import RunFiles, read_jsonl, scan_jsonl
 
 

@@ -72,11 +72,14 @@ def build_settings(params: dict[str, Any]) -> dict[str, Any]:
         "seed": params["seed"],
     }
     engine_options = _parse_options(params["engine_option"], "--engine-option")
-    if params["base_url"] is not None and params["engine"] == "local":
-        raise ConfigError("--base-url applies to remote engines (e.g. --engine tinker); the "
-                          "local engine runs in this process")
+    for flag in ("base_url", "trust_host"):
+        if params[flag] is not None and params["engine"] == "local":
+            raise ConfigError(f"{_flag(flag)} applies to remote engines (e.g. --engine "
+                              "tinker); the local engine runs in this process")
     if params["base_url"] is not None:
         engine_options["base_url"] = params["base_url"]
+    if params["trust_host"] is not None:
+        engine_options["trusted_host"] = params["trust_host"]
     if engine_options:
         settings["engine_options"] = engine_options
     task_params = _parse_options(params["task_option"], "--task-option")
@@ -130,6 +133,9 @@ def _positive_float() -> click.FloatRange:
 @click.option("--engine", default="local", help="Engine (local | tinker | plugin).")
 @click.option("--model", default=None, help="Model name or path. [default: the task's model]")
 @click.option("--base-url", default=None, help="Engine service URL (tinker engine).")
+@click.option("--trust-host", default=None, metavar="HOST",
+              help="Send the Tinker API key to HOST, the --base-url host, although it is "
+                   "neither Tinker's service nor this machine (prints a warning).")
 @click.option("--engine-option", multiple=True, metavar="KEY=VALUE",
               help="Extra engine option, e.g. device=cuda (repeatable).")
 @click.option("--task-option", multiple=True, metavar="KEY=VALUE",

@@ -161,19 +161,17 @@ def _file_problems(files: RunFiles, scans: Mapping[str, Scan], k: int, exp: Expe
     problems too (a rollback, asked for, discards what comes after ``k``)."""
     problems: list[tuple[str, str]] = []
     cuts: list[tuple[str, int]] = []
-    checks = [(name, lambda sc, per=per: _step_file(sc, k, per, strict))
-              for name, per in exp.per_step.items()]
-    if exp.eval_every > 0:
-        checks.append((EVAL, lambda sc: _eval_file(sc, k, exp, strict)))
-    for name, check in checks:
-        problem, end = check(scans[name])
+    names = [*exp.per_step, *([EVAL] if exp.eval_every > 0 else [])]
+    for name in names:
+        problem, end = (_eval_file(scans[name], k, exp, strict) if name == EVAL
+                        else _step_file(scans[name], k, exp.per_step[name], strict))
         if problem:
             problems.append((name, problem))
         else:
             cuts.append((name, end))
     if strict and exp.save_every > 0 and not problems:
         due = (k // exp.save_every + 1) * exp.save_every
-        for name, _check in checks:
+        for name in names:
             last = max(scans[name].steps, default=-1)
             if last >= due + (1 if name == EVAL else 0):
                 have = f"ends at step {k}" if k else "holds no checkpoint"
