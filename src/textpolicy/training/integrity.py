@@ -187,8 +187,8 @@ def _refusal(files: RunFiles, problems: list[tuple[str, str]], needs: str,
     name, problem = problems[0]
     more = f" (and problems in {len(problems) - 1} more files)" if len(problems) > 1 else ""
     if rollback == 0:
-        way = (f"no checkpoint has intact rows before it; run the same command with "
-               f"{RESTART_FLAG} 0 to start the run over (every row is discarded)")
+        way = (f"to start the run over (every row is discarded), run the same command with "
+               f"{RESTART_FLAG} 0")
     else:
         way = (f"to roll back to the checkpoint at step {rollback} (later rows and "
                f"checkpoints are discarded), run the same command with {RESTART_FLAG} "
