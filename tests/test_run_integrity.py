@@ -339,6 +339,16 @@ def test_a_corrupted_middle_row_of_the_index_is_refused_not_a_rollback(
     assert steps(run_copy / "metrics.jsonl") == list(range(10))
 
 
+def test_a_row_changed_but_still_valid_json_is_refused(run_copy: Path) -> None:
+    index = run_copy / "checkpoints.jsonl"
+    lines = index.read_bytes().splitlines(keepends=True)
+    assert b'"data_cursor": 8,' in lines[1]  # the row of step 4 (batch size 2)
+    lines[1] = lines[1].replace(b'"data_cursor": 8,', b'"data_cursor": 9,')
+    index.write_bytes(b"".join(lines))
+    message = _refused(run_copy, "checkpoints.jsonl: line 2 was changed after it was written")
+    assert "--restart-from-step 2" in message
+
+
 def test_lost_index_rows_are_refused(run_copy: Path) -> None:
     index = run_copy / "checkpoints.jsonl"
     index.write_bytes(b"".join(index.read_bytes().splitlines(keepends=True)[:1]))

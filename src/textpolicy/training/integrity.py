@@ -1,7 +1,8 @@
 """Resume checks: a run continues from the checkpoint at step k only when its files hold exactly
 what that checkpoint needs.
 
-* ``checkpoints.jsonl``: every complete line an intact row, steps strictly increasing. Only a
+* ``checkpoints.jsonl``: every complete line an intact row matching its checksum
+  (``row_sha256``), steps strictly increasing. Only a
   torn final line (no newline: a crash mid-write) is dropped silently; any other damage is
   refused — never read as "no checkpoint" (a restart) or as an earlier one (a silent
   rollback).
@@ -38,6 +39,7 @@ from textpolicy.training.runfiles import (
     RunFiles,
     Scan,
     scan_jsonl,
+    seal_intact,
 )
 
 RESTART_FLAG = "--restart-from-step"
@@ -210,10 +212,12 @@ def plan_recovery(files: RunFiles, exp: Expected, *,
     changed) when they do not match the checkpoint (see the module docstring)."""
     index = scan_jsonl(files.path(CHECKPOINTS), keep_rows=True)
     rows = list(index.rows)
+    changed = next((i for i, r in enumerate(rows) if not seal_intact(r)), None)
     back = next((i for i in range(1, len(rows)) if rows[i]["step"] <= rows[i - 1]["step"]),
                 None)
-    if back is not None:  # a row going back in step order is damage: keep the rows before it
-        rows = rows[:back]
+    bad = min((i for i in (changed, back) if i is not None), default=None)
+    if bad is not None:  # a changed row or one going back in step order: keep those before
+        rows = rows[:bad]
     intact = [int(r["step"]) for r in rows]
     scans = {name: scan_jsonl(files.path(name)) for name in (*exp.per_step, EVAL)}
 
@@ -239,10 +243,11 @@ def plan_recovery(files: RunFiles, exp: Expected, *,
         keep = intact.index(k) + 1
         return Recovery(rows[keep - 1], (*cuts, (CHECKPOINTS, _index_cut(index, keep))))
 
-    if index.damaged_line is not None or back is not None:
-        line = index.damaged_line if back is None else back + 1
-        what = ("is not an intact row" if back is None
-                else "goes back in step order (a second writer?)")
+    if index.damaged_line is not None or bad is not None:
+        line = index.damaged_line if bad is None else bad + 1
+        what = ("is not an intact row" if bad is None
+                else "was changed after it was written (its checksum does not match)"
+                if bad == changed else "goes back in step order (a second writer?)")
         last = intact[-1] if intact else None
         needs = (f"the last intact checkpoint before it is at step {last}" if last is not None
                  else "no intact checkpoint comes before it")

@@ -22,6 +22,7 @@ are opened with ``O_NOFOLLOW``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -58,6 +59,28 @@ def _default(value: Any) -> Any:
 def dumps(row: Mapping[str, Any]) -> str:
     """One JSON line (numpy scalars and arrays become plain JSON)."""
     return json.dumps(row, default=_default, ensure_ascii=False)
+
+
+#: the key of a checkpoint row's checksum: the SHA-256 (16 hex digits) of the row's JSON line
+#: without it, so a row changed after it was written (and still valid JSON) is detected.
+ROW_DIGEST = "row_sha256"
+
+
+def _digest(row: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in row.items() if k != ROW_DIGEST}
+    return hashlib.sha256(dumps(body).encode("utf-8")).hexdigest()[:16]
+
+
+def sealed(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with its checksum (``ROW_DIGEST``) as the last key."""
+    body = {k: v for k, v in row.items() if k != ROW_DIGEST}
+    return {**json.loads(dumps(body)), ROW_DIGEST: _digest(body)}
+
+
+def seal_intact(row: Mapping[str, Any]) -> bool:
+    """Whether a parsed row matches its checksum (rows written without one pass)."""
+    digest = row.get(ROW_DIGEST)
+    return digest is None or digest == _digest(row)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -256,7 +279,7 @@ class RunFiles:
         """Make everything else durable, then append and fsync the checkpoint row."""
         self.sync()
         fh = self._handle(CHECKPOINTS)
-        fh.write(dumps(row) + "\n")
+        fh.write(dumps(sealed(row)) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
