@@ -402,6 +402,36 @@ def test_url_userinfo_is_redacted_in_every_file_a_plan_writes(tmp_path: Path) ->
     assert SECRET not in result.output
 
 
+def test_url_userinfo_never_reaches_a_run_directory_or_an_error_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real run on the tinker engine through `tp serve`'s server (in this process), its
+    base URL carrying a key as userinfo: config.json has it redacted (three places)."""
+    from textpolicy.engines.local import LocalEngine
+    from textpolicy.serve import TinkerServer, served_models
+
+    monkeypatch.setenv("TINKER_API_KEY", "tml-local")
+    monkeypatch.setenv("TINKER_TELEMETRY", "0")
+    server = TinkerServer(lambda: LocalEngine(device="cpu", state_dir=tmp_path / "states"),
+                          models=served_models(), state_dir=tmp_path / "serve").start()
+    try:
+        url = server.url.replace("http://", f"http://me:{SECRET}@")
+        log_dir = tmp_path / "run"
+        config = make_config(log_dir=str(log_dir), engine="tinker", max_steps=2,
+                             eval_every=0, engine_options={"base_url": url})
+        assert run_training(config, progress="off").steps_done == 2
+    finally:
+        server.stop()
+    for path in log_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text(errors="replace"), path
+    text = (log_dir / "config.json").read_text()
+    assert text.count("http://<redacted>@127.0.0.1") == 3, text
+    result = CliRunner().invoke(main, ["train", "--engine", "tinker", "--base-url", url,
+                                       "--log-dir", str(tmp_path / "other")])  # server gone
+    assert result.exit_code != 0 and "cannot reach Tinker at http://<redacted>@" in result.output
+    assert SECRET not in result.output
+
+
 class _Listener:
     """An HTTP listener on 127.0.0.1 recording every connection and X-API-Key header."""
 
