@@ -520,3 +520,34 @@ def test_loopback_is_decided_by_the_host_as_written() -> None:
     assert not is_tinker_host("thinkingmachines.dev.evil.com")
     assert redact_url("GET http://u:p@h:1/x and https://k@h2") == \
         "GET http://<redacted>@h:1/x and https://<redacted>@h2"
+
+
+def test_an_eval_cut_short_at_the_checkpoint_is_run_again(tmp_path: Path) -> None:
+    """A crash during a resume's first eval (at the checkpoint's step, after its last sync)
+    leaves some of its rows: they are dropped and the eval runs again; a short eval before
+    the checkpoint is refused."""
+    from textpolicy.training.integrity import Expected, apply_recovery, plan_recovery
+    from textpolicy.training.runfiles import RunFiles, sealed
+
+    def jsonl(name: str, items: list[dict[str, Any]], tail: str = "") -> None:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in items) + tail)
+
+    for name in ("metrics.jsonl", "emergence/steps.jsonl", "emergence/generations.jsonl"):
+        jsonl(name, [{"step": s} for s in range(4)])
+    jsonl("checkpoints.jsonl", [sealed({"step": 2}), sealed({"step": 4})])
+    evals = [{"step": s, "sample": j} for s in (0, 2) for j in range(3)]
+    jsonl("eval.jsonl", [*evals, {"step": 4, "sample": 0}], '{"step": 4, "sam')
+    exp = Expected(per_step={"metrics.jsonl": 1, "emergence/steps.jsonl": 1,
+                             "emergence/generations.jsonl": 1},
+                   eval_every=2, eval_rows=3, save_every=2)
+    files = RunFiles(tmp_path)
+    recovery = plan_recovery(files, exp)
+    assert recovery.step == 4
+    apply_recovery(files, recovery)
+    assert [(r["step"], r["sample"]) for r in rows(tmp_path / "eval.jsonl")] == \
+        [(r["step"], r["sample"]) for r in evals]
+    jsonl("eval.jsonl", evals[:5])  # the eval at step 2 lost a row
+    with pytest.raises(RunDamagedError, match="the eval at step 2 does not have its 3 rows"):
+        plan_recovery(files, exp)
