@@ -491,6 +491,19 @@ def test_a_foreign_host_gets_no_key_without_opt_in(listener: _Listener,
     assert not log_dir.exists()  # nothing was written
 
 
+def test_tp_train_trust_host_sends_the_key_with_one_warning(listener: _Listener,
+                                                           tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [
+        "train", "--engine", "tinker", "--task", "arithmetic", "--base-url",
+        f"http://127.1:{listener.port}", "--trust-host", "127.1",
+        "--log-dir", str(tmp_path / "run"), "--max-steps", "2"])
+    assert result.exit_code != 0  # the listener answers 401
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "to 127.1" in warnings[0]
+    assert SECRET in listener.keys
+    assert SECRET not in result.output
+
+
 def test_a_trusted_foreign_host_gets_the_key_with_a_warning(
         listener: _Listener, capfd: pytest.CaptureFixture[str]) -> None:
     from textpolicy.engines.tinker_engine import TinkerEngine
@@ -551,3 +564,15 @@ def test_an_eval_cut_short_at_the_checkpoint_is_run_again(tmp_path: Path) -> Non
     jsonl("eval.jsonl", evals[:5])  # the eval at step 2 lost a row
     with pytest.raises(RunDamagedError, match="the eval at step 2 does not have its 3 rows"):
         plan_recovery(files, exp)
+
+
+def test_trust_host_flag_reaches_the_plan(tmp_path: Path) -> None:
+    root = tmp_path / "camp"
+    result = CliRunner().invoke(main, [
+        "campaign", "--engine", "tinker", "--task", "arithmetic", "--campaign-root", str(root),
+        "--base-url", "http://127.1:9", "--trust-host", "127.1", "--lr", "1e-3"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["arms"][0]["runs"][0]["config"]["engine_options"] == {
+        "base_url": "http://127.1:9", "trusted_host": "127.1"}
+    assert "--trust-host 127.1" in (root / "run_commands.sh").read_text()
