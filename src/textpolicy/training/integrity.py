@@ -30,6 +30,7 @@ import attrs
 import numpy as np
 
 from textpolicy.errors import ConfigError, RunDamagedError
+from textpolicy.training.config import TrainConfig
 from textpolicy.training.runfiles import (
     CHECKPOINTS,
     EVAL,
@@ -68,7 +69,8 @@ class Recovery:
         return int(self.checkpoint["step"]) if self.checkpoint else 0
 
 
-def expected_rows(config: Any, eval_examples: int) -> Expected:
+def expected_rows(config: TrainConfig, eval_examples: int) -> Expected:
+    """What a run of ``config`` writes, with ``eval_examples`` held-out prompts."""
     per = config.batch_size * config.group_size
     return Expected(per_step={METRICS: 1, STEPS: 1, GENERATIONS: per},
                     eval_every=config.eval_every, eval_rows=eval_examples * config.eval_samples,
