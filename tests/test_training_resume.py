@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from textpolicy.training import make_config, run_training
+from textpolicy.training.integrity import Expected, apply_recovery, plan_recovery
 from textpolicy.training.run_record import REDACTED, config_differences, redact
-from textpolicy.training.runfiles import RunFiles, read_jsonl, truncate_jsonl
+from textpolicy.training.runfiles import RunFiles, read_jsonl, scan_jsonl
 
 
 def rows(path: Path) -> list[dict[str, Any]]:
@@ -33,24 +34,30 @@ def write(path: Path, text: str) -> None:
 # file-level recovery
 
 
-def test_truncate_drops_half_written_line_and_later_rows(tmp_path: Path) -> None:
-    path = tmp_path / "m.jsonl"
+EXPECT = Expected(per_step={"metrics.jsonl": 1, "emergence/steps.jsonl": 1,
+                           "emergence/generations.jsonl": 1},
+                  eval_every=2, eval_rows=2, save_every=0)
+
+
+def test_a_half_written_last_line_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
     write(path, '{"step": 0}\n{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
-    assert truncate_jsonl(path, lambda r: True) == 3
+    scan = scan_jsonl(path)
+    assert scan.steps == (0, 1, 2) and scan.torn and scan.damaged_line is None
+    assert [r["step"] for r in rows(path)] == [0, 1, 2]
+    files = RunFiles(tmp_path)
+    files.cut("metrics.jsonl", scan.end)
     assert path.read_text() == '{"step": 0}\n{"step": 1}\n{"step": 2}\n'
-    assert truncate_jsonl(path, lambda r: r["step"] < 2) == 2
-    assert [r["step"] for r in rows(path)] == [0, 1]
 
 
 def test_a_complete_json_line_without_newline_is_dropped(tmp_path: Path) -> None:
     path = tmp_path / "m.jsonl"
     write(path, '{"step": 0}\n{"step": 1}')
     assert [r["step"] for r in rows(path)] == [0]
-    truncate_jsonl(path, lambda r: True)
-    assert path.read_text() == '{"step": 0}\n'
+    assert scan_jsonl(path).steps == (0,) and scan_jsonl(path).torn
 
 
-def test_recover_follows_the_resume_rule(tmp_path: Path) -> None:
+def test_recovery_follows_the_resume_rule(tmp_path: Path) -> None:
     files = RunFiles(tmp_path)
     steps = "".join(json.dumps({"step": s}) + "\n" for s in range(6))
     for name in ("metrics.jsonl", "emergence/steps.jsonl", "emergence/generations.jsonl"):
@@ -58,18 +65,21 @@ def test_recover_follows_the_resume_rule(tmp_path: Path) -> None:
     write(tmp_path / "eval.jsonl",
           "".join(json.dumps({"step": s, "sample": j}) + "\n" for s in (0, 2, 4) for j in (0, 1)))
     write(tmp_path / "checkpoints.jsonl", '{"step": 2}\n{"step": 4}\n{"step": 6, "na')
-    assert files.last_checkpoint() == {"step": 4}
-    files.recover(4)
+    recovery = plan_recovery(files, EXPECT)
+    assert recovery.checkpoint == {"step": 4}
+    apply_recovery(files, recovery)
     for name in ("metrics.jsonl", "emergence/steps.jsonl", "emergence/generations.jsonl"):
         assert [r["step"] for r in rows(tmp_path / name)] == [0, 1, 2, 3]
     assert [r["step"] for r in rows(tmp_path / "eval.jsonl")] == [0, 0, 2, 2, 4, 4]
     assert [r["step"] for r in rows(tmp_path / "checkpoints.jsonl")] == [2, 4]
-    files.recover(0)
-    assert rows(tmp_path / "metrics.jsonl") == []
-    assert [r["step"] for r in rows(tmp_path / "eval.jsonl")] == [0, 0]
-    files.recover(None)  # no checkpoint: a fresh start, even the step-0 eval goes
+    apply_recovery(files, plan_recovery(files, EXPECT, restart_from=2))  # asked to roll back
+    assert [r["step"] for r in rows(tmp_path / "metrics.jsonl")] == [0, 1]
+    assert [r["step"] for r in rows(tmp_path / "eval.jsonl")] == [0, 0, 2, 2]
+    assert [r["step"] for r in rows(tmp_path / "checkpoints.jsonl")] == [2]
+    apply_recovery(files, plan_recovery(files, EXPECT, restart_from=0))  # start over
     assert rows(tmp_path / "eval.jsonl") == []
     assert rows(tmp_path / "checkpoints.jsonl") == []
+    assert rows(tmp_path / "metrics.jsonl") == []
 
 
 def test_secrets_are_redacted_and_ignored_when_comparing() -> None:

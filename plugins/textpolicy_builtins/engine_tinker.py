@@ -10,13 +10,14 @@ from textpolicy.plugins import hookimpl
 
 
 def _make_tinker_engine(base_url: str | None = None, max_recoveries: int = 3,
-                        prefetch_sampler: bool = True) -> Any:
+                        prefetch_sampler: bool = True, trusted_host: str | None = None) -> Any:
     """TinkerEngine with explicit options, so unknown options fail with a clear message."""
     from textpolicy.engines.tinker_engine import TinkerEngine
 
     return TinkerEngine(base_url=base_url, max_recoveries=int(max_recoveries),
                         prefetch_sampler=str(prefetch_sampler).lower() not in
-                        ("0", "false", "no", "off"))
+                        ("0", "false", "no", "off"),
+                        trusted_host=None if trusted_host is None else str(trusted_host))
 
 
 def _check_tinker_engine(model: str, base_url: str | None = None, max_recoveries: int = 3,
@@ -34,6 +35,7 @@ def textpolicy_register_engines() -> Iterable[records.EnginePlugin]:
         factory=_make_tinker_engine,
         check=_check_tinker_engine,
         doc="The tinker SDK (pinned 0.38.0): LoRA training on Tinker, or on `tp serve`. "
-            "Options: base_url, max_recoveries, prefetch_sampler. "
+            "Options: base_url, max_recoveries, prefetch_sampler, trusted_host (a base_url "
+            "host that is neither Tinker nor this machine, trusted with the key). "
             "API key from TINKER_API_KEY / SDK credentials.",
     )]

@@ -52,3 +52,11 @@ class IncompleteRunsError(AnalysisError):
     """Some runs cannot be measured at the planned endpoint (one line per run). Exit code 3."""
 
     exit_code = 3
+
+
+class LockedError(TextPolicyError):
+    """Another process (or run of this one) is writing the directory: one writer at a time."""
+
+
+class RunDamagedError(ConfigError):
+    """A run directory's files do not match its checkpoints (refused; nothing was changed)."""

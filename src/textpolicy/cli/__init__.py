@@ -77,7 +77,9 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except TextPolicyError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            from textpolicy.urls import redact_url
+
+            click.echo(f"Error: {redact_url(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except click.UsageError as exc:  # a subcommand's bad flag or value
             raise _one_line(exc) from None

@@ -95,7 +95,8 @@ def stage_options(f: F, *, gtpo_hicra: bool = True) -> F:
 #: spec key paths set by the flags common_table reads (for error messages)
 COMMON_FLAGS: dict[str, str] = {
     "engine.name": "--engine", "engine": "--engine", "task": "--task", "model": "--model",
-    "engine.options.base_url": "--base-url", "parallel": "--parallel",
+    "engine.options.base_url": "--base-url", "engine.options.trusted_host": "--trust-host",
+    "parallel": "--parallel",
     "continue_on_error": "--continue-on-error",
     **{f"training.{key}": "--" + key.replace("_", "-")
        for key in ("batch_size", "group_size", "max_tokens", "temperature", "lora_rank",
@@ -123,6 +124,8 @@ def common_table(params: dict[str, Any]) -> dict[str, Any]:
     raw: dict[str, Any] = {"engine": {"name": params["engine"]}, "task": params["task"]}
     if params.get("base_url"):
         raw["engine"]["options"] = {"base_url": params["base_url"]}
+    if params.get("trust_host"):
+        raw["engine"].setdefault("options", {})["trusted_host"] = params["trust_host"]
     if params.get("model"):
         raw["model"] = params["model"]
     training: dict[str, Any] = {}
@@ -151,6 +154,9 @@ def engine_options(f: F) -> F:
     """Where runs happen: engine, task, model, service URL, LoRA rank (the seed's defaults)."""
     f = click.option("--lora-rank", type=click.IntRange(min=0), default=None,
                      help="LoRA rank (0: all weights). [default: the task's; math: 64]")(f)
+    f = click.option("--trust-host", default=None, metavar="HOST",
+                     help="Send the Tinker API key to HOST, the --base-url host, although it "
+                          "is neither Tinker's service nor this machine (prints a warning).")(f)
     f = click.option("--base-url", default=None,
                      help="Tinker service URL. [default: production]")(f)
     f = click.option("--model", default=None, help="Model ID. [default: the task's; math: "

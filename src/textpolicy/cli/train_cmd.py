@@ -72,11 +72,14 @@ def build_settings(params: dict[str, Any]) -> dict[str, Any]:
         "seed": params["seed"],
     }
     engine_options = _parse_options(params["engine_option"], "--engine-option")
-    if params["base_url"] is not None and params["engine"] == "local":
-        raise ConfigError("--base-url applies to remote engines (e.g. --engine tinker); the "
-                          "local engine runs in this process")
+    for flag in ("base_url", "trust_host"):
+        if params[flag] is not None and params["engine"] == "local":
+            raise ConfigError(f"{_flag(flag)} applies to remote engines (e.g. --engine "
+                              "tinker); the local engine runs in this process")
     if params["base_url"] is not None:
         engine_options["base_url"] = params["base_url"]
+    if params["trust_host"] is not None:
+        engine_options["trusted_host"] = params["trust_host"]
     if engine_options:
         settings["engine_options"] = engine_options
     task_params = _parse_options(params["task_option"], "--task-option")
@@ -140,6 +143,9 @@ def _positive_float() -> click.FloatRange:
 @click.option("--engine", default="local", help="Engine (local | tinker | plugin).")
 @click.option("--model", default=None, help="Model name or path. [default: the task's model]")
 @click.option("--base-url", default=None, help="Engine service URL (tinker engine).")
+@click.option("--trust-host", default=None, metavar="HOST",
+              help="Send the Tinker API key to HOST, the --base-url host, although it is "
+                   "neither Tinker's service nor this machine (prints a warning).")
 @click.option("--engine-option", multiple=True, metavar="KEY=VALUE",
               help="Extra engine option, e.g. device=cuda (repeatable).")
 @click.option("--task-option", multiple=True, metavar="KEY=VALUE",
@@ -195,6 +201,9 @@ def _positive_float() -> click.FloatRange:
               help="Label written into metrics rows. [default: the pipeline name]")
 @click.option("--progress", type=click.Choice(["auto", "bar", "plain", "off"]),
               default="auto", help="Progress display on stderr.")
+@click.option("--restart-from-step", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Roll the run back to its checkpoint at step N (0: start over), "
+                   "discarding later rows and checkpoints; only when asked for.")
 def train(**params: Any) -> None:
     """Train one run: sample, grade, compute advantages, update, log, checkpoint.
 
@@ -229,7 +238,8 @@ def train(**params: Any) -> None:
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        outcome = run_training(config, stop=stop, progress=params["progress"])
+        outcome = run_training(config, stop=stop, progress=params["progress"],
+                               restart_from=params["restart_from_step"])
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -18,6 +18,12 @@
   (``TINKER_API_KEY``, ``TINKER_CREDENTIAL_CMD``, ``~/.tinker/credentials.json``); this module
   never reads it into anything that is written or logged. ``base_url`` (engine option, from
   ``tp train --base-url``) falls back to ``$TINKER_BASE_URL``, then Tinker's production URL.
+- Where the key goes: the SDK sends it to ``base_url``. A host that is neither Tinker's own
+  service nor this machine (:mod:`textpolicy.urls`; the host as written, never resolved) gets
+  it only when the engine option ``trusted_host`` names that host (``tp train --trust-host
+  HOST``; a spec's ``engine.options.trusted_host``), and then with a one-line warning on
+  stderr naming it. Otherwise the engine refuses before connecting: running someone else's
+  spec does not send them your key.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +48,7 @@ from textpolicy.engines.base import (
     SamplingParams,
 )
 from textpolicy.errors import ConfigError, EngineError
+from textpolicy.urls import is_loopback_host, is_tinker_host, redact_url, url_host
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,26 @@ def _has_credentials() -> bool:
         return False
 
 
+def check_key_destination(url: str, trusted_host: str | None) -> str | None:
+    """Whether the API key may be sent to ``url``: None (Tinker's service or this machine),
+    a warning line (a host named by ``trusted_host``), or ``ConfigError``."""
+    host = url_host(url)
+    shown = redact_url(url)
+    if is_tinker_host(host) or is_loopback_host(host):
+        return None
+    if trusted_host is not None and str(trusted_host).lower().strip("[]") == host:
+        return (f"warning: sending the Tinker API key to {host} (base_url {shown}, trusted by "
+                f"trusted_host); it is neither Tinker's service nor this machine")
+    if trusted_host is not None:
+        raise ConfigError(f"engine option trusted_host={trusted_host!r} is not the host of "
+                          f"base_url {shown} ({host!r}); name exactly the host to trust")
+    raise ConfigError(
+        f"base_url {shown} points at {host!r}, which is neither Tinker's service nor this "
+        f"machine (localhost, 127.0.0.0/8, ::1), so the Tinker API key would be sent there; "
+        f"nothing was sent. If you trust {host}, pass --trust-host {host} (in a spec: "
+        f"engine.options.trusted_host = \"{host}\")")
+
+
 def _check_reachable(url: str, timeout: float = 5.0) -> None:
     """Fail fast (instead of the SDK's minutes of retries) when nothing listens at ``url``."""
     from textpolicy.netcheck import unreachable
@@ -91,14 +119,15 @@ def _check_reachable(url: str, timeout: float = 5.0) -> None:
     _check_url(url)
     why = unreachable(url, timeout)
     if why is not None:
-        raise EngineError(f"cannot reach Tinker at {url}: {why} (is `tp serve` running, or "
-                          "--base-url right?)")
+        raise EngineError(f"cannot reach Tinker at {redact_url(url)}: {why} (is `tp serve` "
+                          "running, or --base-url right?)")
 
 
 def _check_url(url: str) -> None:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"engine option base_url={url!r}: expected http(s)://host[:port]")
+        raise ConfigError(f"engine option base_url={redact_url(url)!r}: expected "
+                          "http(s)://host[:port]")
 
 
 def service_url(base_url: str | None) -> str:
@@ -132,8 +161,8 @@ def readiness(base_url: str | None, max_recoveries: Any = 3) -> list[str]:
         notes.append(NO_KEY)
     why = unreachable(url)
     if why is not None:
-        notes.append(f"cannot reach Tinker at {url}: {why} (is `tp serve` running, or "
-                     "--base-url right?)")
+        notes.append(f"cannot reach Tinker at {redact_url(url)}: {why} (is `tp serve` "
+                     "running, or --base-url right?)")
     return notes
 
 
@@ -448,7 +477,7 @@ class TinkerEngine:
     saves_locally = False  # save_state takes a name; Tinker stores the state
 
     def __init__(self, base_url: str | None = None, max_recoveries: int = 3,
-                 prefetch_sampler: bool = True) -> None:
+                 prefetch_sampler: bool = True, trusted_host: str | None = None) -> None:
         check_sdk_version()
         if int(max_recoveries) < 0:
             raise ConfigError(f"engine option max_recoveries={max_recoveries!r}: must be >= 0")
@@ -460,6 +489,13 @@ class TinkerEngine:
         from tinker.lib.base_url import resolve_base_url
 
         self.base_url = resolve_base_url(base_url)
+        parsed = urlparse(self.base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            _check_reachable(self.base_url)  # the one-line message for a malformed URL
+        warning = check_key_destination(self.base_url, trusted_host)
+        if warning:
+            sys.stderr.write(warning + "\n")
+            sys.stderr.flush()
         _check_reachable(self.base_url)
         import tinker
 
@@ -467,7 +503,7 @@ class TinkerEngine:
         self._closed = False
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "base_url": self.base_url,
+        return {"name": self.name, "base_url": redact_url(self.base_url),
                 "tinker_sdk": installed_sdk_version(), "max_recoveries": self.max_recoveries,
                 "prefetch_sampler": self.prefetch_sampler}
 
@@ -487,7 +523,7 @@ class TinkerEngine:
             raise
         except Exception as exc:
             what = f"resume {state_path!r}" if state_path else f"create a {base_model!r} client"
-            raise EngineError(f"Tinker could not {what}: {exc}") from None
+            raise EngineError(redact_url(f"Tinker could not {what}: {exc}")) from None
 
     def create_training_client(self, base_model: str, *, lora_rank: int | None,
                                seed: int) -> TinkerTrainingClient:

@@ -8,6 +8,7 @@ experiment writes ``<output>/sweep/`` and ``<output>/campaign/`` (its analysis i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from textpolicy.runner.preflight import check_plan
 from textpolicy.runner.progress import Display
 from textpolicy.runner.results import completed_steps, is_finished
 from textpolicy.runner.spec import Spec, WandbSpec
+from textpolicy.training.dirlock import DirLock
 from textpolicy.training.summary import effective_model, settings_lines
 from textpolicy.wording import plural
 
@@ -257,9 +259,23 @@ def few_seeds_warning(n_seeds: int) -> str | None:
 
 def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
              stop: threading.Event | None = None) -> Outcome:
-    """Run (or with ``execute=False`` only plan) a spec of any kind."""
+    """Run (or with ``execute=False`` only plan) a spec of any kind.
+
+    The output directory is locked for the whole call (one ``tp run`` / ``tp sweep`` /
+    ``tp campaign`` per output; a second gets ``LockedError`` before writing anything), and
+    each run's directory is locked by the run itself."""
     opts = opts or Options()
     stop = stop or threading.Event()
+    root = spec.output_dir()
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(DirLock(root, what="output directory"))
+        if spec.kind == "experiment":  # its parts are outputs of their own too
+            for part in ("sweep", "campaign"):
+                locks.enter_context(DirLock(root / part, what="output directory"))
+        return _run_spec(spec, opts, echo, stop)
+
+
+def _run_spec(spec: Spec, opts: Options, echo: Echo, stop: threading.Event) -> Outcome:
     root = spec.output_dir()
     wandb = _wandb_settings(spec, echo) if opts.execute else None
     if spec.kind == "sweep":

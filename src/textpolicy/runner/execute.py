@@ -41,6 +41,7 @@ from textpolicy.runner.plan import Plan, PlannedRun
 from textpolicy.runner.progress import Display
 from textpolicy.runner.results import completed_steps, is_finished
 from textpolicy.runner.spec import WandbSpec
+from textpolicy.urls import redact_url
 
 WORKER_MODES = ("auto", "thread", "process")
 
@@ -321,6 +322,8 @@ class Executor:
                         continue
                     run, t0, follower = running.pop(result.key)
                     result.seconds = time.monotonic() - t0
+                    if result.error:  # it is shown and recorded: no URL credentials
+                        result.error = redact_url(result.error)
                     result.wandb_error = (follower.finish() if follower is not None
                                           else self._wandb_errors.pop(result.key, None))
                     results[result.key] = result

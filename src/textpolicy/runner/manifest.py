@@ -27,6 +27,7 @@ from textpolicy.training.config import TrainConfig
 from textpolicy.training.defaults import STAGE_FLAGS as SEED_STAGE_FLAGS
 from textpolicy.training.run_record import plugin_provenance, redact
 from textpolicy.training.run_record import versions as versions  # re-exported for the runner
+from textpolicy.urls import redact_url
 from textpolicy.wording import plural
 
 #: stage parameter → the seed document's `tp train` flag
@@ -55,9 +56,11 @@ def train_command(config: TrainConfig, *, log_dir: str | None = None) -> list[st
         argv += ["--model", config.model]
     for key, value in sorted(config.engine_options.items()):
         if key == "base_url":
-            argv += ["--base-url", str(value)]
+            argv += ["--base-url", redact_url(str(value))]
+        elif key == "trusted_host":
+            argv += ["--trust-host", str(value)]
         else:
-            argv += ["--engine-option", f"{key}={_json(value)}"]
+            argv += ["--engine-option", redact_url(f"{key}={_json(value)}")]
     for key, value in sorted(config.task_params.items()):
         argv += ["--task-option", f"{key}={_json(value)}"]
     argv += ["--pipeline", config.pipeline, "--lr", format_lr(config.lr),

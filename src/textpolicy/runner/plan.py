@@ -161,7 +161,7 @@ def check_existing_runs(plan: Plan) -> None:
     for run in plan.runs:
         files = RunFiles(run.config.log_dir)
         stored = files.read_config()
-        if stored is None or (files.last_checkpoint() is None and not files.has_any_rows()):
+        if stored is None or not files.has_any_rows():
             continue
         recorded = stored.get("config")
         old: Mapping[str, Any] = recorded if isinstance(recorded, Mapping) else {}

@@ -33,6 +33,8 @@ from textpolicy.runner.plan import Plan, format_lr, swept_arms
 from textpolicy.runner.results import summarize_run
 from textpolicy.runner.spec import Spec
 from textpolicy.runner.toml_out import dumps as toml_dumps
+from textpolicy.training.run_record import redact
+from textpolicy.urls import redact_url
 
 RULE_WIDTH = 80
 METRIC_EVAL = "eval_accuracy"
@@ -213,7 +215,9 @@ def recommended_command(spec: Spec, best: Mapping[str, Mapping[str, float]],
     if cfg.model:
         argv += ["--model", cfg.model]
     if cfg.engine_options.get("base_url"):
-        argv += ["--base-url", str(cfg.engine_options["base_url"])]
+        argv += ["--base-url", redact_url(str(cfg.engine_options["base_url"]))]
+    if cfg.engine_options.get("trusted_host"):
+        argv += ["--trust-host", str(cfg.engine_options["trusted_host"])]
     argv += ["--max-steps", str(spec.training.max_steps), "--batch-size", str(cfg.batch_size),
              "--group-size", str(cfg.group_size), "--lora-rank", str(cfg.lora_rank or 0),
              "--max-tokens", str(cfg.max_tokens), "--temperature", mf._num(cfg.temperature),
@@ -327,7 +331,7 @@ def finish_sweep(spec: Spec, plan: Plan, results: Sequence[RunResult],
         target.unlink(missing_ok=True)
     else:
         target.write_text(toml_dumps(
-            recommended_spec(spec, best, out),
+            redact(recommended_spec(spec, best, out)),
             header=[f"Campaign at the LRs tuned by the sweep in {plan.root}",
                     f"(best LR chosen by {label}).", "Run it: tp run " + str(target)]),
             encoding="utf-8")

@@ -57,7 +57,14 @@ from textpolicy.rollouts import Rollouts
 from textpolicy.tasks.base import Example, Task
 from textpolicy.training.config import TrainConfig
 from textpolicy.training.data import DataOrder
+from textpolicy.training.dirlock import DirLock
 from textpolicy.training.evaluation import EvalResult, result_from_rows, run_eval
+from textpolicy.training.integrity import (
+    Recovery,
+    apply_recovery,
+    expected_rows,
+    plan_recovery,
+)
 from textpolicy.training.progress import PROGRESS_MODES, Reporter, make_reporter
 from textpolicy.training.run_record import (
     build_record,
@@ -471,16 +478,38 @@ def run_training(
     stop: threading.Event | None = None,
     engine: Engine | None = None,
     progress: str = "auto",
+    restart_from: int | None = None,
 ) -> RunOutcome:
     """Train one run into ``config.log_dir`` (resuming from its last checkpoint if any).
 
     ``on_step(row)`` is called after each metrics row is written; ``stop`` is checked between
     steps (a set event ends the session cleanly after the current step, with a checkpoint);
     ``engine`` reuses an engine the caller made (it is not closed here); ``progress`` is one
-    of ``auto`` | ``bar`` | ``plain`` | ``off``.
+    of ``auto`` | ``bar`` | ``plain`` | ``off``; ``restart_from`` rolls the run back to its
+    checkpoint at that step (0: start over), discarding later rows and checkpoints.
+
+    The run directory is locked for the whole session (:mod:`textpolicy.training.dirlock`:
+    a second writer gets ``LockedError``), and a resume first checks the files against the
+    checkpoint (:mod:`textpolicy.training.integrity`: ``RunDamagedError``, nothing changed).
     """
     if progress not in PROGRESS_MODES:
         raise ConfigError(f"progress {progress!r} is not one of {', '.join(PROGRESS_MODES)}")
+    if restart_from is not None and restart_from < 0:
+        raise ConfigError(f"--restart-from-step {restart_from}: must be >= 0")
+    with DirLock(config.log_dir, what="run"):
+        return _run_session(config, on_step=on_step, stop=stop, engine=engine,
+                            progress=progress, restart_from=restart_from)
+
+
+def _run_session(
+    config: TrainConfig,
+    *,
+    on_step: Callable[[dict[str, Any]], None] | None,
+    stop: threading.Event | None,
+    engine: Engine | None,
+    progress: str,
+    restart_from: int | None,
+) -> RunOutcome:
     registry = get_registry()
     task = make_task(config, registry)
     pipeline = _load_pipeline(config)
@@ -488,19 +517,23 @@ def run_training(
     condition = config.condition or config.pipeline
     examples = _examples(config, task)
     files = RunFiles(config.log_dir)
+    files.check_links()
     where = str(files.path(CONFIG))
 
     stored = files.read_config()
     checkpoint: dict[str, Any] | None = None
-    if stored is not None and files.last_checkpoint() is None and not files.has_any_rows():
+    recovery: Recovery | None = None
+    if stored is not None and not files.has_any_rows():
         stored = None  # a start that failed before its first row (e.g. a bad --model)
     if stored is not None:
-        checkpoint = files.last_checkpoint()
-        done = int(checkpoint["step"]) if checkpoint else 0
+        check_resumable(stored, config, where)
+        recovery = plan_recovery(files, expected_rows(config, len(examples[1])),
+                                 restart_from=restart_from)
+        checkpoint = recovery.checkpoint
+        done = recovery.step
         if checkpoint is not None and done >= config.max_steps:
             # what was asked is still checked: a typo must not pass as "complete"
             check_engine(config, registry)
-            check_resumable(stored, config, where)
             old_options = (stored.get("config") or {}).get("engine_options") or {}
             if engine is None and dict(old_options) != dict(config.engine_options):
                 make_engine(config, registry).close()  # judge the changed option values
@@ -508,10 +541,12 @@ def run_training(
             return RunOutcome(log_dir=config.log_dir, steps_done=done, status="finished",
                               resumed_from=done, final_eval=_final_eval(files, config, done),
                               note=note)
-        check_resumable(stored, config, where)
     elif files.has_any_rows():
         raise ConfigError(f"{config.log_dir} holds run files but no config.json; "
                           f"use another --log-dir")
+    elif restart_from:
+        raise ConfigError(f"--restart-from-step {restart_from}: {config.log_dir} holds no "
+                          f"checkpoint to roll back to")
 
     if stop is not None and stop.is_set():  # asked to stop before anything started
         done = int(checkpoint["step"]) if checkpoint else 0
@@ -526,7 +561,8 @@ def run_training(
     run: _Run | None = None
     try:
         start = int(checkpoint["step"]) if checkpoint else 0
-        files.recover(start if checkpoint else None)
+        if recovery is not None:
+            apply_recovery(files, recovery)
         random.seed(config.seed)
         np.random.seed(config.seed % (2**32))
         if checkpoint is not None:

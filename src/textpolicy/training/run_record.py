@@ -2,8 +2,9 @@
 
 Never holds an API key: options whose name has a credential word (``key``, ``token``,
 ``secret``, ``password``, ``credential``, ``auth``, ...; ``api_key``, ``hfToken``) are written
-as ``"<redacted>"`` — counts such as ``max_tokens`` are kept,
-and no environment variable is read into it. On resume the stored ``config`` must equal the
+as ``"<redacted>"`` — counts such as ``max_tokens`` are kept —, so is the userinfo of any URL
+(``http://user:key@host``), and no environment variable is read into it. On resume the stored
+``config`` must equal the
 new one except for the keys in ``RESUMABLE_KEYS``.
 """
 
@@ -20,8 +21,9 @@ from typing import Any
 from textpolicy.errors import ConfigError
 from textpolicy.training.config import TrainConfig
 from textpolicy.training.seeds import describe_seeds
+from textpolicy.urls import REDACTED as REDACTED
+from textpolicy.urls import redact_url
 
-REDACTED = "<redacted>"
 #: words of an option name that mark a credential (``api_key``, ``hf_token``, ``apiKey``,
 #: ``client_secret``); counts such as ``max_tokens`` or ``tokenizer`` are not credentials.
 _SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "passwd",
@@ -34,19 +36,23 @@ def is_secret_name(name: str) -> bool:
     """Whether an option name looks like a credential (one of its words is one)."""
     return any(w.lower() in _SECRET_WORDS for w in _WORD.findall(str(name)))
 
+
 #: config keys that may differ when a run is resumed: where the run lives and how far it goes.
 RESUMABLE_KEYS: frozenset[str] = frozenset({"log_dir", "max_steps"})
 #: engine options that may differ on resume (a server's address, the device).
-RESUMABLE_ENGINE_OPTIONS: frozenset[str] = frozenset({"base_url", "device"})
+RESUMABLE_ENGINE_OPTIONS: frozenset[str] = frozenset({"base_url", "device", "trusted_host"})
 
 
 def redact(value: Any) -> Any:
     """Copy of ``value`` with credential-like keys (at any depth, in mappings and lists)
-    replaced by a marker. Everything written to config.json and manifest.json passes here."""
+    replaced by a marker and the userinfo of URLs in strings (``http://user:key@host``)
+    removed. Everything written to config.json and manifest.json passes here."""
     if isinstance(value, Mapping):
         return {k: REDACTED if is_secret_name(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_url(value)
     return value
 
 
@@ -130,13 +136,23 @@ def config_differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> lis
     """Keys of ``config`` whose values differ (ignoring ``RESUMABLE_KEYS``), sorted."""
     keys = set(stored) | set(new)
     diff = [k for k in keys if k not in RESUMABLE_KEYS and k != "engine_options"
-            and stored.get(k) != new.get(k)]
+            and not _same(stored.get(k), new.get(k))]
     old_opts = dict(stored.get("engine_options") or {})
     new_opts = dict(new.get("engine_options") or {})
     for k in set(old_opts) | set(new_opts):
-        if k not in RESUMABLE_ENGINE_OPTIONS and old_opts.get(k) != new_opts.get(k):
+        if k not in RESUMABLE_ENGINE_OPTIONS and not _same(old_opts.get(k), new_opts.get(k)):
             diff.append(f"engine_options.{k}")
     return sorted(diff)
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Equal, where a value stored redacted matches any value (runs recorded before
+    ``max_tokens`` stopped counting as a credential name hold it redacted)."""
+    if old == REDACTED:
+        return True
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return set(old) == set(new) and all(_same(old[k], new[k]) for k in old)
+    return bool(old == new)
 
 
 def check_resumable(stored_record: Mapping[str, Any], config: TrainConfig, where: str) -> None:

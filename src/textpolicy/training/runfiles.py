@@ -2,8 +2,10 @@
 
 Every JSONL file is appended to and made durable (flush + fsync) at each step boundary; a
 checkpoint row is appended to ``checkpoints.jsonl`` only after the state it points at and every
-row before it are durable. Recovery after a crash (SIGKILL at any moment) takes the last
-complete checkpoint row, at step k, and cuts every file back to the rows that belong before it:
+row before it are durable. Before a session continues from the checkpoint at step k,
+:mod:`textpolicy.training.integrity` checks every file against it (rows of steps 0..k-1
+exactly, an intact checkpoint index) and only then cuts each file back to the rows that
+belong before it:
 
 * ``metrics.jsonl``, ``emergence/steps.jsonl``, ``emergence/generations.jsonl``: rows with
   ``step < k`` (training steps 0..k-1 are done);
@@ -13,16 +15,21 @@ complete checkpoint row, at step k, and cuts every file back to the rows that be
 * no checkpoint yet: every file is emptied (the run starts again from step 0).
 
 Rows are appended in step order, so cutting is a single ``truncate`` at the first row to drop.
+No file of a run may be a symbolic link (nothing is read or written through one), and files
+are opened with ``O_NOFOLLOW``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import attrs
 import numpy as np
 
 from textpolicy.errors import ConfigError
@@ -54,6 +61,28 @@ def dumps(row: Mapping[str, Any]) -> str:
     return json.dumps(row, default=_default, ensure_ascii=False)
 
 
+#: the key of a checkpoint row's checksum: the SHA-256 (16 hex digits) of the row's JSON line
+#: without it, so a row changed after it was written (and still valid JSON) is detected.
+ROW_DIGEST = "row_sha256"
+
+
+def _digest(row: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in row.items() if k != ROW_DIGEST}
+    return hashlib.sha256(dumps(body).encode("utf-8")).hexdigest()[:16]
+
+
+def sealed(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with its checksum (``ROW_DIGEST``) as the last key."""
+    body = {k: v for k, v in row.items() if k != ROW_DIGEST}
+    return {**json.loads(dumps(body)), ROW_DIGEST: _digest(body)}
+
+
+def seal_intact(row: Mapping[str, Any]) -> bool:
+    """Whether a parsed row matches its checksum (rows written without one pass)."""
+    digest = row.get(ROW_DIGEST)
+    return digest is None or digest == _digest(row)
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -70,7 +99,11 @@ def _fsync_dir(path: Path) -> None:
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync, rename."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover (or a planted link) is removed, never written through
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    with open(fd, "w", encoding="utf-8") as fh:
         fh.write(json.dumps(data, default=_default, indent=2, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -79,56 +112,78 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Complete rows of a JSONL file (a trailing line without newline or unparsable is left
-    out). A missing file has no rows."""
+    """Complete rows of a JSONL file, up to the first line that is broken or incomplete. A
+    missing file has no rows. (Files whose integrity matters are checked with
+    :func:`scan_jsonl` first.)"""
     rows: list[dict[str, Any]] = []
-    for _offset, row in _complete_rows(path):
-        if row is None:
-            break
-        rows.append(row)
-    return rows
-
-
-def _complete_rows(path: Path) -> Iterable[tuple[int, dict[str, Any] | None]]:
-    """(byte offset of the line, parsed row or None when the line is broken/incomplete)."""
     if not path.exists():
-        return
+        return rows
     with open(path, "rb") as fh:
-        offset = 0
         for raw in fh:
             if not raw.endswith(b"\n"):
-                yield offset, None
-                return
+                break
             try:
                 row = json.loads(raw)
             except ValueError:
-                yield offset, None
-                return
-            yield offset, row if isinstance(row, dict) else None
-            offset += len(raw)
+                break
+            if not isinstance(row, dict):
+                break
+            rows.append(row)
+    return rows
 
 
-def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
-    """Cut ``path`` at its first row that is broken or not ``keep``-ed; return rows kept."""
-    if not path.exists():
-        return 0
-    kept = 0
-    cut: int | None = None
-    for offset, row in _complete_rows(path):
-        if row is None or not keep(row):
-            cut = offset
-            break
-        kept += 1
-    if cut is not None:
-        os.truncate(path, cut)
-        with open(path, "rb+") as fh:
-            os.fsync(fh.fileno())
-    return kept
+@attrs.frozen
+class Scan:
+    """What a run's JSONL file holds, line by line.
+
+    Attributes:
+        steps: the ``step`` of each intact row (a JSON object with an integer ``step`` on a
+            complete line), in file order, up to the first damaged line.
+        offsets: the byte offset at which each of those rows' line starts.
+        end: the byte offset just after the last intact row.
+        damaged_line: the 1-based number of the first complete line that is not an intact
+            row (None: none is).
+        torn: the file ends in a line without its newline (a write cut short by a crash).
+        rows: the parsed rows (only when asked for).
+    """
+
+    steps: tuple[int, ...]
+    offsets: tuple[int, ...]
+    end: int
+    damaged_line: int | None = None
+    torn: bool = False
+    rows: tuple[dict[str, Any], ...] = ()
 
 
-def _step_of(row: Mapping[str, Any]) -> int:
-    step = row.get("step")
-    return step if isinstance(step, int) else -1
+def scan_jsonl(path: Path, *, keep_rows: bool = False) -> Scan:
+    """Scan a run file (a missing file is empty); see :class:`Scan`."""
+    steps: list[int] = []
+    offsets: list[int] = []
+    rows: list[dict[str, Any]] = []
+    offset = 0
+    damaged: int | None = None
+    torn = False
+    if path.exists():
+        with open(path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.endswith(b"\n"):
+                    torn = True
+                    break
+                try:
+                    row = json.loads(raw)
+                except ValueError:
+                    row = None
+                step = row.get("step") if isinstance(row, dict) else None
+                if row is None or not isinstance(step, int) or isinstance(step, bool):
+                    damaged = number
+                    break
+                steps.append(step)
+                offsets.append(offset)
+                if keep_rows:
+                    rows.append(row)
+                offset += len(raw)
+    return Scan(steps=tuple(steps), offsets=tuple(offsets), end=offset,
+                damaged_line=damaged, torn=torn, rows=tuple(rows))
 
 
 class RunFiles:
@@ -155,26 +210,37 @@ class RunFiles:
             raise ConfigError(f"{path}: expected a JSON object")
         return data
 
-    def checkpoints(self) -> list[dict[str, Any]]:
-        return [r for r in read_jsonl(self.path(CHECKPOINTS)) if isinstance(r.get("step"), int)]
-
-    def last_checkpoint(self) -> dict[str, Any] | None:
-        rows = self.checkpoints()
-        return rows[-1] if rows else None
-
     def has_any_rows(self) -> bool:
         return any(self.path(n).exists() and self.path(n).stat().st_size > 0
                    for n in (*STEP_FILES, EVAL, CHECKPOINTS))
 
-    # ---- recovery ------------------------------------------------------------------------
-    def recover(self, step: int | None) -> None:
-        """Cut every file back to the state of the checkpoint at ``step``; ``None`` (no
-        checkpoint: a fresh start) empties every file."""
-        k = -1 if step is None else step
-        for name in STEP_FILES:
-            truncate_jsonl(self.path(name), lambda r: _step_of(r) < k)
-        truncate_jsonl(self.path(EVAL), lambda r: _step_of(r) <= k)
-        truncate_jsonl(self.path(CHECKPOINTS), lambda r: _step_of(r) <= k)
+    def check_links(self) -> None:
+        """Refuse a run whose files or folders are symbolic links (a resume would read or
+        write through them, outside the run). The run directory itself may be a link."""
+        names = [CONFIG, CONFIG + ".tmp", *STEP_FILES, EVAL, CHECKPOINTS, "emergence",
+                 CHECKPOINT_DIR]
+        states = self.path(CHECKPOINT_DIR)
+        if states.is_dir() and not states.is_symlink():
+            names += [f"{CHECKPOINT_DIR}/{p.name}" for p in sorted(states.iterdir())]
+        for name in names:
+            path = self.path(name)
+            if path.is_symlink():
+                raise ConfigError(
+                    f"{path} is a symbolic link (to {os.readlink(path)}); a run's files must "
+                    f"be its own: replace the link by a copy of its target, or use another "
+                    f"--log-dir")
+
+    def cut(self, name: str, offset: int) -> None:
+        """Truncate ``name`` to ``offset`` bytes (durably); a no-op when it is not longer."""
+        path = self.path(name)
+        if not path.exists() or path.stat().st_size <= offset:
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     # ---- writing -------------------------------------------------------------------------
     def write_config(self, record: Mapping[str, Any]) -> None:
@@ -188,7 +254,9 @@ class RunFiles:
             new_dir = not path.parent.exists()
             path.parent.mkdir(parents=True, exist_ok=True)
             existed = path.exists()
-            fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644)
+            fh = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
             self._handles[name] = fh
             if new_dir:
                 _fsync_dir(path.parent.parent)
@@ -211,7 +279,7 @@ class RunFiles:
         """Make everything else durable, then append and fsync the checkpoint row."""
         self.sync()
         fh = self._handle(CHECKPOINTS)
-        fh.write(dumps(row) + "\n")
+        fh.write(dumps(sealed(row)) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
