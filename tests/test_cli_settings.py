@@ -37,7 +37,8 @@ def test_campaign_defaults_to_tinker_and_math_and_says_so(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a dry run; nothing to fetch
     result = CliRunner().invoke(main, ["campaign", "--campaign-root", str(tmp_path / "c"),
-                                       "--base-url", "https://user:pw@tinker.example:8443/x"])
+                                       "--base-url", "https://user:pw@tinker.example:8443/x",
+                                       "--trust-host", "tinker.example"])
     assert result.exit_code == 0, result.output
     lines = _first_lines(result.stdout, 3)
     assert lines[0].startswith("Campaign: 2 arms × 1 seed = 2 runs (200 steps)")

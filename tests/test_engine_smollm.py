@@ -142,3 +142,31 @@ def test_tp_train_runs_math_on_it_end_to_end(checkpoint: Path, cache: Path,
     assert all(str(e["prompt_id"]).startswith("test/") for e in evals)  # MATH-500 rows
     ckpt = read_jsonl(run / "checkpoints.jsonl")[-1]
     assert ckpt["step"] == 2 and (run / str(ckpt["state_path"]) / "adapter").is_dir()
+
+
+def test_the_tinker_sdk_trains_it_through_tp_serve(checkpoint: Path, cache: Path,
+                                                  tmp_path: Path) -> None:
+    """`tp serve --model smollm2-135m`: the unmodified SDK samples, trains and loads the
+    model's tokenizer offline (get_tokenizer), on MATH."""
+    from test_tinker_serve import API_KEY, ServeProcess
+
+    env = {**os.environ, "TEXTPOLICY_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1",
+           "TINKER_API_KEY": API_KEY, "TINKER_TELEMETRY": "0"}
+    server = ServeProcess(["--model", "smollm2-135m", "--state-dir", str(tmp_path / "state")],
+                          env, tmp_path / "serve.log")
+    try:
+        run = tmp_path / "run"
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "tp"), "train", "--engine", "tinker",
+             "--base-url", server.url, "--task", "math", "--task-option", "sample=true",
+             "--model", "smollm2-135m", "--max-steps", "2", "--batch-size", "2",
+             "--group-size", "2", "--max-tokens", "12", "--lora-rank", "4",
+             "--eval-every", "0", "--log-dir", str(run), "--progress", "plain"],
+            capture_output=True, text=True, env=env, timeout=600)
+    finally:
+        server.stop()
+    assert out.returncode == 0, out.stderr[-2000:]
+    generations = read_jsonl(run / "emergence" / "generations.jsonl")
+    assert len(generations) == 2 * 2 * 2
+    assert all(str(g["completion"]).strip() for g in generations)
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 1]

@@ -234,8 +234,9 @@ def test_tinker_service_url_is_the_sdks(monkeypatch: pytest.MonkeyPatch) -> None
 # ------------------------------------------------------------------------------ item 5
 @pytest.mark.parametrize(("table", "error"), [
     ({"model": "/etc"},
-     "Error: model '/etc': the local engine needs 'textpolicy/tiny-arithmetic' "
-     "or a local Hugging Face checkpoint folder (with config.json)"),
+     "Error: model '/etc': the local engine needs 'textpolicy/tiny-arithmetic', "
+     "'smollm2-135m', a local .gguf file or a local Hugging Face checkpoint folder "
+     "(with config.json)"),
     ({"task": {"name": "math", "params": {"train_files": ["/no/such/train.jsonl"]}}},
      "Error: task 'math': train_files: no such file '/no/such/train.jsonl'"),
     ({"engine": {"name": "local", "options": {"device": "gpu"}}},

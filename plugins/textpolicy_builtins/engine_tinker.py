@@ -21,11 +21,18 @@ def _make_tinker_engine(base_url: str | None = None, max_recoveries: int = 3,
 
 
 def _check_tinker_engine(model: str, base_url: str | None = None, max_recoveries: int = 3,
-                         prefetch_sampler: bool = True) -> list[str]:
-    """The dry run's check: option values, then notes on the API key and the service."""
-    from textpolicy.engines.tinker_engine import readiness
+                         prefetch_sampler: bool = True,
+                         trusted_host: str | None = None) -> list[str]:
+    """The dry run's check: option values and where the API key may go (``ConfigError`` for a
+    host neither Tinker's nor this machine's unless trusted), then notes on the API key and
+    the service."""
+    from textpolicy.engines.tinker_engine import check_key_destination, readiness, service_url
 
-    return readiness(base_url, max_recoveries)
+    notes = readiness(base_url, max_recoveries)
+    # refuses an untrusted foreign host; a trusted one's warning is the engine's to print
+    check_key_destination(service_url(base_url),
+                          None if trusted_host is None else str(trusted_host))
+    return notes
 
 
 @hookimpl

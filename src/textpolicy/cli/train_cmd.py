@@ -214,16 +214,21 @@ def train(**params: Any) -> None:
           --max-steps 100 --batch-size 4 --group-size 8 --lora-rank 64 \\
           --log-dir results/tinker_ab_v1/candidate
     """
+    from textpolicy.runner.preflight import check_config
     from textpolicy.training import make_config, run_training
-    from textpolicy.training.loop import check_engine
     from textpolicy.training.summary import effective_model, settings_lines
 
     settings = build_settings(params)
     check_stage_flags(settings, [k for k in STAGE_FLAGS if params[k] is not None])
     config = make_config(**settings)
-    check_engine(config)  # an unknown engine or option fails before anything is printed
-    for line in settings_lines(config, effective_model(config)):
-        click.echo(line)
+    # what the run would refuse (engine, options, model, task files, where the key may go)
+    # fails before anything is printed; environment notes are the run's own errors later
+    check_config(config)
+    lines = settings_lines(config, effective_model(config))
+
+    def announce() -> None:  # once the run's lock and files passed their checks
+        for line in lines:
+            click.echo(line)
 
     stop = threading.Event()
     received: list[int] = []
@@ -239,7 +244,7 @@ def train(**params: Any) -> None:
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         outcome = run_training(config, stop=stop, progress=params["progress"],
-                               restart_from=params["restart_from_step"])
+                               restart_from=params["restart_from_step"], on_start=announce)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

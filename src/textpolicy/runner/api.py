@@ -224,6 +224,9 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
          f"{plural(len(plan.runs), 'run')} ({plural(plan.total_steps, 'step')}) in {root}; "
          f"LRs {lrs}")
     _echo_settings(plan, echo)
+    few = few_seeds_warning(len(spec.seeds))
+    if few:
+        echo(few)
     if not opts.execute:
         _dry_run(spec, plan, notes, echo, lambda: cmp.write_plan(spec, plan, tuned),
                  f"; {opts.execute_hint}")
@@ -281,9 +284,6 @@ def _run_spec(spec: Spec, opts: Options, echo: Echo, stop: threading.Event) -> O
     if spec.kind == "sweep":
         code, report = sweep(spec, root, opts, stop, echo, wandb)
         return Outcome(code, root, sweep=report)
-    few = few_seeds_warning(len(spec.seeds))
-    if few:
-        echo(few)
     if spec.kind == "campaign":
         code, status, analysis = campaign(spec, root, opts, stop, echo, wandb)
         return Outcome(code, root, campaign_status=status, analysis_dir=analysis)
@@ -293,6 +293,9 @@ def _run_spec(spec: Spec, opts: Options, echo: Echo, stop: threading.Event) -> O
     code, report = sweep(spec, root / "sweep", opts, stop, echo, wandb,
                          campaign_output=str(campaign_root))
     if not opts.execute:
+        few = few_seeds_warning(len(spec.seeds))  # its campaign is planned after the sweep
+        if few:
+            echo(few)
         if _recorded_status(root / "experiment.json") not in (None, "planned"):
             return Outcome(code, root)  # it records an experiment already run
         mf.write_json(root / "experiment.json", {

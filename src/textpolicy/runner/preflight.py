@@ -37,6 +37,11 @@ def check_plan(plan: Plan) -> list[str]:
     return notes
 
 
+def check_config(config: TrainConfig) -> list[str]:
+    """``check_plan`` for one run's config (``tp train`` calls it before printing anything)."""
+    return _check_engine(config, _check_task(config))
+
+
 def _check_task(config: TrainConfig) -> str:
     """Make the task (its parameters and files are checked; data is not loaded); return the
     run's model."""

@@ -479,6 +479,7 @@ def run_training(
     engine: Engine | None = None,
     progress: str = "auto",
     restart_from: int | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Train one run into ``config.log_dir`` (resuming from its last checkpoint if any).
 
@@ -486,7 +487,9 @@ def run_training(
     steps (a set event ends the session cleanly after the current step, with a checkpoint);
     ``engine`` reuses an engine the caller made (it is not closed here); ``progress`` is one
     of ``auto`` | ``bar`` | ``plain`` | ``off``; ``restart_from`` rolls the run back to its
-    checkpoint at that step (0: start over), discarding later rows and checkpoints.
+    checkpoint at that step (0: start over), discarding later rows and checkpoints;
+    ``on_start()`` is called once the lock is held and the run's files passed their checks
+    (before anything is changed), so a caller's first lines never precede a refusal.
 
     The run directory is locked for the whole session (:mod:`textpolicy.training.dirlock`:
     a second writer gets ``LockedError``), and a resume first checks the files against the
@@ -498,7 +501,8 @@ def run_training(
         raise ConfigError(f"--restart-from-step {restart_from}: must be >= 0")
     with DirLock(config.log_dir, what="run"):
         return _run_session(config, on_step=on_step, stop=stop, engine=engine,
-                            progress=progress, restart_from=restart_from)
+                            progress=progress, restart_from=restart_from,
+                            on_start=on_start or (lambda: None))
 
 
 def _run_session(
@@ -509,6 +513,7 @@ def _run_session(
     engine: Engine | None,
     progress: str,
     restart_from: int | None,
+    on_start: Callable[[], None],
 ) -> RunOutcome:
     registry = get_registry()
     task = make_task(config, registry)
@@ -537,6 +542,7 @@ def _run_session(
             old_options = (stored.get("config") or {}).get("engine_options") or {}
             if engine is None and dict(old_options) != dict(config.engine_options):
                 make_engine(config, registry).close()  # judge the changed option values
+            on_start()
             note = f"{config.log_dir}: run already complete at step {done}"
             return RunOutcome(log_dir=config.log_dir, steps_done=done, status="finished",
                               resumed_from=done, final_eval=_final_eval(files, config, done),
@@ -547,6 +553,7 @@ def _run_session(
     elif restart_from:
         raise ConfigError(f"--restart-from-step {restart_from}: {config.log_dir} holds no "
                           f"checkpoint to roll back to")
+    on_start()
 
     if stop is not None and stop.is_set():  # asked to stop before anything started
         done = int(checkpoint["step"]) if checkpoint else 0
