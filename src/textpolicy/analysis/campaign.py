@@ -204,6 +204,19 @@ def analyze_campaign(campaign_dir: str | os.PathLike[str], *, alpha: float | Non
     report = evaluate_significance({k: list(v) for k, v in arms.items()}, baseline=baseline,
                                    alpha=alpha, num_resamples=num_resamples, seed=seed,
                                    mde=mde, paired=paired)
+    report = _with_lr_selection(report, manifest)
     write_outputs(report, out_dir if out_dir is not None else Path(campaign_dir) / "analysis",
                   plots=plots)
     return report
+
+
+def _with_lr_selection(report: SignificanceReport, manifest: dict[str, Any]
+                       ) -> SignificanceReport:
+    import attrs
+
+    from textpolicy.analysis.provenance import lr_selection
+
+    seeds = sorted({r.seed for rs in report.runs.values() for r in rs if r.seed is not None})
+    section = lr_selection(manifest, campaign_seeds=seeds,
+                           endpoint_prompts=report.endpoint.prompt_ids)
+    return attrs.evolve(report, lr_selection=section) if section else report

@@ -115,6 +115,8 @@ def build_sepa_significance_markdown(report: SignificanceReport) -> str:
              + (THESE_RUNS if report.headline.scope == "these_runs" else "")
              + " (decided by the primary test alone; p and CI come from the same procedure).",
              ""]
+    if report.lr_selection:
+        lines += [f"**LR selection:** {report.lr_selection['statement']}", ""]
     if report.endpoint.kind == "training":
         lines += ["> No held-out eval was found: the endpoint is on-policy training "
                   "correctness. Treat the result as descriptive.", ""]

@@ -88,6 +88,8 @@ class SignificanceReport:
     warnings: tuple[str, ...]
     runs: Mapping[str, tuple[RunData, ...]]
     values: Mapping[RunData, design.RunValues]
+    #: where the LRs came from and any overlap with this campaign (analysis.provenance)
+    lr_selection: Mapping[str, Any] | None = None
 
     @property
     def headline(self) -> Comparison:
@@ -131,6 +133,7 @@ class SignificanceReport:
             "num_resamples": self.num_resamples,
             "seed": self.seed,
             "warnings": list(self.warnings),
+            "lr_selection": self.lr_selection,
             "notes": [GENERATION_LEVEL_NOTE],
         })
 

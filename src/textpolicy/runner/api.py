@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -162,21 +163,28 @@ def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Ec
 
 
 def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
-             tuned: dict[str, float] | None = None) -> tuple[int, str | None, Path | None]:
+             tuned: dict[str, float] | None = None,
+             selection: Mapping[str, Any] | None = None
+             ) -> tuple[int, str | None, Path | None]:
     plan = campaign_plan(spec, root, tuned)
     check_existing_runs(plan)
+    if selection is None:
+        selection = cmp.sweep_selection(spec)
     lrs = ", ".join(f"{a.label}={format_lr(next(r.lr for r in plan.runs if r.arm == a.label))}"
                     for a in spec.arms)
     echo(f"Campaign: {plural(len(spec.arms), 'arm')} × {plural(len(spec.seeds), 'seed')} = "
          f"{plural(len(plan.runs), 'run')} ({plural(plan.total_steps, 'step')}) in {root}; "
          f"LRs {lrs}")
+    note = cmp.seed_overlap_note(spec, selection)
+    if note:
+        echo(note)
     if not opts.execute:
-        _dry_run(plan, echo, lambda: cmp.write_plan(spec, plan, tuned),
+        _dry_run(plan, echo, lambda: cmp.write_plan(spec, plan, tuned, selection),
                  f"; {opts.execute_hint}")
         return EXIT_OK, "planned", None
-    cmp.write_plan(spec, plan, tuned)
+    cmp.write_plan(spec, plan, tuned, selection)
     results = _executor(spec, plan, opts, stop, f"campaign {spec.name}").run()
-    status = cmp.update_manifest(spec, plan, results, tuned)
+    status = cmp.update_manifest(spec, plan, results, tuned, selection)
     code = _check(results, stop, echo)
     if code != EXIT_OK:
         return code, status, None
@@ -227,11 +235,13 @@ def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
                              f"(every probe failed); see {root / 'sweep'}")
     echo("Campaign LRs from the sweep: "
          + ", ".join(f"{k}={format_lr(v)}" for k, v in tuned.items()))
-    code2, status, analysis = campaign(spec, campaign_root, opts, stop, echo, tuned)
+    selection = {**report.selection, "sweep_results": str(report.results_path)}
+    code2, status, analysis = campaign(spec, campaign_root, opts, stop, echo, tuned, selection)
     mf.write_json(root / "experiment.json", {
         "kind": "experiment", "name": spec.name, "status": status,
         "sweep": "sweep", "campaign": "campaign", "best_lr": tuned,
-        "selection_metric": report.metric, "analysis": "campaign/analysis" if analysis
+        "selection_metric": report.metric, "selection_split": selection.get("split"),
+        "selection_seeds": selection.get("seeds"), "analysis": "campaign/analysis" if analysis
         else None, "spec": spec.to_dict()})
     return Outcome(code2 if code2 != EXIT_OK else code, root, sweep=report,
                    campaign_status=status, analysis_dir=analysis)
