@@ -59,9 +59,10 @@ def lr_selection(manifest: Mapping[str, Any], *, campaign_seeds: Sequence[int],
             f"seeds {_seeds_text(sweep_seeds) or '?'}")
     problems = []
     if seed_overlap:
-        problems.append(f"campaign {plural(len(seed_overlap), 'seed')} "
-                        f"{_seeds_text(seed_overlap)} {'was' if len(seed_overlap) == 1 else 'were'}"
-                        " also sweep seeds (those runs replay probes at the chosen LR)")
+        one = len(seed_overlap) == 1
+        problems.append(f"campaign seed{'' if one else 's'} {_seeds_text(seed_overlap)} "
+                        f"{'was' if one else 'were'} also sweep seeds (those runs replay probes "
+                        "at the chosen LR)")
     if prompt_overlap:
         problems.append(f"{len(prompt_overlap)} of the {len(endpoint_prompts)} endpoint prompts "
                         "took part in choosing the LRs")

@@ -1,0 +1,234 @@
+"""Issue 10 items 2, 5, 7: LR selection on a validation split that never leaks into the verdict,
+plans that deliver the power they promise, and the summaries the field expects."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from textpolicy.cli import main
+from textpolicy.errors import ConfigError
+from textpolicy.runner.results import iter_jsonl
+from textpolicy.runner.toml_out import dumps
+from textpolicy.tasks.arithmetic import ArithmeticTask
+from textpolicy.tasks.base import held_out_examples
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+MATH_DATA = Path("/work/shared/data/math")
+
+
+# ---------------------------------------------------------------------- item 2: splits
+def test_arithmetic_has_three_fixed_disjoint_splits() -> None:
+    task = ArithmeticTask()
+    train = {e.id for e in task.train_examples(seed=3)}
+    val = [e.id for e in task.eval_examples(split="validation")]
+    test = [e.id for e in task.eval_examples(split="test")]
+    assert (len(train), len(val), len(test)) == (50, 20, 30)
+    assert not train & set(val) and not train & set(test) and not set(val) & set(test)
+    assert len(train | set(val) | set(test)) == 100
+    assert test == [e.id for e in task.eval_examples()]  # the default is the test split
+    assert val == [e.id for e in ArithmeticTask().eval_examples(split="validation")]
+    assert "arith/3+4" in test  # pinned: the quickstart's endpoint prompts did not move
+    fp = task.fingerprint()
+    assert fp["num_validation"] == 20 and fp["validation_ids_sha256"] != fp["eval_ids_sha256"]
+    with pytest.raises(ConfigError, match="allowed: validation, test"):
+        task.eval_examples(split="train")
+
+
+class _TestOnlyTask:
+    """A plugin task written before splits: ``eval_examples`` takes no ``split``."""
+
+    name = "legacy"
+
+    def eval_examples(self, limit: int | None = None) -> list[Any]:
+        return ["a", "b", "c"][:limit]
+
+
+def test_a_task_without_a_validation_split_refuses_to_select_on_it() -> None:
+    legacy: Any = _TestOnlyTask()
+    assert held_out_examples(legacy, "test", 2) == ["a", "b"]
+    with pytest.raises(ConfigError, match=r"task 'legacy' has no validation split.*"
+                                          r"\[sweep\] split = 'test'"):
+        held_out_examples(legacy, "validation")
+
+
+@pytest.fixture(scope="module")
+def math_task() -> Iterator[Any]:
+    from textpolicy.tasks.math import MathParams, MathTask
+
+    if not (MATH_DATA / "math500_test.jsonl").is_file():
+        pytest.skip("shared MATH data not available")
+    task = MathTask(MathParams(
+        train_files=(str(MATH_DATA / "math_train.jsonl"), str(MATH_DATA / "math_test.jsonl")),
+        eval_files=str(MATH_DATA / "math500_test.jsonl"), subjects="all", grader_workers=1))
+    yield task
+    task.close()
+
+
+def test_math_validation_is_carved_from_train_minus_math500(math_task: Any) -> None:
+    from textpolicy.tasks.math import MathParams, _carve_validation, _norm_problem
+
+    test = math_task.eval_examples()
+    val = math_task.eval_examples(split="validation")
+    train = math_task.train_examples(0)
+    assert len(test) == 500 and len(val) == 500
+    assert len(train) + len(val) + math_task.excluded_eval_overlap == 12500 - sum(
+        math_task.rejected_gold.values())
+    test_ids, val_ids = {e.id for e in test}, {e.id for e in val}
+    train_ids = {e.id for e in train}
+    assert not val_ids & test_ids and not val_ids & train_ids and not train_ids & test_ids
+    texts = {_norm_problem(e.prompt) for e in test}
+    assert not texts & {_norm_problem(e.prompt) for e in val}
+    # the rule: the smallest sha256(f"{seed}:{id}") of the pool outside MATH-500
+    pool = sorted([*train, *val], key=lambda e: e.id)
+    again, carved = _carve_validation(pool, test, 500, 0)
+    assert [e.id for e in carved] == [e.id for e in val]
+    _, other = _carve_validation(pool, test, 500, 1)
+    assert {e.id for e in other} != val_ids
+    assert MathParams().validation_size is None  # default: 500 (a tenth of a small pool)
+    desc = math_task.describe()
+    assert desc["validation_size"] == 500 and "sha256('0:' + id)" in desc["split"]
+
+
+def _tiny_experiment(tmp_path: Path, **sweep: Any) -> dict[str, Any]:
+    raw = tomllib.loads((EXAMPLES / "quickstart.toml").read_text())
+    raw["output"] = str(tmp_path / "exp")
+    raw["seeds"] = [0, 1]
+    raw["training"].update(max_steps=2)
+    raw["eval"] = {"every": 2, "samples": 2}
+    raw["sweep"].update({"lr_values": [1e-3], "probe_steps": 2, "seeds": [1000], **sweep})
+    raw["analysis"] = {"resamples": 200}
+    raw["stage_params"]["sepa"] = {"ramp_steps": 2, "delay_steps": 0}
+    return raw
+
+
+def _run_spec(tmp_path: Path, raw: dict[str, Any], name: str = "spec.toml",
+              *extra: str) -> Any:
+    path = tmp_path / name
+    path.write_text(dumps(raw))
+    return CliRunner().invoke(main, ["run", str(path), "--progress", "off", *extra])
+
+
+def test_quickstart_sweep_selects_on_validation_and_campaign_is_independent(
+        tmp_path: Path) -> None:
+    # the quickstart itself: the sweep's seeds are disjoint from the campaign's
+    quick = tomllib.loads((EXAMPLES / "quickstart.toml").read_text())
+    assert not set(quick["sweep"]["seeds"]) & set(quick["seeds"])
+    assert quick["sweep"]["split"] == "validation"
+    result = _run_spec(tmp_path, _tiny_experiment(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "(chosen on 20 validation prompts, sweep seeds 1000)" in result.output
+    exp = tmp_path / "exp"
+    task = ArithmeticTask()
+    val_ids = {e.id for e in task.eval_examples(split="validation")}
+    test_ids = {e.id for e in task.eval_examples()}
+    probe = exp / "sweep" / "grpo_lr1e-03"
+    assert {r["prompt_id"] for r in iter_jsonl(probe / "eval.jsonl")} == val_ids
+    assert json.loads((probe / "config.json").read_text())["config"]["eval_split"] == \
+        "validation"
+    assert "--eval-split validation" in (exp / "sweep" / "run_commands.sh").read_text()
+    for arm in ("grpo", "full"):
+        run = exp / "campaign" / arm / "seed1"
+        assert {r["prompt_id"] for r in iter_jsonl(run / "eval.jsonl")} == test_ids
+    results = json.loads((exp / "sweep" / "sweep_results.json").read_text())
+    sel = results["selection"]
+    assert (sel["split"], sel["seeds"], sel["n_prompts"]) == ("validation", [1000], 20)
+    assert set(sel["prompt_ids"]) == val_ids
+    manifest = json.loads((exp / "campaign" / "manifest.json").read_text())
+    assert manifest["lr_selection"]["split"] == "validation"
+    assert manifest["lr_selection"]["sweep_results"].endswith("sweep_results.json")
+    sig = json.loads((exp / "campaign" / "analysis" / "significance.json").read_text())
+    lr = sig["lr_selection"]
+    assert lr["independent"] is True and lr["seed_overlap"] == [] and lr["prompt_overlap"] == 0
+    md = (exp / "campaign" / "analysis" / "significance.md").read_text()
+    assert ("**LR selection:** LRs chosen by validation accuracy over 20 prompts at probe step "
+            "2, sweep seeds 1000: disjoint from this campaign's seeds and test prompts") in md
+    # the sweep's campaign.toml names the sweep: a campaign run from it records the selection
+    campaign_spec = exp / "sweep" / "campaign.toml"
+    spec = tomllib.loads(campaign_spec.read_text())
+    assert spec["lr_sweep"].endswith("sweep_results.json")
+    assert not set(spec["seeds"]) & {1000}
+    spec["output"] = str(tmp_path / "again")
+    dry = _run_spec(tmp_path, spec, "again.toml", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    again = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert again["lr_selection"]["seeds"] == [1000]
+
+
+def test_a_campaign_that_overlaps_its_sweep_says_so(tmp_path: Path) -> None:
+    from textpolicy.analysis import analyze_campaign
+    from textpolicy.analysis.synthetic import SyntheticDesign, write_campaign
+    from textpolicy.runner.campaign import seed_overlap_note
+    from textpolicy.runner.spec import load_spec
+
+    design = SyntheticDesign(steps=4, eval_every=4, eval_prompts=12, eval_samples=2,
+                             generations=False)
+    root = write_campaign(tmp_path / "c", arms={"grpo": 0.0, "full": 0.2}, seeds=range(4),
+                          design=design)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for arm in manifest["arms"]:
+        arm["lr_source"] = "sweep"
+    # LRs chosen on 5 of the endpoint prompts by probes at campaign seeds 0 and 1
+    selection = {"metric": "eval_accuracy", "split": "test", "seeds": [0, 1, 1000],
+                 "probe_steps": 20, "n_prompts": 5,
+                 "prompt_ids": [f"math500/{i}" for i in range(5)]}
+    manifest["lr_selection"] = selection
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    report = analyze_campaign(root, num_resamples=200, plots=False)
+    lr = report.to_dict()["lr_selection"]
+    assert lr["independent"] is False and lr["seed_overlap"] == [0, 1]
+    assert lr["prompt_overlap"] == 5 and lr["split"] == "test"
+    md = (root / "analysis" / "significance.md").read_text()
+    assert ("**LR selection:** LRs chosen by test accuracy over 5 prompts at probe step 20, "
+            "sweep seeds 0, 1, 1000. Overlap with this campaign: campaign seeds 0, 1 were also "
+            "sweep seeds (those runs replay probes at the chosen LR); 5 of the 12 endpoint "
+            "prompts took part in choosing the LRs: the verdict is not independent of the LR "
+            "choice.") in md
+    # a manifest from before selections were recorded: unknown, never "independent"
+    del manifest["lr_selection"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    lr = analyze_campaign(root, num_resamples=200, plots=False).to_dict()["lr_selection"]
+    assert lr["independent"] is False and "split and seeds are not recorded" in lr["statement"]
+    # LRs fixed in the spec: nothing to say
+    for arm in manifest["arms"]:
+        arm["lr_source"] = "arm"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    assert analyze_campaign(root, num_resamples=200, plots=False).lr_selection is None
+    # the runner says so at plan time too
+    spec = load_spec({"kind": "campaign", "seeds": [0, 1, 2]}, resolve=False)
+    assert seed_overlap_note(spec, selection) == (
+        "note: campaign seeds 0, 1 were also seeds of the sweep that chose the LRs: those runs "
+        "replay its probes, and the report says so")
+    assert seed_overlap_note(spec, {"seeds": [1000]}) is None
+
+
+def test_overlapping_seeds_need_an_explicit_key(tmp_path: Path) -> None:
+    raw = _tiny_experiment(tmp_path, seeds=[1, 1000])
+    result = _run_spec(tmp_path, raw, "bad.toml", "--dry-run")
+    assert result.exit_code == 2
+    assert ("sweep.seeds: [1, 1000]: 1 is also campaign seed: a campaign run would replay a "
+            "probe and the LR choice would leak into the verdict; allowed: seeds disjoint from "
+            "seeds (default [1000]), or sweep.share_seeds = true to reuse them knowingly"
+            ) in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "exp").exists()
+    raw = _tiny_experiment(tmp_path, split="train")
+    result = _run_spec(tmp_path, raw, "bad2.toml", "--dry-run")
+    assert result.exit_code == 2 and "sweep.split: 'train': not allowed" in result.output
+    camp = {"kind": "campaign", "seeds": [0, 1], "lr_sweep": str(tmp_path / "nowhere"),
+            "output": str(tmp_path / "c")}
+    result = _run_spec(tmp_path, camp, "bad3.toml", "--dry-run")
+    assert result.exit_code == 2
+    assert "lr_sweep: " in result.output and "no sweep_results.json there" in result.output
+
+
+def test_a_plain_sweep_recommends_campaign_seeds_no_probe_used(tmp_path: Path) -> None:
+    from textpolicy.runner.sweep import recommended_seeds
+
+    assert recommended_seeds([1000]) == (0, 1, 2, 3)
+    assert recommended_seeds([0, 2]) == (1, 3, 4, 5)
