@@ -232,3 +232,108 @@ def test_a_plain_sweep_recommends_campaign_seeds_no_probe_used(tmp_path: Path) -
 
     assert recommended_seeds([1000]) == (0, 1, 2, 3)
     assert recommended_seeds([0, 2]) == (1, 3, 4, 5)
+
+
+# ---------------------------------------------------------------------- item 5: planning
+def _realised(sigma: float, planned: Any) -> Any:
+    """True power (2 pp, paired t) of campaigns with ``planned`` pairs when SD(D) = sigma."""
+    import numpy as np
+
+    from textpolicy.analysis import power as pw
+
+    levels, index = np.unique(planned, return_inverse=True)
+    return np.array([pw.paired_t_power(2.0 / sigma, int(n)) for n in levels])[index]
+
+
+def test_plans_from_a_4_pair_pilot_deliver_the_power_they_promise() -> None:
+    import numpy as np
+
+    from textpolicy.analysis import power as pw
+
+    rng = np.random.default_rng(11)
+    chi = rng.chisquare(3, 4000) / 3  # SD of 4-pair pilots, relative to the true SD
+    for n_star in (8, 24):
+        sigma = 2.0 / pw.t_mde(1.0, n_star)  # the true SD(D) at which n* pairs give 80 %
+        sds = sigma * np.sqrt(chi)
+        factor = pw.sd_upper(1.0, 4, level=pw.PLANNING_LEVEL)
+        planned = pw.t_seeds_many(sds * factor, 2.0)
+        assert list(planned[:3]) == [pw.planned_seeds(float(x), 4, 2.0) for x in sds[:3]]
+        real = _realised(sigma, planned)
+        assert real.mean() >= 0.78 and (real >= 0.7).mean() >= 0.75, (n_star, real.mean())
+        # the point estimate, the old headline, does not deliver
+        point = _realised(sigma, pw.t_seeds_many(sds, 2.0))
+        assert point.mean() < 0.74 and (point >= 0.7).mean() < 0.62
+
+
+def _pilot(tmp_path: Path, eval_rho: float) -> Path:
+    from textpolicy.analysis.synthetic import SyntheticDesign, write_campaign
+
+    design = SyntheticDesign(steps=4, eval_every=4, eval_prompts=120, eval_samples=4,
+                             sigma_int=0.6, generations=False, eval_rho=eval_rho)
+    return write_campaign(tmp_path / f"pilot{eval_rho}", arms={"baseline": 0.0,
+                                                                "candidate": 0.1},
+                          seeds=range(6), design=design)
+
+
+def test_tp_power_accounts_for_the_shared_eval_sampling_seeds(tmp_path: Path) -> None:
+    import numpy as np
+
+    from textpolicy.analysis import power as pw
+    from textpolicy.analysis.planning import pilot_inputs, plan_table
+    from textpolicy.analysis.report import evaluate_significance
+
+    root = _pilot(tmp_path, 0.8)
+    inputs = pilot_inputs(root, mde_pp=2.0)
+    vc = inputs.pilot["variance_components"]
+    assert vc["sampling_source"].startswith("matched samples")
+    assert 0.55 < inputs.rho_eval < 0.95 and inputs.sigma_int_pp > 0
+    plan = plan_table(inputs, seeds=[6], eval_prompts=[120], eval_samples=[4], steps=[4],
+                      batch_size=4, group_size=8)
+    observed = inputs.pilot["sd_pair_diff_pp"]
+    assert plan["rows"][0]["sd_pair_diff_pp"] == pytest.approx(observed, rel=1e-6)
+    # assuming independent eval samples (the old decomposition) overstates SD(D) here
+    runs = {"baseline": sorted((root / "baseline").iterdir()),
+            "candidate": sorted((root / "candidate").iterdir())}
+    data = evaluate_significance(runs, num_resamples=200).comparisons[0].data
+    naive = pw.variance_components(data.base_units, data.cand_units, 4)
+    assert naive.sigma_int == 0.0 and 100 * np.sqrt(naive.project(4, 120)) > observed * 1.05
+    # the headline plan from the pilot is the upper-bound figure, labelled as such
+    needed = plan["seeds_needed"][0]
+    assert needed["seeds_planned"] == pw.planned_seeds(needed["sd_pair_diff_pp"], 6, 2.0)
+    assert needed["seeds_planned"] > needed["seeds_t"]
+    assert needed["planned_with"] == ("the 70% upper confidence bound of the SD estimated "
+                                      "from 6 pilot pairs")
+    out = CliRunner().invoke(main, ["power", "--pilot", str(root), "--eval-prompts", "120",
+                                    "--seeds", "6", "--sims", "0"])
+    assert out.exit_code == 0, out.output
+    assert f"M=120, K=4: {needed['seeds_planned']} seed pairs for 80% power at 2 pp, planned " \
+           "with the 70% upper confidence bound of the SD estimated from 6 pilot pairs " \
+           f"(point estimate {needed['seeds_t']};" in out.output
+    assert f"ρ_eval {inputs.rho_eval:.2f}" in out.output
+    # flags: --eval-rho shrinks the sampling term, and the simulator models it
+    flags = CliRunner().invoke(main, ["power", "--eval-rho", "0.6", "--seeds", "8",
+                                      "--eval-prompts", "50", "--sims", "300", "--json"])
+    assert flags.exit_code == 0, flags.output
+    row = json.loads(flags.output)["rows"][0]
+    assert row["sd_pair_diff_pp"] == pytest.approx(100 * np.sqrt(
+        2 * 0.01 ** 2 + 2 * (0.14 ** 2 + 0.4 * 0.15 / 4) / 50), rel=1e-9)
+    assert abs(row["power_sim"] - row["power_t"]) < 0.1
+    bad = CliRunner().invoke(main, ["power", "--eval-rho", "1.5"])
+    assert bad.exit_code == 2 and "--eval-rho must lie in [0, 1), got 1.5" in bad.output
+
+
+def test_the_report_labels_post_hoc_power_and_leads_with_the_planned_figure(
+        tmp_path: Path) -> None:
+    from textpolicy.analysis import analyze_campaign
+    from textpolicy.analysis import power as pw
+
+    root = _pilot(tmp_path, 0.0)
+    report = analyze_campaign(root, num_resamples=200, mde=2.0, plots=False)
+    p = report.to_dict()["power"]
+    assert p["power_at_observed_label"].startswith("descriptive (post hoc)")
+    sm = p["seeds_needed_mde"]
+    assert sm["planned"] == pw.planned_seeds(p["sd_pair_diff_pp"], 6, 2.0) > sm["t_refined"]
+    md = (root / "analysis" / "significance.md").read_text()
+    assert (f"- Seed pairs needed at MDE 2.000 pp: **{sm['planned']}** (planned with the 70% "
+            "upper bound of the SD, which delivers the promised power") in md
+    assert "— descriptive (post hoc): a function of the p value, not a planning figure." in md

@@ -31,9 +31,10 @@ NEGLIGIBLE_FRACTION = 0.1
 # SD of per-pair differences at or below this (relative, pp) counts as 0 (identical pairs).
 NEGLIGIBLE_SD = 1e-9
 # One-sided level of the upper confidence bound of a pilot's SD that the headline "seed pairs
-# needed" plans with. benchmarks/planning_power.py: planned from a 4-pair pilot it delivers a
-# mean realised power of 0.83-0.90 with 78-90 % of plans at >= 0.7 power (target 80 %); the
-# point estimate delivers 0.66-0.79 (51-74 %), the 80 % bound 0.89-0.93 at ~1.4x the seeds.
+# needed" plans with. benchmarks/planning_power.py (δ = 2 pp, 80 % target): planned from a
+# 4-pair pilot it delivers a mean realised power of 0.83-0.87 with 77-82 % of plans at >= 0.7
+# (1.5-1.66x the pairs the true SD needs); the point estimate delivers 0.65-0.73 (50-59 %),
+# the 80 % bound 0.88-0.91 at 2.0-2.3x the pairs.
 PLANNING_LEVEL = 0.7
 
 
@@ -91,6 +92,37 @@ def t_seeds(sd_d: float, delta: float, *, alpha: float = 0.05, power: float = 0.
         else:
             lo = mid
     return hi
+
+
+def t_seeds_many(sd_d: np.ndarray, delta: float, *, alpha: float = 0.05, power: float = 0.8
+                 ) -> np.ndarray:
+    """``t_seeds`` for an array of SDs at once (simulating plans): the effect-size threshold
+    at which n pairs reach ``power`` is found for every n of the needed range by a vectorised
+    bisection, then each SD's n by ``searchsorted``. Equals ``t_seeds`` element-wise."""
+    sd = np.asarray(sd_d, dtype=np.float64)
+    if delta == 0 or not np.isfinite(sd).all() or (sd <= 0).any():
+        raise ConfigError("t_seeds_many needs delta != 0 and finite SDs > 0")
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    n_hi = int(math.ceil(z * z * float(sd.max()) ** 2 / delta ** 2)) + 8
+    n = np.arange(2, n_hi + 1, dtype=np.float64)
+    crit = stats.t.isf(alpha / 2, n - 1)
+
+    def pw(es: np.ndarray) -> np.ndarray:
+        nc = es * np.sqrt(n)
+        return np.nan_to_num(stats.nct.sf(crit, n - 1, nc), nan=1.0) + np.nan_to_num(
+            stats.nct.cdf(-crit, n - 1, nc), nan=0.0)
+
+    lo, hi = np.zeros_like(n), np.full_like(n, 2.0)
+    while (grow := pw(hi) < power).any():
+        hi = np.where(grow, hi * 2, hi)
+    for _ in range(60):  # threshold[i]: smallest standardised effect n[i] pairs detect
+        mid = (lo + hi) / 2
+        ok = pw(mid) >= power
+        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
+    es = abs(delta) / sd
+    # thresholds decrease with n: the first n whose threshold is <= es
+    idx = np.searchsorted(-hi, -es, side="left")
+    return n[np.minimum(idx, len(n) - 1)].astype(np.int64)
 
 
 def t_power(sd_d: float, delta: float, n_pairs: int, *, alpha: float = 0.05) -> float | None:

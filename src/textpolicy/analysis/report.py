@@ -376,17 +376,20 @@ def _secondary(pairing: design.Pairing, values: Mapping[RunData, design.RunValue
 
 
 def _seeds_needed(sd: float, sd_hi: float, delta: float, *, alpha: float,
-                  negligible: str | None) -> dict[str, Any]:
+                  negligible: str | None, n_pairs: int | None = None) -> dict[str, Any]:
     """Seed pairs for 80 % power at ``delta`` pp, or Nones with a note saying why not."""
     if negligible is None and not sd > power.NEGLIGIBLE_SD * max(1.0, abs(delta)):
         negligible = ("not estimable (SD of the per-pair differences is 0: every pair "
                       "differs by the same amount, so seed-level variance is unknown)")
     if negligible is not None:
         return {"closed_form": None, "t_refined": None, "t_refined_sd_upper80": None,
-                "note": negligible}
+                "planned": None, "note": negligible}
     return {"closed_form": power.closed_form_seeds(sd * sd, delta, alpha=alpha),
             "t_refined": power.t_seeds(sd, delta, alpha=alpha),
-            "t_refined_sd_upper80": power.t_seeds(sd_hi, delta, alpha=alpha)}
+            "t_refined_sd_upper80": power.t_seeds(sd_hi, delta, alpha=alpha),
+            # the headline plan (power.PLANNING_LEVEL upper bound of the SD)
+            "planned": power.planned_seeds(sd, n_pairs, delta, alpha=alpha)
+            if n_pairs is not None else None}
 
 
 def _negligible(delta: float, resolvable: float | None, what: str) -> str | None:
@@ -415,17 +418,20 @@ def _power(data: AnalysisInput, endpoint: design.Endpoint, *, alpha: float,
             "design": "paired seeds (paired t)", "n_pairs": s, "sd_pair_diff_pp": sd,
             "sd_pair_diff_pp_upper80": sd_hi, "observed_delta_pp": delta,
             "power_at_observed": power.t_power(sd, delta, s, alpha=alpha),
+            "power_at_observed_label": "descriptive (post hoc): a function of the p value, "
+                                       "not a planning figure",
+            "planning_level": power.PLANNING_LEVEL,
             "mde_pp_at_current_pairs": mde_now,
             "seeds_needed_observed": _seeds_needed(
                 sd, sd_hi, delta, alpha=alpha,
-                negligible=_negligible(delta, mde_now, f"these {s} pairs")),
+                negligible=_negligible(delta, mde_now, f"these {s} pairs"), n_pairs=s),
             "note": ("power at the observed effect is a function of the p value (descriptive); "
                      "plan with the seeds needed at a minimum effect you care about (--mde)"),
         })
         if mde is not None:
             out["mde_pp"] = mde
             out["seeds_needed_mde"] = _seeds_needed(sd, sd_hi, mde, alpha=alpha,
-                                                    negligible=None)
+                                                    negligible=None, n_pairs=s)
         if endpoint.kind == "heldout" and endpoint.samples_min >= 1:
             vc = power.variance_components(data.base_units, data.cand_units,
                                            endpoint.samples_min)

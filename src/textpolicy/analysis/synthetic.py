@@ -38,6 +38,9 @@ class SyntheticDesign:
     generations: bool = True
     completion_chars: int = 120
     binary_rewards: bool = True
+    #: probability that sample j of an eval prompt uses the same uniform in every arm of a seed
+    #: (the shared eval sampling seeds of real runs); 0: independent samples
+    eval_rho: float = 0.0
 
 
 def _dumps(row: Mapping[str, Any]) -> str:
@@ -117,7 +120,12 @@ def write_run(path: Path, *, arm: str, seed: int, effect: float, design: Synthet
         lines = []
         for i, s in enumerate(eval_steps):
             pe = expit(d.base_logit + d.slope * s + effect + u + e + eval_b + inter[i])
-            hits = own.random((d.eval_prompts, d.eval_samples)) < pe[:, None]
+            draw = own.random((d.eval_prompts, d.eval_samples))
+            if d.eval_rho > 0:  # shared sampling seeds: the same uniforms in every arm
+                coupled = np.random.default_rng([data_seed, seed, 7, s])
+                same = coupled.random(draw.shape)
+                draw = np.where(coupled.random(draw.shape) < d.eval_rho, same, draw)
+            hits = draw < pe[:, None]
             for m in range(d.eval_prompts):
                 for k in range(d.eval_samples):
                     lines.append(f'{{"step": {s}, "prompt_id": "math500/{m}", "sample": {k}, '
