@@ -190,20 +190,24 @@ def write_outputs(report: SignificanceReport, out_dir: str | os.PathLike[str], *
 def analyze_campaign(campaign_dir: str | os.PathLike[str], *, alpha: float | None = None,
                      num_resamples: int | None = None, seed: int | None = None,
                      mde: float | None = None, out_dir: str | os.PathLike[str] | None = None,
-                     paired: bool | None = None, plots: bool = True) -> SignificanceReport:
+                     paired: bool | None = None, plots: bool = True,
+                     margin_pp: float | None = None) -> SignificanceReport:
     """Analyse a campaign directory and write ``<campaign>/analysis/`` (or ``out_dir``).
 
     ``alpha``/``num_resamples``/``seed`` default to the manifest's ``alpha``/``resamples``/
-    ``analysis_seed`` when present, else 0.05 / 20000 / 0.
+    ``analysis_seed`` when present, else 0.05 / 20000 / 0; ``margin_pp`` to the manifest's
+    ``margin_pp`` (no margin tests when absent).
     """
     arms, baseline, manifest = discover_arms(campaign_dir)
     alpha = alpha if alpha is not None else float(manifest.get("alpha", 0.05))
     num_resamples = num_resamples if num_resamples is not None else int(
         manifest.get("resamples", 20000))
     seed = seed if seed is not None else int(manifest.get("analysis_seed", 0))
+    if margin_pp is None and manifest.get("margin_pp") is not None:
+        margin_pp = float(manifest["margin_pp"])
     report = evaluate_significance({k: list(v) for k, v in arms.items()}, baseline=baseline,
                                    alpha=alpha, num_resamples=num_resamples, seed=seed,
-                                   mde=mde, paired=paired)
+                                   mde=mde, paired=paired, margin_pp=margin_pp)
     report = _with_lr_selection(report, manifest)
     write_outputs(report, out_dir if out_dir is not None else Path(campaign_dir) / "analysis",
                   plots=plots)

@@ -141,6 +141,10 @@ def build_sepa_significance_markdown(report: SignificanceReport) -> str:
     for c in report.comparisons:
         lines += _comparison_md(c, report)
         lines.append("")
+    if report.summaries:
+        from textpolicy.analysis.summaries import markdown as summaries_markdown
+
+        lines += summaries_markdown(report.summaries)
     lines += [f"_{GENERATION_LEVEL_NOTE}_", ""]
     if report.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in report.warnings] + [""]

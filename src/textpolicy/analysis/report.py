@@ -90,6 +90,9 @@ class SignificanceReport:
     values: Mapping[RunData, design.RunValues]
     #: where the LRs came from and any overlap with this campaign (analysis.provenance)
     lr_selection: Mapping[str, Any] | None = None
+    #: secondary summaries: arm CIs, IQM, probability of improvement, per subject, margin
+    #: tests (analysis.summaries)
+    summaries: Mapping[str, Any] | None = None
 
     @property
     def headline(self) -> Comparison:
@@ -134,6 +137,7 @@ class SignificanceReport:
             "seed": self.seed,
             "warnings": list(self.warnings),
             "lr_selection": self.lr_selection,
+            "summaries": self.summaries,
             "notes": [GENERATION_LEVEL_NOTE],
         })
 
@@ -155,6 +159,7 @@ def evaluate_significance(
     candidate_run_dirs: Sequence[PathLike] | None = None,
     alpha: float = 0.05, num_resamples: int = 20000, seed: int = 0, mde: float | None = None,
     paired: bool | None = None, tests: Sequence[str] | None = None,
+    margin_pp: float | None = None,
 ) -> SignificanceReport:
     """Analyse arms of run directories against ``baseline``.
 
@@ -162,8 +167,12 @@ def evaluate_significance(
     are candidates) or ``baseline_run_dirs`` + ``candidate_run_dirs``. ``mde`` is a minimum
     detectable effect in percentage points for the power section. ``paired=False`` analyses
     runs as unpaired (Welch's t primary). ``tests`` restricts the registered tests run.
+    ``margin_pp`` adds non-inferiority and equivalence tests at that margin (summaries).
     """
     _check_settings(alpha, num_resamples, seed, mde)
+    if margin_pp is not None and not 0 < margin_pp < 100:
+        raise ConfigError(f"margin must be a positive number of percentage points, got "
+                          f"{margin_pp}")
     if arms is None:
         if baseline_run_dirs is None or candidate_run_dirs is None:
             raise ConfigError("give arms=... or both baseline_run_dirs and candidate_run_dirs")
@@ -199,10 +208,16 @@ def evaluate_significance(
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     arm_rows = tuple(_arm_summary(name, rs, values, role="baseline" if name == baseline
                                   else "candidate") for name, rs in runs.items())
+    from textpolicy.analysis.summaries import summarise
+
+    extra = summarise(comparisons, {name: np.array([values[r].value for r in rs])
+                                    for name, rs in runs.items()},
+                      prompt_ids=endpoint.prompt_ids, alpha=alpha, resamples=num_resamples,
+                      seed=seed, margin_pp=margin_pp)
     return SignificanceReport(alpha=alpha, num_resamples=num_resamples, seed=seed,
                               baseline=baseline, endpoint=endpoint,
                               comparisons=tuple(comparisons), arms=arm_rows,
-                              warnings=messages, runs=runs, values=values)
+                              warnings=messages, runs=runs, values=values, summaries=extra)
 
 
 def evaluate_sepa_significance(

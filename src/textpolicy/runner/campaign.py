@@ -56,6 +56,7 @@ def manifest_data(spec: Spec, plan: Plan, *, status: str = "planned",
         "baseline": baseline, "arms": arms, "seeds": list(spec.seeds),
         "alpha": spec.analysis.alpha, "resamples": spec.analysis.resamples,
         "analysis_seed": spec.analysis.seed, "mde": spec.analysis.mde,
+        "margin_pp": spec.analysis.margin_pp,
         "lr_selection": dict(selection) if selection is not None else None,
         "commands": commands, "versions": mf.versions(), "git": mf.git_commit(),
         "task": mf.task_fingerprint(spec.task.name, spec.task.params),
@@ -97,7 +98,8 @@ def analyze(spec: Spec, plan: Plan) -> tuple[Path, str, bool]:
     try:
         report = analyze_campaign(plan.root, alpha=spec.analysis.alpha,
                                   num_resamples=spec.analysis.resamples,
-                                  seed=spec.analysis.seed, mde=spec.analysis.mde, out_dir=out)
+                                  seed=spec.analysis.seed, mde=spec.analysis.mde, out_dir=out,
+                                  margin_pp=spec.analysis.margin_pp)
     except Exception as exc:  # the runs are done; never lose them to a failing analysis
         text = fallback_comparison(spec, plan)
         return out, (f"{text}\nThe significance analysis failed "

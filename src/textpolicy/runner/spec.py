@@ -271,6 +271,10 @@ class AnalysisSpec:
                             metadata=_doc("seed of the resampling", ">= 0"))
     mde: float | None = attrs.field(default=None, validator=_positive, metadata=_doc(
         "minimum detectable effect for the power estimate (omit: the observed effect)", "> 0"))
+    margin_pp: float | None = attrs.field(default=None, validator=_positive, metadata=_doc(
+        "non-inferiority / equivalence margin in percentage points: adds a one-sided "
+        "non-inferiority test (H0: Δ ≤ −margin) and a TOST equivalence test (omit: none)",
+        "> 0"))
 
 
 @attrs.frozen
