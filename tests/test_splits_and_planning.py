@@ -337,3 +337,104 @@ def test_the_report_labels_post_hoc_power_and_leads_with_the_planned_figure(
     assert (f"- Seed pairs needed at MDE 2.000 pp: **{sm['planned']}** (planned with the 70% "
             "upper bound of the SD, which delivers the promised power") in md
     assert "— descriptive (post hoc): a function of the p value, not a planning figure." in md
+
+
+# ---------------------------------------------------------------------- item 7: summaries
+def test_summary_statistics_match_scipy_and_statsmodels() -> None:
+    import numpy as np
+    from scipy import stats
+    from statsmodels.stats.weightstats import ttost_paired
+
+    from textpolicy.analysis import summaries as sm
+
+    for k, n in ((0, 4), (3, 8), (7, 7), (5, 13)):
+        ci = stats.binomtest(k, n).proportion_ci(method="wilson")
+        assert sm.wilson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    x = np.array([5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 100.0])
+    assert sm.iqm(x) == pytest.approx(np.mean(np.sort(x)[2:6]))
+    arm = sm.arm_summary("a", x / 100, alpha=0.05)
+    ci = stats.ttest_1samp(x, 0).confidence_interval(0.95)
+    assert (arm["ci_low"], arm["ci_high"]) == pytest.approx((ci.low, ci.high))
+    rng = np.random.default_rng(3)
+    base, cand = rng.normal(40, 2, 10), rng.normal(40.5, 2, 10)
+    m = sm.margin_tests(cand - base, 2.0, alpha=0.05)
+    p_tost = ttost_paired(cand, base, -2.0, 2.0)[0]
+    assert m["equivalence_p"] == pytest.approx(p_tost, rel=1e-9)
+    assert m["non_inferiority_p"] == pytest.approx(
+        stats.ttest_1samp(cand - base, -2.0, alternative="greater").pvalue)
+    poi = sm.probability_of_improvement(np.array([1.0, -1.0, 0.0, 2.0]), alpha=0.05)
+    assert poi["estimate"] == 0.625 and poi["ci_low"] < 0.625 < poi["ci_high"]
+
+
+def test_non_inferiority_holds_its_level_at_the_margin() -> None:
+    import numpy as np
+
+    from textpolicy.analysis import summaries as sm
+
+    rng = np.random.default_rng(5)
+    for n in (4, 16):
+        d = rng.normal(-2.0, 3.0, size=(800, n))  # true Δ exactly at −margin
+        tests = [sm.margin_tests(row, 2.0, alpha=0.05) for row in d]
+        rejected = np.mean([t["non_inferiority_p"] < 0.05 for t in tests])
+        assert 0.03 <= rejected <= 0.07, (n, rejected)
+        # equivalence at the edge of the margin is claimed at most α of the time
+        assert np.mean([t["equivalence_p"] < 0.05 for t in tests]) <= 0.07
+
+
+def test_report_summaries_from_real_run_files(tmp_path: Path) -> None:
+    import numpy as np
+
+    from textpolicy.analysis import analyze_campaign
+    from textpolicy.analysis.synthetic import SyntheticDesign, write_campaign
+
+    subjects = ("algebra", "geometry", "number_theory")
+    design = SyntheticDesign(steps=4, eval_every=4, eval_prompts=60, eval_samples=4,
+                             generations=False, eval_subjects=subjects)
+    root = write_campaign(tmp_path / "c", arms={"baseline": 0.0, "candidate": 0.3},
+                          seeds=range(6), design=design)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["margin_pp"] = 2.0  # what a spec's [analysis] margin_pp puts there
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    report = analyze_campaign(root, num_resamples=500, plots=False)
+    out = report.to_dict()["summaries"]
+    comp = report.comparisons[0]
+    d = 100 * comp.data.pair_differences
+    arms = {a["arm"]: a for a in out["arms"]}
+    assert arms["baseline"]["mean_pp"] == pytest.approx(100 * comp.data.base_values.mean())
+    assert arms["candidate"]["ci_low"] < arms["candidate"]["mean_pp"] < \
+        arms["candidate"]["ci_high"]
+    row = out["comparisons"][0]
+    wins = float(np.sum(d > 0) + 0.5 * np.sum(d == 0)) / len(d)
+    assert row["probability_of_improvement"]["estimate"] == pytest.approx(wins)
+    # per subject: the three subjects' prompts, averaging back to the pooled difference
+    per = {s["subject"]: s for s in row["per_subject"]}
+    assert set(per) == set(subjects) and all(s["n_prompts"] == 20 for s in per.values())
+    assert np.mean([s["delta_pp"] for s in per.values()]) == pytest.approx(d.mean())
+    assert row["margin"]["margin_pp"] == 2.0
+    assert row["margin"]["non_inferior"] == (row["margin"]["non_inferiority_p_holm"] < 0.05)
+    md = (root / "analysis" / "significance.md").read_text()
+    assert "## Summaries (secondary; the primary test decides)" in md
+    assert "| subject | prompts | baseline (pp) | candidate (pp) | Δ (pp) | CI | p |" in md
+    assert "- Margin 2 pp: **" in md and "TOST p = " in md
+    assert report.recommendation == report.headline.recommendation  # the primary still decides
+    # tp analyze --margin overrides the manifest; a bad margin is one line, exit 2
+    cli = CliRunner().invoke(main, ["analyze", str(root), "--margin", "5", "--json",
+                                    "--no-plots", "--resamples", "500"])
+    assert cli.exit_code == 0, cli.output
+    data = json.loads(cli.stdout)
+    assert data["summaries"]["comparisons"][0]["margin"]["margin_pp"] == 5.0
+    bad = CliRunner().invoke(main, ["analyze", str(root), "--margin", "-1"])
+    assert bad.exit_code == 2
+    assert "margin must be a positive number of percentage points, got -1.0" in bad.output
+
+
+def test_margin_is_a_spec_key_recorded_in_the_manifest(tmp_path: Path) -> None:
+    from textpolicy.runner.campaign import manifest_data
+    from textpolicy.runner.plan import campaign_plan
+    from textpolicy.runner.spec import load_spec
+
+    spec = load_spec({"kind": "campaign", "seeds": [0, 1], "analysis": {"margin_pp": 1.5}})
+    assert manifest_data(spec, campaign_plan(spec, tmp_path))["margin_pp"] == 1.5
+    raw = {"kind": "campaign", "analysis": {"margin_pp": 0}, "output": str(tmp_path / "x")}
+    result = _run_spec(tmp_path, raw, "m.toml", "--dry-run")
+    assert result.exit_code == 2 and "analysis.margin_pp: 0: must be > 0" in result.output

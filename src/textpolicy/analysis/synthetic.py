@@ -41,6 +41,9 @@ class SyntheticDesign:
     #: probability that sample j of an eval prompt uses the same uniform in every arm of a seed
     #: (the shared eval sampling seeds of real runs); 0: independent samples
     eval_rho: float = 0.0
+    #: MATH-style eval prompt ids ``test/<subject>/<m>.json`` cycling through these subjects
+    #: (empty: ``math500/<m>``)
+    eval_subjects: tuple[str, ...] = ()
 
 
 def _dumps(row: Mapping[str, Any]) -> str:
@@ -117,6 +120,9 @@ def write_run(path: Path, *, arm: str, seed: int, effect: float, design: Synthet
     if d.eval_every > 0:
         eval_steps = sorted(set(range(0, d.steps + 1, d.eval_every)) | {d.steps})
         inter = own.normal(0, d.sigma_int, size=(len(eval_steps), d.eval_prompts))
+        ids = ([f"test/{d.eval_subjects[m % len(d.eval_subjects)]}/{m}.json"
+                for m in range(d.eval_prompts)] if d.eval_subjects else
+               [f"math500/{m}" for m in range(d.eval_prompts)])
         lines = []
         for i, s in enumerate(eval_steps):
             pe = expit(d.base_logit + d.slope * s + effect + u + e + eval_b + inter[i])
@@ -128,7 +134,7 @@ def write_run(path: Path, *, arm: str, seed: int, effect: float, design: Synthet
             hits = draw < pe[:, None]
             for m in range(d.eval_prompts):
                 for k in range(d.eval_samples):
-                    lines.append(f'{{"step": {s}, "prompt_id": "math500/{m}", "sample": {k}, '
+                    lines.append(f'{{"step": {s}, "prompt_id": "{ids[m]}", "sample": {k}, '
                                  f'"correct": {"true" if hits[m, k] else "false"}}}')
         (path / "eval.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
