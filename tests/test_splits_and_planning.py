@@ -159,6 +159,17 @@ def test_quickstart_sweep_selects_on_validation_and_campaign_is_independent(
     assert dry.exit_code == 0, dry.output
     again = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert again["lr_selection"]["seeds"] == [1000]
+    # so does the printed `tp campaign` command
+    import shlex
+
+    line = next(ln.strip() for ln in result.output.splitlines()
+                if ln.strip().startswith("tp campaign"))
+    argv = [a for a in shlex.split(line)[1:] if a != "--execute"]
+    assert "--lr-sweep" in argv
+    dry = CliRunner().invoke(main, [*argv, "--campaign-root", str(tmp_path / "cmd")])
+    assert dry.exit_code == 0, dry.output
+    cmd = json.loads((tmp_path / "cmd" / "manifest.json").read_text())
+    assert cmd["lr_selection"]["split"] == "validation"
 
 
 def test_a_campaign_that_overlaps_its_sweep_says_so(tmp_path: Path) -> None:

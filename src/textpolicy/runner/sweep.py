@@ -235,7 +235,8 @@ def recommended_command(spec: Spec, best: Mapping[str, Mapping[str, float]],
     seeds = spec.seeds if spec.kind == "experiment" else recommended_seeds(spec.sweep.seeds)
     argv += ["--seeds", ",".join(map(str, seeds)),
              "--baseline-lr", format_lr(best["grpo"]["lr"]),
-             "--candidate-lr", format_lr(best["full"]["lr"])]
+             "--candidate-lr", format_lr(best["full"]["lr"]),
+             "--lr-sweep", str(plan.root / "sweep_results.json")]
     return shlex.join(argv)
 
 
