@@ -199,10 +199,13 @@ def pilot_inputs(campaign_dir: str | os.PathLike[str], *, mde_pp: float,
         mde_now = power.t_mde(sd, len(d), alpha=alpha) if estimable else None
         observed_ok = (estimable and delta != 0 and mde_now is not None
                        and abs(delta) >= power.NEGLIGIBLE_FRACTION * mde_now)
+        # planned like the headline: the PLANNING_LEVEL upper bound of this step's SD
         by_step.append({"step": step, "delta_pp": 100 * delta, "sd_pp": 100 * sd,
-                        "seeds_needed_observed": power.t_seeds(sd, delta, alpha=alpha)
+                        "seeds_needed_observed": power.planned_seeds(sd, len(d), delta,
+                                                                     alpha=alpha)
                         if observed_ok else None,
-                        "seeds_needed_mde": power.t_seeds(sd, mde_pp / 100, alpha=alpha)
+                        "seeds_needed_mde": power.planned_seeds(sd, len(d), mde_pp / 100,
+                                                                alpha=alpha)
                         if estimable else None})
     d = cand.mean(axis=1) - base.mean(axis=1)
     return PlanInputs(

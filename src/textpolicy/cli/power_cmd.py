@@ -114,7 +114,8 @@ def power(pilot: Path | None, mde: float, baseline_acc: float, sigma_seed: float
                    f"{n['planned_with']} ({extra}closed form {n['seeds_closed_form']})")
     by_step = i["pilot"].get("pilot_by_step") if i.get("pilot") else None
     if by_step:
-        click.echo("\nPilot by eval step (if the campaign stopped there):")
+        click.echo("\nPilot by eval step (if the campaign stopped there; pairs planned with "
+                   "the 70% upper bound of that step's SD):")
         for row in by_step:
             obs, at_mde = row["seeds_needed_observed"], row["seeds_needed_mde"]
             click.echo(f"  step {row['step']}: Δ {row['delta_pp']:+.2f} pp, SD(D) "
