@@ -132,7 +132,20 @@ def test_quickstart_sweep_selects_on_validation_and_campaign_is_independent(
     assert {r["prompt_id"] for r in iter_jsonl(probe / "eval.jsonl")} == val_ids
     assert json.loads((probe / "config.json").read_text())["config"]["eval_split"] == \
         "validation"
-    assert "--eval-split validation" in (exp / "sweep" / "run_commands.sh").read_text()
+    script = (exp / "sweep" / "run_commands.sh").read_text()
+    assert "--eval-split validation" in script
+    # the probe's tp train command reproduces its config (eval split included)
+    import shlex
+
+    line = next(ln for ln in script.splitlines() if ln.startswith("tp train"))
+    argv = shlex.split(line)[1:]
+    argv[argv.index("--log-dir") + 1] = str(probe)
+    again = CliRunner().invoke(main, argv)
+    assert again.exit_code == 0 and "run already complete at step 2" in again.output, \
+        again.output
+    argv[argv.index("--eval-split") + 1] = "test"
+    other = CliRunner().invoke(main, argv)
+    assert other.exit_code == 2 and "eval_split: 'validation' -> 'test'" in other.output
     for arm in ("grpo", "full"):
         run = exp / "campaign" / arm / "seed1"
         assert {r["prompt_id"] for r in iter_jsonl(run / "eval.jsonl")} == test_ids
