@@ -87,8 +87,9 @@ def test_math_validation_is_carved_from_train_minus_math500(math_task: Any) -> N
     assert not texts & {_norm_problem(e.prompt) for e in val}
     # the rule: the smallest sha256(f"{seed}:{id}") of the pool outside MATH-500
     pool = sorted([*train, *val], key=lambda e: e.id)
-    again, carved = _carve_validation(pool, test, 500, 0)
+    rest, carved = _carve_validation(pool, test, 500, 0)
     assert [e.id for e in carved] == [e.id for e in val]
+    assert {e.id for e in rest} == train_ids
     _, other = _carve_validation(pool, test, 500, 1)
     assert {e.id for e in other} != val_ids
     assert MathParams().validation_size is None  # default: 500 (a tenth of a small pool)
@@ -277,7 +278,9 @@ def test_plans_from_a_4_pair_pilot_deliver_the_power_they_promise() -> None:
     rng = np.random.default_rng(11)
     chi = rng.chisquare(3, 4000) / 3  # SD of 4-pair pilots, relative to the true SD
     for n_star in (8, 24):
-        sigma = 2.0 / pw.t_mde(1.0, n_star)  # the true SD(D) at which n* pairs give 80 %
+        es = pw.t_mde(1.0, n_star)
+        assert es is not None
+        sigma = 2.0 / es  # the true SD(D) at which n* pairs give 80 %
         sds = sigma * np.sqrt(chi)
         factor = pw.sd_upper(1.0, 4, level=pw.PLANNING_LEVEL)
         planned = pw.t_seeds_many(sds * factor, 2.0)

@@ -103,7 +103,7 @@ def t_seeds_many(sd_d: np.ndarray, delta: float, *, alpha: float = 0.05, power: 
     if delta == 0 or not np.isfinite(sd).all() or (sd <= 0).any():
         raise ConfigError("t_seeds_many needs delta != 0 and finite SDs > 0")
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    n_hi = int(math.ceil(z * z * float(sd.max()) ** 2 / delta ** 2)) + 8
+    n_hi = math.ceil(z * z * float(sd.max()) ** 2 / delta ** 2) + 8
     n = np.arange(2, n_hi + 1, dtype=np.float64)
     crit = stats.t.isf(alpha / 2, n - 1)
 
