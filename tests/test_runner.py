@@ -29,7 +29,7 @@ def reduced_quickstart(out: Path) -> dict[str, Any]:
     raw["seeds"] = [0, 1]
     raw["training"].update(max_steps=4)
     raw["eval"] = {"every": 2, "samples": 2, "prompts": 6}
-    raw["sweep"].update(lr_values=[1e-3, 3e-3], probe_steps=3, seeds=[0])
+    raw["sweep"].update(lr_values=[1e-3, 3e-3], probe_steps=3, seeds=[1000])
     raw["analysis"] = {"resamples": 2000}
     return raw
 
@@ -62,7 +62,7 @@ def test_quickstart_reduced_end_to_end(tmp_path: Path, env: dict[str, str]) -> N
     assert "LEARNING RATE SWEEP RESULTS" in stdout
     assert " Algorithm         LR  Steps  Datums  Correct%  Running%   MeanLoss    Eval%" \
            "   Status" in stdout
-    assert "chosen by held-out eval accuracy at step 3" in stdout
+    assert "chosen by validation accuracy at step 3" in stdout
     assert "tp run " in stdout and "campaign.toml" in stdout
     # sweep files
     sweep = out / "sweep"

@@ -133,7 +133,7 @@ def test_unknown_keys_with_did_you_mean(tmp_path: Path) -> None:
     lines = problems(tmp_path, "trainig = 1\n" + GOOD.replace("probe_steps = 3", "probe_step = 3")
                      .replace("batch_size = 2", "bacth_size = 2"))
     assert "sweep.probe_step: unknown key (did you mean 'probe_steps'?); allowed: " \
-           "lr_values, probe_steps, seeds, select, plot" in lines
+           "lr_values, probe_steps, seeds, share_seeds, split, select, plot" in lines
     assert any(ln.startswith("training.bacth_size: unknown key (did you mean 'batch_size'?)")
                for ln in lines)
     assert any(ln.startswith("trainig: unknown key (did you mean 'training'?)")

@@ -27,9 +27,12 @@ def test_split_is_fixed_disjoint_and_complete() -> None:
     task = ArithmeticTask()
     train = task.train_examples(seed=0)
     held = task.eval_examples()
-    assert len(train) == 70 and len(held) == 30
-    ids = {e.id for e in train} | {e.id for e in held}
-    assert len(ids) == 100 and not {e.id for e in train} & {e.id for e in held}
+    validation = task.eval_examples(split="validation")
+    assert len(train) == 50 and len(validation) == 20 and len(held) == 30
+    train_ids, val_ids = {e.id for e in train}, {e.id for e in validation}
+    ids = train_ids | val_ids | {e.id for e in held}
+    assert len(ids) == 100 and not (train_ids | val_ids) & {e.id for e in held}
+    assert not train_ids & val_ids
     assert [e.id for e in ArithmeticTask().eval_examples()] == [e.id for e in held]
     assert [e.id for e in task.eval_examples(limit=5)] == [e.id for e in held[:5]]
     for ex in held:

@@ -67,6 +67,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 
 def _task(files: dict[str, Path], grader: MathGrader, **kw: Any) -> MathTask:
+    # these tests count the training pool: no validation split carved out of it unless asked
+    # (tests/test_splits_and_planning.py covers the carving)
+    kw.setdefault("validation_size", 0)
     params = MathParams(train_files=(str(files["train"]),), eval_files=(str(files["eval"]),),
                         **kw)
     return MathTask(params, grader=grader)

@@ -217,24 +217,40 @@ def analyze_campaign(campaign_dir: str | os.PathLike[str], *, alpha: float | Non
                      num_resamples: int | None = None, seed: int | None = None,
                      mde: float | None = None, out_dir: str | os.PathLike[str] | None = None,
                      paired: bool | None = None, plots: bool = True,
-                     partial: bool = False) -> SignificanceReport:
+                     partial: bool = False, margin_pp: float | None = None
+                     ) -> SignificanceReport:
     """Analyse a campaign directory and write ``<campaign>/analysis/`` (or ``out_dir``).
 
     ``alpha``/``num_resamples``/``seed`` default to the manifest's ``alpha``/``resamples``/
-    ``analysis_seed`` when present, else 0.05 / 20000 / 0. A run that cannot be measured at
-    the planned endpoint raises ``IncompleteRunsError`` (nothing is written) unless
-    ``partial``.
+    ``analysis_seed`` when present, else 0.05 / 20000 / 0; ``margin_pp`` to the manifest's
+    ``margin_pp`` (no margin tests when absent). A run that cannot be measured at the planned
+    endpoint raises ``IncompleteRunsError`` (nothing is written) unless ``partial``.
     """
     arms, baseline, manifest = discover_arms(campaign_dir)
     alpha = alpha if alpha is not None else float(manifest.get("alpha", 0.05))
     num_resamples = num_resamples if num_resamples is not None else int(
         manifest.get("resamples", 20000))
     seed = seed if seed is not None else int(manifest.get("analysis_seed", 0))
+    if margin_pp is None and manifest.get("margin_pp") is not None:
+        margin_pp = float(manifest["margin_pp"])
     report = evaluate_significance({k: list(v) for k, v in arms.items()}, baseline=baseline,
                                    alpha=alpha, num_resamples=num_resamples, seed=seed,
                                    mde=mde, paired=paired, partial=partial,
                                    resume=resume_commands(campaign_dir, manifest),
-                                   manifest=manifest)
+                                   manifest=manifest, margin_pp=margin_pp)
+    report = _with_lr_selection(report, manifest)
     write_outputs(report, out_dir if out_dir is not None else Path(campaign_dir) / "analysis",
                   plots=plots)
     return report
+
+
+def _with_lr_selection(report: SignificanceReport, manifest: dict[str, Any]
+                       ) -> SignificanceReport:
+    import attrs
+
+    from textpolicy.analysis.provenance import lr_selection
+
+    seeds = sorted({r.seed for rs in report.runs.values() for r in rs if r.seed is not None})
+    section = lr_selection(manifest, campaign_seeds=seeds,
+                           endpoint_prompts=report.endpoint.prompt_ids)
+    return attrs.evolve(report, lr_selection=section) if section else report

@@ -99,15 +99,18 @@ def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
     if "sd_pair_diff_pp" in pw:
         so = pw["seeds_needed_observed"]
         lines.append(f"- SD of per-pair differences {_f(pw['sd_pair_diff_pp'])} pp over "
-                     f"{pw['n_pairs']} pairs; power at the observed effect "
-                     f"{_f(pw['power_at_observed'])}; smallest detectable effect now "
-                     f"{_f(pw['mde_pp_at_current_pairs'])} pp.")
+                     f"{pw['n_pairs']} pairs; smallest detectable effect now "
+                     f"{_f(pw['mde_pp_at_current_pairs'])} pp; power at the observed effect "
+                     f"{_f(pw['power_at_observed'])} — descriptive (post hoc): a function of "
+                     "the p value, not a planning figure.")
+        level = f"{100 * pw.get('planning_level', 0.7):g}%"
         if so["t_refined"] is None:
             lines.append(f"- Seed pairs needed at the observed effect: {so.get('note')}.")
         else:
-            lines.append(f"- Seed pairs needed at the observed effect: {so['t_refined']} "
-                         f"(closed form {so['closed_form']}; {so['t_refined_sd_upper80']} with "
-                         "the 80% upper bound of the SD).")
+            lines.append(f"- Seed pairs needed at the observed effect: {so.get('planned')} "
+                         f"(planned with the {level} upper bound of the SD; point estimate "
+                         f"{so['t_refined']}, closed form {so['closed_form']}, "
+                         f"{so['t_refined_sd_upper80']} with the 80% upper bound).")
         if "seeds_needed_mde" in pw:
             sm = pw["seeds_needed_mde"]
             if sm["t_refined"] is None:
@@ -115,8 +118,11 @@ def _comparison_md(c: Comparison, report: SignificanceReport) -> list[str]:
                              f"{sm.get('note')}.")
             else:
                 lines.append(f"- Seed pairs needed at MDE {_f(pw['mde_pp'])} pp: "
-                             f"{sm['t_refined']} (closed form {sm['closed_form']}; "
-                             f"conservative {sm['t_refined_sd_upper80']}).")
+                             f"**{sm.get('planned')}** (planned with the {level} upper bound "
+                             f"of the SD, which delivers the promised power — docs/statistics.md"
+                             f"; point estimate {sm['t_refined']}, closed form "
+                             f"{sm['closed_form']}, {sm['t_refined_sd_upper80']} with the 80% "
+                             "upper bound).")
     else:
         lines.append(f"- {pw.get('design')}.")
     gen = pw.get("generation_level")
@@ -175,6 +181,8 @@ def build_sepa_significance_markdown(report: SignificanceReport) -> str:
     if report.headline.reason:
         lines += [f"No recommendation: {report.headline.reason}.", ""]
     lines += [f"Estimand: {report.headline.estimand}", ""]
+    if report.lr_selection:
+        lines += [f"**LR selection:** {report.lr_selection['statement']}", ""]
     if report.endpoint.kind == "training":
         lines += ["> The endpoint is on-policy training correctness (no held-out eval in "
                   "the plan). Treat the result as descriptive.", ""]
@@ -194,6 +202,10 @@ def build_sepa_significance_markdown(report: SignificanceReport) -> str:
         lines += _comparison_md(c, report)
         lines.append("")
     lines += _provenance_md(report)
+    if report.summaries:
+        from textpolicy.analysis.summaries import markdown as summaries_markdown
+
+        lines += summaries_markdown(report.summaries)
     lines += [f"_{GENERATION_LEVEL_NOTE}_", ""]
     if report.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in report.warnings] + [""]

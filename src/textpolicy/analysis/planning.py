@@ -2,10 +2,13 @@
 
 Inputs are probability-scale variance components (from flags, or estimated from a pilot
 campaign): σ_seed (run-to-run SD of accuracy), ρ (correlation of the two arms' runs within a
-seed pair), σ_int (run × prompt interaction SD), E[p(1−p)] and the baseline accuracy. Each row
-gives the closed-form Var(D_s), the paired-t power (noncentral t) and, optionally, the power from
-simulating the hierarchical logistic model with matching components and running the paired t
-on every simulated campaign.
+seed pair), σ_int (run × prompt interaction SD), E[p(1−p)], ρ_eval (correlation of the two
+arms' outcomes on the same prompt and sample: they share the eval sampling seed) and the
+baseline accuracy. Each row gives the closed-form Var(D_s), the paired-t power (noncentral t)
+and, optionally, the power from simulating the hierarchical logistic model with matching
+components and running the paired t on every simulated campaign. Planned from a pilot, the
+headline "seed pairs needed" (``seeds_planned``) uses the ``power.PLANNING_LEVEL`` upper bound
+of the pilot's SD, so that it delivers the power it promises (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class PlanInputs:
     rho: float = 0.0
     sigma_int_pp: float = 14.0
     pq: float = 0.15
+    rho_eval: float = 0.0
     source: str = "flags"
     pilot: dict[str, Any] = attrs.field(factory=dict)
 
@@ -46,11 +50,20 @@ class PlanInputs:
             raise ConfigError(f"--rho must lie in [0, 1), got {self.rho}")
         if not 0 < self.pq <= 0.25:
             raise ConfigError(f"--pq (E[p(1-p)]) must lie in (0, 0.25], got {self.pq}")
+        if not 0 <= self.rho_eval < 1:
+            raise ConfigError(f"--eval-rho must lie in [0, 1), got {self.rho_eval}")
 
     def var_d(self, k: int, m: int) -> float:
         """Var(D_s) in probability units²."""
         return power.var_d(self.sigma_seed_pp / 100, self.sigma_int_pp / 100, self.pq, k, m,
-                           rho=self.rho)
+                           rho=self.rho, rho_eval=self.rho_eval)
+
+    @property
+    def pilot_pairs(self) -> int | None:
+        """Seed pairs of the pilot the inputs were estimated from (None: given as flags, taken
+        as known)."""
+        n = self.pilot.get("n_pairs")
+        return int(n) if n is not None else None
 
 
 def logit_model(inputs: PlanInputs) -> power.LogitModel:
@@ -71,7 +84,8 @@ def logit_model(inputs: PlanInputs) -> power.LogitModel:
     sigma_seed = inputs.sigma_seed_pp / 100 / slope_seed if slope_seed > 0 else 0.0
     sigma_int = inputs.sigma_int_pp / 100 / slope_int if slope_int > 0 else 0.0
     return power.LogitModel(p0=p0, delta=inputs.mde_pp / 100, sigma_seed=sigma_seed,
-                            rho=inputs.rho, sigma_prompt=sigma_prompt, sigma_int=sigma_int)
+                            rho=inputs.rho, sigma_prompt=sigma_prompt, sigma_int=sigma_int,
+                            rho_eval=inputs.rho_eval)
 
 
 def plan_table(inputs: PlanInputs, *, seeds: Sequence[int], eval_prompts: Sequence[int],
@@ -93,11 +107,19 @@ def plan_table(inputs: PlanInputs, *, seeds: Sequence[int], eval_prompts: Sequen
         for k in eval_samples:
             vd = inputs.var_d(k, m)
             sd = math.sqrt(vd)
+            seeds_t = power.t_seeds(sd, delta, alpha=alpha, power=target_power)
+            pilot = inputs.pilot_pairs
             needed.append({"eval_prompts": m, "eval_samples": k, "sd_pair_diff_pp": 100 * sd,
                            "seeds_closed_form": power.closed_form_seeds(vd, delta, alpha=alpha,
                                                                         power=target_power),
-                           "seeds_t": power.t_seeds(sd, delta, alpha=alpha,
-                                                    power=target_power)})
+                           "seeds_t": seeds_t,
+                           # the headline: from a pilot, plan with the upper bound of its SD
+                           "seeds_planned": seeds_t if pilot is None else power.planned_seeds(
+                               sd, pilot, delta, alpha=alpha, power=target_power),
+                           "planned_with": "the given SD (flags: taken as known)"
+                           if pilot is None else
+                           f"the {100 * power.PLANNING_LEVEL:g}% upper confidence bound of "
+                           f"the SD estimated from {pilot} pilot pairs"})
             for s in seeds:
                 row: dict[str, Any] = {
                     "seeds": s, "eval_prompts": m, "eval_samples": k,
@@ -125,7 +147,7 @@ def plan_table(inputs: PlanInputs, *, seeds: Sequence[int], eval_prompts: Sequen
         out["simulation_model"] = {
             "logit_mu": model.mu, "logit_delta": model.delta_logit,
             "sigma_seed_logit": model.sigma_seed, "sigma_prompt_logit": model.sigma_prompt,
-            "sigma_int_logit": model.sigma_int, "rho": model.rho}
+            "sigma_int_logit": model.sigma_int, "rho": model.rho, "rho_eval": model.rho_eval}
     return out
 
 
@@ -159,7 +181,12 @@ def pilot_inputs(campaign_dir: str | os.PathLike[str], *, mde_pp: float,
                           source=f"pilot {campaign_dir} (training correctness, descriptive)",
                           pilot={"n_pairs": len(d), "observed_delta_pp": 100 * float(d.mean()),
                                  "sd_pair_diff_pp": 100 * float(d.std(ddof=1))})
-    vc = power.variance_components(base, cand, ep.samples_min)
+    k = ep.samples_min
+    assert ep.step is not None
+    matched = power.paired_sampling_variance(
+        np.stack([_sample_matrix(r, ep.step, ep.prompt_ids, k) for r in pairing.base]),
+        np.stack([_sample_matrix(r, ep.step, ep.prompt_ids, k) for r in pairing.cand]))
+    vc = power.variance_components(base, cand, k, sampling=matched)
     for i, step in enumerate(ep.common_steps):
         cb = np.array([values[r].curve[i] for r in pairing.base])
         cc = np.array([values[r].curve[i] for r in pairing.cand])
@@ -172,22 +199,45 @@ def pilot_inputs(campaign_dir: str | os.PathLike[str], *, mde_pp: float,
         mde_now = power.t_mde(sd, len(d), alpha=alpha) if estimable else None
         observed_ok = (estimable and delta != 0 and mde_now is not None
                        and abs(delta) >= power.NEGLIGIBLE_FRACTION * mde_now)
+        # planned like the headline: the PLANNING_LEVEL upper bound of this step's SD
         by_step.append({"step": step, "delta_pp": 100 * delta, "sd_pp": 100 * sd,
-                        "seeds_needed_observed": power.t_seeds(sd, delta, alpha=alpha)
+                        "seeds_needed_observed": power.planned_seeds(sd, len(d), delta,
+                                                                     alpha=alpha)
                         if observed_ok else None,
-                        "seeds_needed_mde": power.t_seeds(sd, mde_pp / 100, alpha=alpha)
+                        "seeds_needed_mde": power.planned_seeds(sd, len(d), mde_pp / 100,
+                                                                alpha=alpha)
                         if estimable else None})
     d = cand.mean(axis=1) - base.mean(axis=1)
     return PlanInputs(
         baseline_acc=min(max(p0, 1e-3), 1 - 1e-3), mde_pp=mde_pp,
         sigma_seed_pp=100 * math.sqrt(vc.seed_part / 2), rho=0.0,
         sigma_int_pp=100 * vc.sigma_int, pq=max(1e-6, min(0.25, vc.pq)),
+        rho_eval=min(max(vc.rho_eval, 0.0), 0.99),
         source=f"pilot {campaign_dir} ({baseline} vs {candidate}, {len(d)} pairs)",
         pilot={"n_pairs": len(d), "observed_delta_pp": 100 * float(d.mean()),
                "sd_pair_diff_pp": 100 * float(d.std(ddof=1)), "eval_prompts": vc.m,
                "eval_samples": vc.k, "variance_components": vc.to_dict(),
                "pilot_by_step": by_step,
-               "note": "σ_seed from the seed part of Var(D) with ρ = 0 (it is 2σ²(1−ρ))"})
+               "note": "σ_seed from the seed part of Var(D) with ρ = 0 (it is 2σ²(1−ρ)); "
+                       "ρ_eval from the matched samples (sample j of both arms shares the eval "
+                       "sampling seed)"})
+
+
+def _sample_matrix(run: Any, step: int, prompt_ids: Sequence[str], k: int) -> np.ndarray:
+    """Correctness of sample j of each endpoint prompt at ``step``, [M, k] (NaN: missing)."""
+    from textpolicy.analysis.jsonl import column, read_jsonl
+
+    path = run.path / "eval.jsonl"
+    rows = read_jsonl(path)
+    steps = column(rows, "step", path, dtype=np.int64)
+    sample = column(rows, "sample", path, dtype=np.int64, default=-1)
+    correct = column(rows, "correct", path)
+    index = {pid: i for i, pid in enumerate(prompt_ids)}
+    where = np.array([index.get(str(r.get("prompt_id")), -1) for r in rows], dtype=np.int64)
+    keep = (steps == step) & (where >= 0) & (sample >= 0) & (sample < k)
+    out = np.full((len(prompt_ids), k), np.nan)
+    out[where[keep], sample[keep]] = correct[keep]
+    return out
 
 
 def expit(x: float) -> float:

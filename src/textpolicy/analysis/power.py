@@ -1,11 +1,15 @@
 """Power in seeds: closed form, noncentral-t refinement, variance components, simulation.
 
 Paired design (statistics.md "Power is about seeds"): the per-pair difference D_s has
-``Var(D_s) = 2σ²_seed(1 − ρ_pair) + 2(σ²_int + E[p(1−p)]/K)/M`` (probability scale), and the
-seeds needed for power 1−β at effect δ are ``⌈(z_{1−α/2} + z_{1−β})² Var(D_s)/δ²⌉``, refined
-with the noncentral t (``TTestPower``'s formula, in scipy). The simulator draws the
-hierarchical model ``logit p = μ + δ·arm + u_seed + e_run + b_prompt + c_run×prompt``,
-``k ~ Binomial(K, p)`` and runs the paired t on every simulated campaign.
+``Var(D_s) = 2σ²_seed(1 − ρ_pair) + 2(σ²_int + (1 − ρ_eval)·E[p(1−p)]/K)/M`` (probability
+scale; ρ_eval is the correlation of the two arms' outcomes on the same prompt and sample, which
+share an eval sampling seed), and the seeds needed for power 1−β at effect δ are
+``⌈(z_{1−α/2} + z_{1−β})² Var(D_s)/δ²⌉``, refined with the noncentral t (``TTestPower``'s
+formula, in scipy). Planned from a pilot, the headline figure uses the ``PLANNING_LEVEL`` upper
+confidence bound of the pilot's SD (``planned_seeds``). The simulator draws the hierarchical
+model ``logit p = μ + δ·arm + u_seed + e_run + b_prompt + c_run×prompt``, K samples per prompt
+(shared uniforms across arms with probability ρ_eval) and runs the paired t on every simulated
+campaign.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ _GH_X, _GH_W = np.polynomial.hermite.hermgauss(60)
 NEGLIGIBLE_FRACTION = 0.1
 # SD of per-pair differences at or below this (relative, pp) counts as 0 (identical pairs).
 NEGLIGIBLE_SD = 1e-9
+# One-sided level of the upper confidence bound of a pilot's SD that the headline "seed pairs
+# needed" plans with. benchmarks/planning_power.py (δ = 2 pp, 80 % target): planned from a
+# 4-pair pilot it delivers a mean realised power of 0.83-0.87 with 77-82 % of plans at >= 0.7
+# (1.5-1.66x the pairs the true SD needs); the point estimate delivers 0.65-0.73 (50-59 %),
+# the 80 % bound 0.88-0.91 at 2.0-2.3x the pairs.
+PLANNING_LEVEL = 0.7
 
 
 def paired_t_power(effect_size: float, n: float, *, alpha: float = 0.05) -> float:
@@ -84,6 +94,37 @@ def t_seeds(sd_d: float, delta: float, *, alpha: float = 0.05, power: float = 0.
     return hi
 
 
+def t_seeds_many(sd_d: np.ndarray, delta: float, *, alpha: float = 0.05, power: float = 0.8
+                 ) -> np.ndarray:
+    """``t_seeds`` for an array of SDs at once (simulating plans): the effect-size threshold
+    at which n pairs reach ``power`` is found for every n of the needed range by a vectorised
+    bisection, then each SD's n by ``searchsorted``. Equals ``t_seeds`` element-wise."""
+    sd = np.asarray(sd_d, dtype=np.float64)
+    if delta == 0 or not np.isfinite(sd).all() or (sd <= 0).any():
+        raise ConfigError("t_seeds_many needs delta != 0 and finite SDs > 0")
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    n_hi = math.ceil(z * z * float(sd.max()) ** 2 / delta ** 2) + 8
+    n = np.arange(2, n_hi + 1, dtype=np.float64)
+    crit = stats.t.isf(alpha / 2, n - 1)
+
+    def pw(es: np.ndarray) -> np.ndarray:
+        nc = es * np.sqrt(n)
+        return np.nan_to_num(stats.nct.sf(crit, n - 1, nc), nan=1.0) + np.nan_to_num(
+            stats.nct.cdf(-crit, n - 1, nc), nan=0.0)
+
+    lo, hi = np.zeros_like(n), np.full_like(n, 2.0)
+    while (grow := pw(hi) < power).any():
+        hi = np.where(grow, hi * 2, hi)
+    for _ in range(60):  # threshold[i]: smallest standardised effect n[i] pairs detect
+        mid = (lo + hi) / 2
+        ok = pw(mid) >= power
+        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
+    es = abs(delta) / sd
+    # thresholds decrease with n: the first n whose threshold is <= es
+    idx = np.searchsorted(-hi, -es, side="left")
+    return n[np.minimum(idx, len(n) - 1)].astype(np.int64)
+
+
 def t_power(sd_d: float, delta: float, n_pairs: int, *, alpha: float = 0.05) -> float | None:
     """Power of the two-sided paired t with ``n_pairs`` pairs at effect ``delta``."""
     if n_pairs < 2 or not math.isfinite(sd_d) or sd_d <= 0:
@@ -107,9 +148,10 @@ def t_mde(sd_d: float, n_pairs: int, *, alpha: float = 0.05, power: float = 0.8
 
 
 def var_d(sigma_seed: float, sigma_int: float, pq: float, k: int, m: int, *,
-          rho: float = 0.0) -> float:
-    """Var(D_s) = 2σ²_seed(1 − ρ) + 2(σ²_int + E[p(1−p)]/K)/M (probability scale)."""
-    return 2 * sigma_seed ** 2 * (1 - rho) + 2 * (sigma_int ** 2 + pq / k) / m
+          rho: float = 0.0, rho_eval: float = 0.0) -> float:
+    """Var(D_s) = 2σ²_seed(1 − ρ) + 2(σ²_int + (1 − ρ_eval)·E[p(1−p)]/K)/M (probability
+    scale); ρ_eval: correlation of the arms' outcomes on a shared eval sampling seed."""
+    return 2 * sigma_seed ** 2 * (1 - rho) + 2 * (sigma_int ** 2 + (1 - rho_eval) * pq / k) / m
 
 
 def two_proportion_n(p1: float, p2: float, *, alpha: float = 0.05, power: float = 0.8
@@ -135,6 +177,17 @@ def sd_upper(sd: float, n: int, *, level: float = 0.8) -> float:
     return float(sd * math.sqrt((n - 1) / stats.chi2.ppf(1 - level, n - 1)))
 
 
+def planned_seeds(sd_d: float, n_pilot: int, delta: float, *, alpha: float = 0.05,
+                  power: float = 0.8, level: float = PLANNING_LEVEL) -> int | None:
+    """The headline plan: pairs the paired t needs at ``delta`` when SD(D) is the ``level``
+    upper confidence bound of ``sd_d`` estimated from ``n_pilot`` pairs. Planning with the
+    point estimate under-delivers (a 4-pair SD is below the true one more often than not, and
+    power is concave in n); see ``PLANNING_LEVEL``."""
+    if n_pilot < 2:
+        return None
+    return t_seeds(sd_upper(sd_d, n_pilot, level=level), delta, alpha=alpha, power=power)
+
+
 @attrs.frozen
 class VarianceComponents:
     """Probability-scale components of Var(D_s) estimated from a paired pilot."""
@@ -145,35 +198,72 @@ class VarianceComponents:
     pq: float  # E[p(1 − p)] over prompts
     k: int
     m: int
+    #: variance of one paired sample difference within a (pair, prompt): 2(1 − ρ_eval)·pq;
+    #: 2·pq when the samples were not matched (independent sampling assumed)
+    sampling: float = math.nan
+    sampling_source: str = "assumed independent"
+
+    @property
+    def rho_eval(self) -> float:
+        """Correlation of the arms' outcomes on a shared eval sampling seed."""
+        return 1 - self.sampling / (2 * self.pq) if self.pq > 0 else 0.0
 
     def project(self, k: int, m: int) -> float:
-        return self.seed_part + 2 * (self.sigma_int ** 2 + self.pq / k) / m
+        return self.seed_part + (2 * self.sigma_int ** 2 + self.sampling / k) / m
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         return {"var_d": self.var_d, "seed_part": self.seed_part,
                 "sigma_seed_pp_if_rho0": 100 * math.sqrt(self.seed_part / 2),
                 "sigma_int": self.sigma_int, "pq": self.pq, "samples_per_prompt": self.k,
-                "eval_prompts": self.m}
+                "eval_prompts": self.m, "sampling_var": self.sampling,
+                "rho_eval": self.rho_eval, "sampling_source": self.sampling_source}
 
 
-def variance_components(base_units: np.ndarray, cand_units: np.ndarray, k: int
-                        ) -> VarianceComponents:
-    """Split Var(D_s) of a paired held-out pilot into its seed and prompt parts.
+def paired_sampling_variance(base_samples: np.ndarray, cand_samples: np.ndarray
+                             ) -> float | None:
+    """Mean within-(pair, prompt) variance of the per-sample paired difference
+    ``cand[s, m, j] − base[s, m, j]`` (sample j of both arms drew from the same eval sampling
+    seed): it estimates 2(1 − ρ_eval)·E[p(1 − p)]. NaN entries (missing samples) are left out;
+    None with fewer than two samples per cell."""
+    diff = np.asarray(cand_samples, dtype=np.float64) - np.asarray(base_samples,
+                                                                  dtype=np.float64)
+    if diff.ndim != 3 or diff.shape[2] < 2:
+        return None
+    ok = np.isfinite(diff)
+    n = ok.sum(axis=2)
+    use = n >= 2
+    if not use.any():
+        return None
+    filled = np.where(ok, diff, 0.0)
+    mean = filled.sum(axis=2) / np.maximum(n, 1)
+    ss = np.where(ok, (filled - mean[..., None]) ** 2, 0.0).sum(axis=2)
+    return float((ss[use] / (n[use] - 1)).mean())
+
+
+def variance_components(base_units: np.ndarray, cand_units: np.ndarray, k: int, *,
+                        sampling: float | None = None) -> VarianceComponents:
+    """Split Var(D_s) of a paired held-out pilot into its seed, interaction and sampling parts.
 
     ``*_units`` are per-(pair, prompt) accuracies [S, M] measured with ``k`` samples each.
+    ``sampling``: ``paired_sampling_variance`` of the matched samples; without it the arms'
+    eval samples are assumed independent (2·pq), which overstates Var(D_s) projected to other
+    K or M — and floors σ_int at 0 — when the arms share eval sampling seeds (they do).
     """
     diff = cand_units - base_units
     s, m = diff.shape
     d = diff.mean(axis=1)
     vd = float(d.var(ddof=1)) if s > 1 else math.nan
-    within = float(diff.var(axis=1, ddof=1).mean())  # = 2(σ²_int + pq/K) per prompt
+    within = float(diff.var(axis=1, ddof=1).mean())  # = 2σ²_int + sampling/K per prompt
     acc = np.concatenate([base_units, cand_units]).ravel()
     c = acc * k
     pq = float(np.mean(c * (k - c) / (k * (k - 1)))) if k > 1 else float(np.mean(acc * (1 - acc)))
-    sigma_int2 = max(0.0, within / 2 - pq / k)
+    source = "matched samples (shared eval sampling seeds)"
+    if sampling is None:
+        sampling, source = 2 * pq, "assumed independent"
+    sigma_int2 = max(0.0, (within - sampling / k) / 2)
     seed_part = max(0.0, vd - within / m) if s > 1 else math.nan
     return VarianceComponents(var_d=vd, seed_part=seed_part, sigma_int=math.sqrt(sigma_int2),
-                              pq=pq, k=k, m=m)
+                              pq=pq, k=k, m=m, sampling=sampling, sampling_source=source)
 
 
 # ---- the hierarchical simulator --------------------------------------------------------
@@ -183,7 +273,9 @@ class LogitModel:
     """``logit p = μ + δ_l·arm + u_s + e_{s,arm} + b_m + c_{s,arm,m}`` with
     Var(u + e) = σ²_seed, corr within a pair = ρ, b ~ N(0, σ²_prompt), c ~ N(0, σ²_int);
     μ and δ_l are set so that the mean accuracy is ``p0`` and the effect is ``delta`` (prob.
-    scale) averaged over every random effect."""
+    scale) averaged over every random effect. ``rho_eval``: sample j of a prompt uses the same
+    uniform in both arms of a pair with this probability (shared eval sampling seeds), which
+    makes the arms' outcomes correlate ≈ ρ_eval when their accuracies are close."""
 
     p0: float
     delta: float
@@ -191,6 +283,7 @@ class LogitModel:
     rho: float = 0.0
     sigma_prompt: float = 1.5
     sigma_int: float = 0.5
+    rho_eval: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.p0 < 1:
@@ -200,6 +293,8 @@ class LogitModel:
                               f"{self.p0} + {self.delta}")
         if not 0 <= self.rho <= 1:
             raise ConfigError(f"rho must lie in [0, 1], got {self.rho}")
+        if not 0 <= self.rho_eval <= 1:
+            raise ConfigError(f"rho_eval must lie in [0, 1], got {self.rho_eval}")
         for name in ("sigma_seed", "sigma_prompt", "sigma_int"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -235,7 +330,7 @@ class LogitModel:
 
     def closed_form_var_d(self, k: int, m: int) -> float:
         s_seed, s_int, pq = self.pp_components()
-        return var_d(s_seed, s_int, pq, k, m, rho=self.rho)
+        return var_d(s_seed, s_int, pq, k, m, rho=self.rho, rho_eval=self.rho_eval)
 
 
 def simulate_paired(model: LogitModel, *, n_pairs: int, m: int, k: int, num_sims: int,
@@ -253,7 +348,7 @@ def simulate_paired(model: LogitModel, *, n_pairs: int, m: int, k: int, num_sims
     dl = model.delta_logit if effect else 0.0
     sd_shared = model.sigma_seed * math.sqrt(model.rho)
     sd_run = model.sigma_seed * math.sqrt(1 - model.rho)
-    block = max(1, 4_000_000 // (n_pairs * 2 * m))
+    block = max(1, 4_000_000 // (n_pairs * 2 * m * (k if model.rho_eval > 0 else 1)))
     rejections = 0
     d_means = []
     d_sds = []
@@ -265,7 +360,14 @@ def simulate_paired(model: LogitModel, *, n_pairs: int, m: int, k: int, num_sims
         inter = rng.normal(0, model.sigma_int, size=(b, n_pairs, 2, m))
         arm = np.array([0.0, dl]).reshape(1, 1, 2, 1)
         p = special.expit(mu + arm + shared + run + prompt + inter)
-        acc = rng.binomial(k, p).mean(axis=3) / k  # [b, S, 2]
+        if model.rho_eval > 0:  # sample-level draws: shared uniforms with prob. rho_eval
+            own = rng.random((b, n_pairs, 2, m, k))
+            shared_u = rng.random((b, n_pairs, 1, m, k))
+            use = rng.random((b, n_pairs, 1, m, k)) < model.rho_eval
+            u = np.where(use, shared_u, own)
+            acc = (u < p[..., None]).mean(axis=(3, 4))  # [b, S, 2]
+        else:
+            acc = rng.binomial(k, p).mean(axis=3) / k  # [b, S, 2]
         d = acc[:, :, 1] - acc[:, :, 0]
         mean = d.mean(axis=1)
         sd = d.std(axis=1, ddof=1)

@@ -129,6 +129,11 @@ class SignificanceReport:
     partial: bool = False
     dropped: tuple[str, ...] = ()  # "<run>: what is missing" for each run left out
     provenance: dict[str, Any] = attrs.field(factory=dict)
+    #: where the LRs came from and any overlap with this campaign (analysis.provenance)
+    lr_selection: Mapping[str, Any] | None = None
+    #: secondary summaries: arm CIs, IQM, probability of improvement, per subject, margin
+    #: tests (analysis.summaries)
+    summaries: Mapping[str, Any] | None = None
 
     @property
     def headline(self) -> Comparison:
@@ -177,6 +182,8 @@ class SignificanceReport:
             "seed": self.seed,
             "warnings": list(self.warnings),
             "provenance": self.provenance,
+            "lr_selection": self.lr_selection,
+            "summaries": self.summaries,
             "notes": [GENERATION_LEVEL_NOTE],
         })
 
@@ -199,6 +206,7 @@ def evaluate_significance(
     alpha: float = 0.05, num_resamples: int = 20000, seed: int = 0, mde: float | None = None,
     paired: bool | None = None, tests: Sequence[str] | None = None, partial: bool = False,
     resume: Mapping[str, str] | None = None, manifest: Mapping[str, Any] | None = None,
+    margin_pp: float | None = None,
 ) -> SignificanceReport:
     """Analyse arms of run directories against ``baseline``.
 
@@ -210,8 +218,12 @@ def evaluate_significance(
     there raise ``IncompleteRunsError`` unless ``partial`` (then they are dropped, with their
     seed partners, and the report says so). ``resume`` maps resolved run paths to the command
     that resumes them (for that error); ``manifest`` supplies commit and versions.
+    ``margin_pp`` adds non-inferiority and equivalence tests at that margin (summaries).
     """
     _check_settings(alpha, num_resamples, seed, mde)
+    if margin_pp is not None and not 0 < margin_pp < 100:
+        raise ConfigError(f"margin must be a positive number of percentage points, got "
+                          f"{margin_pp}")
     if arms is None:
         if baseline_run_dirs is None or candidate_run_dirs is None:
             raise ConfigError("give arms=... or both baseline_run_dirs and candidate_run_dirs")
@@ -261,12 +273,18 @@ def evaluate_significance(
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     arm_rows = tuple(_arm_summary(name, rs, values, role="baseline" if name == baseline
                                   else "candidate") for name, rs in runs.items())
+    from textpolicy.analysis.summaries import summarise
+
+    extra = summarise(comparisons, {name: np.array([values[r].value for r in rs])
+                                    for name, rs in runs.items()},
+                      prompt_ids=endpoint.prompt_ids, alpha=alpha, resamples=num_resamples,
+                      seed=seed, margin_pp=margin_pp)
     return SignificanceReport(alpha=alpha, num_resamples=num_resamples, seed=seed,
                               baseline=baseline, endpoint=endpoint,
                               comparisons=tuple(comparisons), arms=arm_rows,
                               warnings=messages, runs=runs, values=values,
                               partial=partial, dropped=tuple(dropped.values()),
-                              provenance=_provenance(runs, manifest or {}))
+                              provenance=_provenance(runs, manifest or {}), summaries=extra)
 
 
 def _drop(runs: Mapping[str, Sequence[RunData]], bad: Sequence[tuple[RunData, str]], *,
@@ -505,17 +523,20 @@ def _secondary(pairing: design.Pairing, values: Mapping[RunData, design.RunValue
 
 
 def _seeds_needed(sd: float, sd_hi: float, delta: float, *, alpha: float,
-                  negligible: str | None) -> dict[str, Any]:
+                  negligible: str | None, n_pairs: int | None = None) -> dict[str, Any]:
     """Seed pairs for 80 % power at ``delta`` pp, or Nones with a note saying why not."""
     if negligible is None and not sd > power.NEGLIGIBLE_SD * max(1.0, abs(delta)):
         negligible = ("not estimable (SD of the per-pair differences is 0: every pair "
                       "differs by the same amount, so seed-level variance is unknown)")
     if negligible is not None:
         return {"closed_form": None, "t_refined": None, "t_refined_sd_upper80": None,
-                "note": negligible}
+                "planned": None, "note": negligible}
     return {"closed_form": power.closed_form_seeds(sd * sd, delta, alpha=alpha),
             "t_refined": power.t_seeds(sd, delta, alpha=alpha),
-            "t_refined_sd_upper80": power.t_seeds(sd_hi, delta, alpha=alpha)}
+            "t_refined_sd_upper80": power.t_seeds(sd_hi, delta, alpha=alpha),
+            # the headline plan (power.PLANNING_LEVEL upper bound of the SD)
+            "planned": power.planned_seeds(sd, n_pairs, delta, alpha=alpha)
+            if n_pairs is not None else None}
 
 
 def _negligible(delta: float, resolvable: float | None, what: str) -> str | None:
@@ -544,17 +565,20 @@ def _power(data: AnalysisInput, endpoint: design.Endpoint, *, alpha: float,
             "design": "paired seeds (paired t)", "n_pairs": s, "sd_pair_diff_pp": sd,
             "sd_pair_diff_pp_upper80": sd_hi, "observed_delta_pp": delta,
             "power_at_observed": power.t_power(sd, delta, s, alpha=alpha),
+            "power_at_observed_label": "descriptive (post hoc): a function of the p value, "
+                                       "not a planning figure",
+            "planning_level": power.PLANNING_LEVEL,
             "mde_pp_at_current_pairs": mde_now,
             "seeds_needed_observed": _seeds_needed(
                 sd, sd_hi, delta, alpha=alpha,
-                negligible=_negligible(delta, mde_now, f"these {s} pairs")),
+                negligible=_negligible(delta, mde_now, f"these {s} pairs"), n_pairs=s),
             "note": ("power at the observed effect is a function of the p value (descriptive); "
                      "plan with the seeds needed at a minimum effect you care about (--mde)"),
         })
         if mde is not None:
             out["mde_pp"] = mde
             out["seeds_needed_mde"] = _seeds_needed(sd, sd_hi, mde, alpha=alpha,
-                                                    negligible=None)
+                                                    negligible=None, n_pairs=s)
         if endpoint.kind == "heldout" and endpoint.samples_min >= 1:
             vc = power.variance_components(data.base_units, data.cand_units,
                                            endpoint.samples_min)

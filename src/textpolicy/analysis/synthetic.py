@@ -47,6 +47,12 @@ class SyntheticDesign:
     generations: bool = True
     completion_chars: int = 120
     binary_rewards: bool = True
+    #: probability that sample j of an eval prompt uses the same uniform in every arm of a seed
+    #: (the shared eval sampling seeds of real runs); 0: independent samples
+    eval_rho: float = 0.0
+    #: MATH-style eval prompt ids ``test/<subject>/<m>.json`` cycling through these subjects
+    #: (empty: ``math500/<m>``)
+    eval_subjects: tuple[str, ...] = ()
 
 
 def _dumps(row: Mapping[str, Any]) -> str:
@@ -102,7 +108,12 @@ def _draw_run(*, arm: str, seed: int, effect: float, design: SyntheticDesign,
         hits = np.empty((len(eval_steps), d.eval_prompts, d.eval_samples), dtype=bool)
         for i, s in enumerate(eval_steps):
             pe = expit(d.base_logit + d.slope * s + effect + u + e + eval_b + inter[i])
-            hits[i] = own.random((d.eval_prompts, d.eval_samples)) < pe[:, None]
+            draw = own.random((d.eval_prompts, d.eval_samples))
+            if d.eval_rho > 0:  # shared sampling seeds: the same uniforms in every arm
+                coupled = np.random.default_rng([data_seed, seed, 7, s])
+                same = coupled.random(draw.shape)
+                draw = np.where(coupled.random(draw.shape) < d.eval_rho, same, draw)
+            hits[i] = draw < pe[:, None]
     return _RunDraws(order, correct, reward, eval_steps, hits)
 
 
@@ -207,12 +218,15 @@ def write_run(path: Path, *, arm: str, seed: int, effect: float, design: Synthet
                                          "stop_reason": "stop"}}))
             fh.write("\n".join(lines) + "\n")
     if draws.eval_hits is not None:
+        ids = ([f"test/{d.eval_subjects[m % len(d.eval_subjects)]}/{m}.json"
+                for m in range(d.eval_prompts)] if d.eval_subjects else
+               [f"math500/{m}" for m in range(d.eval_prompts)])
         lines = []
         for i, s in enumerate(draws.eval_steps):
             hits = draws.eval_hits[i]
             for m in range(d.eval_prompts):
                 for k in range(d.eval_samples):
-                    lines.append(f'{{"step": {s}, "prompt_id": "math500/{m}", "sample": {k}, '
+                    lines.append(f'{{"step": {s}, "prompt_id": "{ids[m]}", "sample": {k}, '
                                  f'"correct": {"true" if hits[m, k] else "false"}}}')
         (path / "eval.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -26,6 +26,10 @@ from textpolicy.errors import ConfigError
               help="Seed of every resampling procedure.")
 @click.option("--mde", type=float, default=None,
               help="Minimum detectable effect (pp) for the power section.")
+@click.option("--margin", "margin_pp", type=float, default=None,
+              show_default="manifest or none",
+              help="Non-inferiority/equivalence margin (pp): adds a one-sided non-inferiority "
+                   "test and a TOST equivalence test.")
 @click.option("--unpaired", is_flag=True, help="Do not pair runs by seed (Welch t primary).")
 @click.option("--json", "as_json", is_flag=True, help="Print significance.json to stdout.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
@@ -37,8 +41,8 @@ from textpolicy.errors import ConfigError
                    "incomplete runs stop the analysis (exit 3).")
 def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
             candidate_dirs: tuple[Path, ...], alpha: float | None, resamples: int | None,
-            seed: int | None, mde: float | None, unpaired: bool, as_json: bool,
-            out_dir: Path | None, no_plots: bool, partial: bool) -> None:
+            seed: int | None, mde: float | None, margin_pp: float | None, unpaired: bool,
+            as_json: bool, out_dir: Path | None, no_plots: bool, partial: bool) -> None:
     """Seed-level significance analysis of an A/B campaign.
 
     \b
@@ -61,7 +65,8 @@ def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
                 raise ConfigError("give either CAMPAIGN_DIR or --baseline/--candidate, not both")
             report = analyze_campaign(campaign_dir, alpha=alpha, num_resamples=resamples,
                                       seed=seed, mde=mde, out_dir=out_dir, paired=paired,
-                                      plots=not no_plots, partial=partial)
+                                      plots=not no_plots, partial=partial,
+                                      margin_pp=margin_pp)
             written_to: Path | None = out_dir or campaign_dir / "analysis"
         else:
             if not baseline_dirs or not candidate_dirs:
@@ -71,7 +76,8 @@ def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
                 baseline_run_dirs=list(baseline_dirs), candidate_run_dirs=list(candidate_dirs),
                 alpha=0.05 if alpha is None else alpha,
                 num_resamples=20000 if resamples is None else resamples,
-                seed=0 if seed is None else seed, mde=mde, paired=paired, partial=partial)
+                seed=0 if seed is None else seed, mde=mde, paired=paired, partial=partial,
+                margin_pp=margin_pp)
             written_to = None
             if out_dir is not None:
                 write_outputs(report, out_dir, plots=not no_plots)

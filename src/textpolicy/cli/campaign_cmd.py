@@ -52,6 +52,11 @@ from textpolicy.cli.run_cmd import (
 @click.option("--alpha", type=float, default=0.05, help="Significance level.")
 @click.option("--resamples", type=click.IntRange(min=1), default=20000,
               help="Permutation/bootstrap resamples.")
+@click.option("--margin", "margin_pp", type=float, default=None,
+              help="Non-inferiority/equivalence margin (pp) for the analysis.")
+@click.option("--lr-sweep", default=None,
+              help="sweep_results.json (or sweep root) of the sweep that chose the LRs: the "
+                   "manifest and the report record its split and seeds and any overlap.")
 @execution_options
 def campaign(**params: Any) -> None:
     """Plan a campaign of paired arms; --execute runs it, then the analysis.
@@ -80,7 +85,10 @@ def campaign(**params: Any) -> None:
         "kind": "campaign", "name": Path(root).name, "output": root,
         "seeds": parse_seeds(params["seeds"]), "arms": [baseline, candidate],
         "baseline": "baseline",
-        "analysis": {"alpha": params["alpha"], "resamples": params["resamples"]},
+        "analysis": {"alpha": params["alpha"], "resamples": params["resamples"],
+                     **({"margin_pp": params["margin_pp"]}
+                        if params["margin_pp"] is not None else {})},
+        **({"lr_sweep": params["lr_sweep"]} if params["lr_sweep"] is not None else {}),
     })
     execute_spec(raw, source="tp campaign", params=params, execute=params["execute"],
                  flags=CAMPAIGN_FLAGS)
@@ -92,5 +100,6 @@ CAMPAIGN_FLAGS = {
     "arms[0].pipeline": "--baseline", "arms[1].pipeline": "--candidate",
     "arms[0]": "--baseline", "arms[1]": "--candidate",
     "seeds": "--seeds", "analysis.alpha": "--alpha", "analysis.resamples": "--resamples",
+    "analysis.margin_pp": "--margin", "lr_sweep": "--lr-sweep",
     "output": "--campaign-root", "name": "--campaign-root",
 }

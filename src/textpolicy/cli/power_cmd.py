@@ -35,6 +35,10 @@ def _ints(value: str, name: str) -> list[int]:
               help="Run x prompt interaction SD of per-prompt accuracy (pp).")
 @click.option("--pq", type=float, default=0.15, show_default=True,
               help="E[p(1-p)] over eval prompts.")
+@click.option("--eval-rho", type=float, default=0.0, show_default=True,
+              help="Correlation of the two arms' outcomes on the same eval prompt and sample "
+                   "(the arms share eval sampling seeds; 0 assumes independent sampling, "
+                   "which overstates SD(D); a --pilot estimates it).")
 @click.option("--seeds", default="4,6,8,12,16,24,32", show_default=True,
               help="Seed pairs to tabulate (comma-separated).")
 @click.option("--eval-prompts", default="500", show_default=True,
@@ -52,13 +56,14 @@ def _ints(value: str, name: str) -> list[int]:
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulation seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def power(pilot: Path | None, mde: float, baseline_acc: float, sigma_seed: float, rho: float,
-          sigma_int: float, pq: float, seeds: str, eval_prompts: str, eval_samples: str,
-          steps: str, batch_size: int, group_size: int, alpha: float, target_power: float,
-          sims: int, seed: int, as_json: bool) -> None:
+          sigma_int: float, pq: float, eval_rho: float, seeds: str, eval_prompts: str,
+          eval_samples: str, steps: str, batch_size: int, group_size: int, alpha: float,
+          target_power: float, sims: int, seed: int, as_json: bool) -> None:
     """Plan a campaign: power of the paired seed design for each seeds x eval-size choice.
 
-    Closed form (noncentral t on Var(D_s) = 2σ²_seed(1−ρ) + 2(σ²_int + E[p(1−p)]/K)/M) plus a
-    simulation of the hierarchical logistic model with the same components.
+    Closed form (noncentral t on Var(D_s) = 2σ²_seed(1−ρ) + 2(σ²_int + (1−ρ_eval)E[p(1−p)]/K)/M)
+    plus a simulation of the hierarchical logistic model with the same components. From a
+    --pilot, the headline seed pairs use the 70% upper confidence bound of the pilot's SD.
     """
     from textpolicy.analysis.planning import PlanInputs, pilot_inputs, plan_table
 
@@ -70,7 +75,7 @@ def power(pilot: Path | None, mde: float, baseline_acc: float, sigma_seed: float
         inputs = pilot_inputs(pilot, mde_pp=mde, alpha=alpha)
     else:
         inputs = PlanInputs(baseline_acc=baseline_acc, mde_pp=mde, sigma_seed_pp=sigma_seed,
-                            rho=rho, sigma_int_pp=sigma_int, pq=pq)
+                            rho=rho, sigma_int_pp=sigma_int, pq=pq, rho_eval=eval_rho)
     plan = plan_table(inputs, seeds=_ints(seeds, "--seeds"),
                       eval_prompts=_ints(eval_prompts, "--eval-prompts"),
                       eval_samples=_ints(eval_samples, "--eval-samples"),
@@ -83,7 +88,8 @@ def power(pilot: Path | None, mde: float, baseline_acc: float, sigma_seed: float
     i = plan["inputs"]
     click.echo(f"Inputs ({i['source']}): baseline accuracy {i['baseline_acc']:.3f}, "
                f"σ_seed {i['sigma_seed_pp']:.2f} pp, ρ {i['rho']:.2f}, σ_int "
-               f"{i['sigma_int_pp']:.2f} pp, E[p(1-p)] {i['pq']:.3f}; target: "
+               f"{i['sigma_int_pp']:.2f} pp, E[p(1-p)] {i['pq']:.3f}, ρ_eval "
+               f"{i['rho_eval']:.2f}; target: "
                f"{100 * target_power:g}% power at {mde:g} pp, α = {alpha:g} (two-sided)")
     steps_list = plan["steps"]
     head = ("seeds", "M", "K", "SD(D) pp", "power (t)", *(["power (sim)"] if sims else []),
@@ -101,12 +107,15 @@ def power(pilot: Path | None, mde: float, baseline_acc: float, sigma_seed: float
         click.echo(" | ".join(cells))
     click.echo("")
     for n in plan["seeds_needed"]:
-        click.echo(f"M={n['eval_prompts']}, K={n['eval_samples']}: {n['seeds_t']} seed pairs "
-                   f"for {100 * target_power:g}% power at {mde:g} pp (closed form "
-                   f"{n['seeds_closed_form']})")
+        extra = ("" if n["seeds_planned"] == n["seeds_t"] and plan["inputs"]["pilot"] == {}
+                 else f"point estimate {n['seeds_t']}; ")
+        click.echo(f"M={n['eval_prompts']}, K={n['eval_samples']}: {n['seeds_planned']} seed "
+                   f"pairs for {100 * target_power:g}% power at {mde:g} pp, planned with "
+                   f"{n['planned_with']} ({extra}closed form {n['seeds_closed_form']})")
     by_step = i["pilot"].get("pilot_by_step") if i.get("pilot") else None
     if by_step:
-        click.echo("\nPilot by eval step (if the campaign stopped there):")
+        click.echo("\nPilot by eval step (if the campaign stopped there; pairs planned with "
+                   "the 70% upper bound of that step's SD):")
         for row in by_step:
             obs, at_mde = row["seeds_needed_observed"], row["seeds_needed_mde"]
             click.echo(f"  step {row['step']}: Δ {row['delta_pp']:+.2f} pp, SD(D) "

@@ -36,11 +36,15 @@ from textpolicy.cli.run_cmd import (
 @click.option("--algorithms", default="grpo,full",
               help="Comma-separated algorithms (pipelines) to sweep; a composition is one "
                    "of them: grpo,maxrl,gtpo,hicra sweeps grpo and maxrl,gtpo,hicra.")
-@click.option("--seeds", default="0",
-              help="Seeds of every probe (e.g. 0,1 or 0-2); the best LR averages over them.")
+@click.option("--seeds", default="1000",
+              help="Seeds of every probe (e.g. 1000,1001 or 1000-1002); the best LR averages "
+                   "over them. The recommended campaign's seeds avoid them.")
+@click.option("--split", type=click.Choice(["validation", "test"]), default="validation",
+              help="Held-out split the probes are evaluated on (test: the campaign endpoint's "
+                   "prompts; its report then says so).")
 @click.option("--select", type=click.Choice(["auto", "eval", "running_correct_rate"]),
               default="auto",
-              help="Metric that picks the best LR (auto: held-out eval when eval runs).")
+              help="Metric that picks the best LR (auto: eval on --split when eval runs).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Steps per run of the recommended campaign. [default: 100]")
 @eval_options
@@ -57,7 +61,7 @@ def sweep(**params: Any) -> None:
     Examples:
       tp sweep --sweep-root results/lr_sweep
       tp sweep --lr-values "1e-5,5e-5,1e-4,5e-4" --sweep-root results/lr_sweep_fine
-      tp sweep --engine local --task arithmetic --lr-values 3e-4,1e-3,3e-3 --seeds 0-1
+      tp sweep --engine local --task arithmetic --lr-values 3e-4,1e-3,3e-3 --seeds 1000-1001
     """
     from pathlib import Path
 
@@ -71,10 +75,12 @@ def sweep(**params: Any) -> None:
         "arms": [{"pipeline": a, "name": _arm_name(a)} for a in algorithms],
         "sweep": {"lr_values": parse_floats(params["lr_values"], "--lr-values"),
                   "probe_steps": params["probe_steps"],
-                  "seeds": parse_seeds(params["seeds"]), "select": params["select"]},
+                  "seeds": parse_seeds(params["seeds"]), "select": params["select"],
+                  "split": params["split"]},
     })
     flags = {"sweep.lr_values": "--lr-values", "sweep.probe_steps": "--probe-steps",
-             "sweep.seeds": "--seeds", "sweep.select": "--select", "arms": "--algorithms",
+             "sweep.seeds": "--seeds", "sweep.select": "--select", "sweep.split": "--split",
+             "arms": "--algorithms",
              "output": "--sweep-root", "name": "--sweep-root",
              **{f"arms[{i}].{key}": "--algorithms" for i in range(len(algorithms))
                 for key in ("pipeline", "name")},

@@ -87,7 +87,8 @@ def build_settings(params: dict[str, Any]) -> dict[str, Any]:
         settings["task_params"] = task_params
     for key in ("model", "lr", "max_steps", "batch_size", "group_size", "max_tokens",
                 "temperature", "save_every", "eval_every", "eval_samples", "eval_prompts",
-                "eval_temperature", "max_examples", "loss", "loss_aggregation", "condition"):
+                "eval_temperature", "eval_split", "max_examples", "loss", "loss_aggregation",
+                "condition"):
         if params[key] is not None:
             settings[key] = params[key]
     if params["lora_rank"] is not None:
@@ -176,6 +177,9 @@ def _positive_float() -> click.FloatRange:
               help="Use only the first N eval prompts. [default: all]")
 @click.option("--eval-temperature", type=_positive_float(), default=None,
               help="Eval sampling temperature. [default: 1.0]")
+@click.option("--eval-split", type=click.Choice(["test", "validation"]), default=None,
+              help="Held-out split to evaluate (validation: what LR sweeps select on). "
+                   "[default: test]")
 @click.option("--max-examples", type=click.IntRange(min=1), default=None,
               help="Limit the training set to N examples. [default: all]")
 @click.option("--loss", type=click.Choice(LOSS_CHOICES), default=None,

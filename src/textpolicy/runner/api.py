@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -213,11 +214,14 @@ def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Ec
 
 
 def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Echo,
-             wandb_settings: WandbSpec | None, tuned: dict[str, float] | None = None
+             wandb_settings: WandbSpec | None, tuned: dict[str, float] | None = None,
+             selection: Mapping[str, Any] | None = None
              ) -> tuple[int, str | None, Path | None]:
     plan = campaign_plan(spec, root, tuned)
     check_existing_runs(plan)
     notes = check_plan(plan)
+    if selection is None:
+        selection = cmp.sweep_selection(spec)
     lrs = ", ".join(f"{a.label}={format_lr(next(r.lr for r in plan.runs if r.arm == a.label))}"
                     for a in spec.arms)
     echo(f"Campaign: {plural(len(spec.arms), 'arm')} × {plural(len(spec.seeds), 'seed')} = "
@@ -227,14 +231,17 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
     few = few_seeds_warning(len(spec.seeds))
     if few:
         echo(few)
+    note = cmp.seed_overlap_note(spec, selection)
+    if note:
+        echo(note)
     if not opts.execute:
-        _dry_run(spec, plan, notes, echo, lambda: cmp.write_plan(spec, plan, tuned),
-                 f"; {opts.execute_hint}")
+        _dry_run(spec, plan, notes, echo,
+                 lambda: cmp.write_plan(spec, plan, tuned, selection), f"; {opts.execute_hint}")
         return EXIT_OK, "planned", None
-    cmp.write_plan(spec, plan, tuned)
+    cmp.write_plan(spec, plan, tuned, selection)
     results = _executor(spec, plan, opts, stop, f"campaign {spec.name}",
                         wandb_settings).run()
-    status = cmp.update_manifest(spec, plan, results, tuned)
+    status = cmp.update_manifest(spec, plan, results, tuned, selection)
     code = _check(results, stop, echo)
     if code != EXIT_OK:
         return code, status, None
@@ -313,11 +320,14 @@ def _run_spec(spec: Spec, opts: Options, echo: Echo, stop: threading.Event) -> O
     tuned = report.best_lr
     echo("Campaign LRs from the sweep: "
          + ", ".join(f"{k}={format_lr(v)}" for k, v in tuned.items()))
-    code2, status, analysis = campaign(spec, campaign_root, opts, stop, echo, wandb, tuned)
+    selection = {**report.selection, "sweep_results": str(report.results_path)}
+    code2, status, analysis = campaign(spec, campaign_root, opts, stop, echo, wandb, tuned,
+                                       selection)
     mf.write_json(root / "experiment.json", {
         "kind": "experiment", "name": spec.name, "status": status,
         "sweep": "sweep", "campaign": "campaign", "best_lr": tuned,
-        "selection_metric": report.metric, "analysis": "campaign/analysis" if analysis
+        "selection_metric": report.metric, "selection_split": selection.get("split"),
+        "selection_seeds": selection.get("seeds"), "analysis": "campaign/analysis" if analysis
         else None, "spec": spec.to_dict()})
     return Outcome(code2 if code2 != EXIT_OK else code, root, sweep=report,
                    campaign_status=status, analysis_dir=analysis)

@@ -3,7 +3,9 @@
 Layout (the contract analysis reads)::
 
     <campaign>/manifest.json       kind, baseline, arms (name, role, pipeline, lr, runs), alpha,
-                                   resamples, analysis_seed, commands, versions, git, task
+                                   resamples, analysis_seed, commands, versions, git, task,
+                                   lr_selection (the sweep's ``selection``: split, seeds and
+                                   prompts that chose the LRs; null when no sweep did)
     <campaign>/run_commands.sh     one `tp train` per run; re-running one resumes it
     <campaign>/<arm>/seed<s>/      run directories
     <campaign>/analysis/           textpolicy.analysis.analyze_campaign's reports (or, when the
@@ -12,7 +14,8 @@ Layout (the contract analysis reads)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +27,8 @@ from textpolicy.runner.spec import Spec
 
 
 def manifest_data(spec: Spec, plan: Plan, *, status: str = "planned",
-                  results: Sequence[RunResult] = (), tuned: dict[str, float] | None = None
-                  ) -> dict[str, Any]:
+                  results: Sequence[RunResult] = (), tuned: dict[str, float] | None = None,
+                  selection: Mapping[str, Any] | None = None) -> dict[str, Any]:
     baseline = spec.baseline_arm.label
     by_key = {r.key: r for r in results}
     arms = []
@@ -53,6 +56,8 @@ def manifest_data(spec: Spec, plan: Plan, *, status: str = "planned",
         "baseline": baseline, "arms": arms, "seeds": list(spec.seeds),
         "alpha": spec.analysis.alpha, "resamples": spec.analysis.resamples,
         "analysis_seed": spec.analysis.seed, "mde": spec.analysis.mde,
+        "margin_pp": spec.analysis.margin_pp,
+        "lr_selection": dict(selection) if selection is not None else None,
         "commands": commands, "versions": mf.versions(), "git": mf.git_commit(),
         "task": mf.task_fingerprint(spec.task.name, spec.task.params),
         "engine": {"name": spec.engine.name, "options": mf.redact(dict(spec.engine.options))},
@@ -60,20 +65,24 @@ def manifest_data(spec: Spec, plan: Plan, *, status: str = "planned",
     }
 
 
-def write_plan(spec: Spec, plan: Plan, tuned: dict[str, float] | None = None) -> None:
+def write_plan(spec: Spec, plan: Plan, tuned: dict[str, float] | None = None,
+               selection: Mapping[str, Any] | None = None) -> None:
     plan.root.mkdir(parents=True, exist_ok=True)
-    mf.write_json(plan.root / "manifest.json", manifest_data(spec, plan, tuned=tuned))
+    mf.write_json(plan.root / "manifest.json",
+                  manifest_data(spec, plan, tuned=tuned, selection=selection))
     mf.write_run_commands(plan, header=[
         f"campaign {spec.name}: arms {', '.join(a.label for a in spec.arms)}; "
         f"seeds {', '.join(map(str, spec.seeds))}"])
 
 
 def update_manifest(spec: Spec, plan: Plan, results: Sequence[RunResult],
-                    tuned: dict[str, float] | None = None) -> str:
+                    tuned: dict[str, float] | None = None,
+                    selection: Mapping[str, Any] | None = None) -> str:
     states = {r.status for r in results}
     status = ("finished" if states <= {"finished", "skipped"} else
               "failed" if "failed" in states else "incomplete")
-    data = manifest_data(spec, plan, status=status, results=results, tuned=tuned)
+    data = manifest_data(spec, plan, status=status, results=results, tuned=tuned,
+                         selection=selection)
     mf.write_json(plan.root / "manifest.json", data)
     return status
 
@@ -89,7 +98,8 @@ def analyze(spec: Spec, plan: Plan) -> tuple[Path, str, bool]:
     try:
         report = analyze_campaign(plan.root, alpha=spec.analysis.alpha,
                                   num_resamples=spec.analysis.resamples,
-                                  seed=spec.analysis.seed, mde=spec.analysis.mde, out_dir=out)
+                                  seed=spec.analysis.seed, mde=spec.analysis.mde, out_dir=out,
+                                  margin_pp=spec.analysis.margin_pp)
     except Exception as exc:  # the runs are done; never lose them to a failing analysis
         text = fallback_comparison(spec, plan)
         return out, (f"{text}\nThe significance analysis failed "
@@ -146,3 +156,40 @@ def fallback_comparison(spec: Spec, plan: Plan) -> str:
     text = "\n".join(lines) + "\n"
     (out / "comparison.md").write_text(text, encoding="utf-8")
     return text
+
+
+def sweep_selection(spec: Spec) -> dict[str, Any] | None:
+    """The ``selection`` of the sweep named by a campaign spec's ``lr_sweep`` (None: none
+    named). A sweep_results.json from before selections were recorded gives ``split: null``."""
+    if spec.lr_sweep is None:
+        return None
+    from textpolicy.errors import ConfigError
+
+    path = Path(spec.lr_sweep)
+    if path.is_dir():
+        path = path / "sweep_results.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"lr_sweep: cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("kind") != "sweep":
+        raise ConfigError(f"lr_sweep: {path} is not a sweep's sweep_results.json")
+    selection = data.get("selection")
+    if not isinstance(selection, dict):
+        selection = {"metric": data.get("selection_metric"), "split": None,
+                     "seeds": data.get("seeds"), "prompt_ids": [], "n_prompts": None}
+    return {**selection, "sweep_results": str(path)}
+
+
+def seed_overlap_note(spec: Spec, selection: Mapping[str, Any] | None) -> str | None:
+    """A plan-time note when campaign seeds were also the seeds of the sweep that chose the
+    LRs (those campaign runs replay probes step for step)."""
+    if not selection:
+        return None
+    shared = sorted(set(spec.seeds) & set(selection.get("seeds") or ()))
+    if not shared:
+        return None
+    return (f"note: campaign seed{'s' if len(shared) > 1 else ''} "
+            f"{', '.join(map(str, shared))} {'were' if len(shared) > 1 else 'was'} also "
+            "seeds of the sweep that chose the LRs: those runs replay its probes, and the "
+            "report says so")

@@ -75,6 +75,8 @@ def train_command(config: TrainConfig, *, log_dir: str | None = None) -> list[st
         argv += ["--eval-prompts", str(config.eval_prompts)]
     if config.eval_temperature != defaults.eval_temperature:
         argv += ["--eval-temperature", _num(config.eval_temperature)]
+    if config.eval_split != defaults.eval_split:
+        argv += ["--eval-split", config.eval_split]
     if config.max_examples is not None:
         argv += ["--max-examples", str(config.max_examples)]
     if config.loss != defaults.loss:

@@ -1,9 +1,10 @@
 """Plans: the runs of a sweep or a campaign, each a complete ``TrainConfig``.
 
 * Sweep: every swept arm × every LR of ``sweep.lr_values`` × every sweep seed, at
-  ``sweep.probe_steps``. A probe lives in ``<arm>_lr<lr>/`` (the seed document's layout, e.g.
-  ``grpo_lr5e-05/``) when the sweep has one seed, and in ``<arm>_lr<lr>/seed<s>/`` when it has
-  several.
+  ``sweep.probe_steps``, evaluated on the task's ``sweep.split`` (validation by default, never
+  the campaign's test prompts unless a spec asks for it). A probe lives in ``<arm>_lr<lr>/``
+  (the seed document's layout, e.g. ``grpo_lr5e-05/``) when the sweep has one seed, and in
+  ``<arm>_lr<lr>/seed<s>/`` when it has several.
 * Campaign: every arm × every seed in ``<arm>/seed<s>/``. Seed s is the same ``TrainConfig.seed``
   in every arm — the same init, data order and eval prompts — so arms are paired by seed. Runs
   are ordered seed-major (seed 0 of every arm, then seed 1, ...) so a campaign stopped early
@@ -77,7 +78,7 @@ def swept_arms(spec: Spec) -> tuple[ArmSpec, ...]:
 
 
 def train_config(spec: Spec, arm: ArmSpec, *, seed: int, lr: float | None, max_steps: int,
-                 log_dir: Path) -> TrainConfig:
+                 log_dir: Path, eval_split: str = "test") -> TrainConfig:
     """The complete configuration of one run (settings the spec leaves out take the task's
     defaults, as in ``tp train``)."""
     t, e = spec.training, spec.eval
@@ -98,6 +99,7 @@ def train_config(spec: Spec, arm: ArmSpec, *, seed: int, lr: float | None, max_s
         eval_samples=e.samples,
         eval_prompts=e.prompts,
         eval_temperature=e.temperature,
+        eval_split=eval_split,
         max_examples=t.max_examples,
         loss=t.loss,
         loss_aggregation=t.loss_aggregation,
@@ -123,7 +125,8 @@ def sweep_plan(spec: Spec, root: Path) -> Plan:
                 runs.append(PlannedRun(
                     key=key, arm=arm.label, pipeline=arm.pipeline, seed=seed, lr=lr,
                     config=train_config(spec, arm, seed=seed, lr=lr,
-                                        max_steps=spec.sweep.probe_steps, log_dir=root / key)))
+                                        max_steps=spec.sweep.probe_steps, log_dir=root / key,
+                                        eval_split=spec.sweep.split)))
     return Plan(kind="sweep", root=root, runs=tuple(runs))
 
 

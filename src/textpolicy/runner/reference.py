@@ -73,6 +73,16 @@ An arm's learning rate: its own `lr`, else the LR the sweep tuned for it (experi
 `--candidate-lr` over `--lr`. Settings left out take the task's defaults, exactly as
 `tp train` does.
 
+**LR selection does not leak into the verdict.** Sweep probes are evaluated on the task's
+validation split (`sweep.split`), campaign runs on its test split (the endpoint), and sweep
+seeds (default `[1000]`) must be disjoint from the campaign seeds — a campaign run at a probe's
+seed and LR would replay that probe step for step — unless `sweep.share_seeds = true`.
+`sweep_results.json` records the `selection` (metric, split, seeds, the prompt ids evaluated);
+the campaign manifest copies it as `lr_selection` (an experiment's own sweep, or the sweep a
+campaign spec names with `lr_sweep`, which the sweep's `campaign.toml` sets), and
+significance.md says which split and seeds chose the LRs and whether they overlap the
+campaign's seeds or test prompts.
+
 Every problem of a spec is reported at once, one line each —
 `FILE: key.path: value: problem; allowed: ...` — with "did you mean" for misspelt keys and
 names; the exit code is 2 and nothing is written. Plugin names (engine, task, pipeline,

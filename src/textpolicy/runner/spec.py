@@ -42,6 +42,9 @@ LOSS_AGGREGATIONS = ("token-sum", "token-mean", "seq-mean-token-mean", "seq-mean
 SECRET_KEY = re.compile(r"(api[_-]?key|secret|password|token$|^token)", re.IGNORECASE)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_LR_VALUES = (5e-5, 2e-4, 5e-4, 1e-3)
+#: sweep seeds count from here (campaign seeds from 0), so no campaign run replays a probe
+SWEEP_SEED_BASE = 1000
+SWEEP_SPLITS = ("validation", "test")
 
 
 class SpecError(ConfigError):
@@ -233,12 +236,24 @@ class SweepSpec:
         metadata=_doc("learning rates to probe", "unique values > 0"))
     probe_steps: int = attrs.field(default=20, validator=_positive,
                                    metadata=_doc("training steps per probe", "> 0"))
-    seeds: tuple[int, ...] = attrs.field(default=(0,), converter=tuple,
-                                         validator=[_non_empty, _unique, _each(_non_negative)],
-                                         metadata=_doc("seeds of every probe", "unique, >= 0"))
+    seeds: tuple[int, ...] = attrs.field(
+        default=(SWEEP_SEED_BASE,), converter=tuple,
+        validator=[_non_empty, _unique, _each(_non_negative)],
+        metadata=_doc("seeds of every probe; disjoint from the campaign seeds unless "
+                      "share_seeds = true (a campaign run at a shared seed would replay a "
+                      "probe)", "unique, >= 0"))
+    share_seeds: bool = attrs.field(default=False, metadata=_doc(
+        "allow sweep seeds that are also campaign seeds (the campaign report then says which "
+        "runs replay probes)", "true, false"))
+    split: str = attrs.field(default="validation", validator=_one_of(*SWEEP_SPLITS),
+                             metadata=_doc(
+        "held-out split the probes are evaluated on and the LR is chosen by; test is the "
+        "campaign endpoint's prompts (the campaign report then says the LRs were chosen on "
+        "them)", ", ".join(SWEEP_SPLITS)))
     select: str = attrs.field(default="auto", validator=_one_of(*SELECT_METRICS), metadata=_doc(
-        "metric that picks the best LR: held-out eval (mean over seeds) or the final running "
-        "correct rate; auto = eval when [eval] every > 0", ", ".join(SELECT_METRICS)))
+        "metric that picks the best LR: eval accuracy on `split` (mean over seeds) or the "
+        "final running correct rate; auto = eval when [eval] every > 0",
+        ", ".join(SELECT_METRICS)))
     plot: bool = attrs.field(default=True, metadata=_doc("write sweep_plot.png", "true, false"))
 
 
@@ -256,6 +271,10 @@ class AnalysisSpec:
                             metadata=_doc("seed of the resampling", ">= 0"))
     mde: float | None = attrs.field(default=None, validator=_positive, metadata=_doc(
         "minimum detectable effect for the power estimate (omit: the observed effect)", "> 0"))
+    margin_pp: float | None = attrs.field(default=None, validator=_positive, metadata=_doc(
+        "non-inferiority / equivalence margin in percentage points: adds a one-sided "
+        "non-inferiority test (H0: Δ ≤ −margin) and a TOST equivalence test (omit: none)",
+        "> 0"))
 
 
 @attrs.frozen
@@ -300,6 +319,11 @@ class Spec:
         "keep going when a run fails", "true, false"))
     baseline: str | None = attrs.field(default=None, metadata=_doc(
         "name of the baseline arm (omit: the first arm)", "an arm name"))
+    lr_sweep: str | None = attrs.field(default=None, metadata=_doc(
+        "campaign: the sweep_results.json (or sweep directory) of the sweep that chose the "
+        "arms' LRs, relative to the current directory; the manifest and the report record "
+        "which split and seeds chose them and any overlap with this campaign (the sweep's "
+        "campaign.toml sets it)", "a path"))
     training: TrainingSpec = attrs.field(factory=TrainingSpec,
                                          metadata=_doc("see [training]", ""))
     eval: EvalSpec = attrs.field(factory=EvalSpec, metadata=_doc("see [eval]", ""))

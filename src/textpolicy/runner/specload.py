@@ -27,6 +27,7 @@ from textpolicy.plugins import did_you_mean
 from textpolicy.runner.spec import (
     KINDS,
     SECRET_KEY,
+    SWEEP_SEED_BASE,
     ArmSpec,
     EngineSpec,
     Spec,
@@ -311,6 +312,20 @@ def _check_structure(spec: Spec, raw: Mapping[str, Any]) -> Iterator[_Problem]:
         yield _Problem(("arms",), "every arm sets lr, so an experiment has nothing to sweep; "
                        "allowed: kind = 'campaign', or omit lr of the arms to tune",
                        show_value=False)
+    shared = sorted(set(spec.sweep.seeds) & set(spec.seeds))
+    if spec.kind == "experiment" and shared and not spec.sweep.share_seeds:
+        yield _Problem(("sweep", "seeds"), f"{', '.join(map(str, shared))} "
+                       f"{'is' if len(shared) == 1 else 'are'} also campaign "
+                       f"seed{'s' if len(shared) > 1 else ''}: a campaign run would replay a "
+                       "probe and the LR choice would leak into the verdict; allowed: seeds "
+                       f"disjoint from seeds (default [{SWEEP_SEED_BASE}]), or "
+                       "sweep.share_seeds = true to reuse them knowingly")
+    if spec.lr_sweep is not None and spec.kind != "campaign":
+        yield _Problem(("lr_sweep",), "only used by kind 'campaign' (an experiment records its "
+                       "own sweep)", show_value=False)
+    elif spec.lr_sweep is not None and not _sweep_results_path(spec.lr_sweep).is_file():
+        yield _Problem(("lr_sweep",), "no sweep_results.json there; allowed: the "
+                       "sweep_results.json (or directory) of the sweep that chose the LRs")
     if spec.sweep.select == "eval" and spec.eval.every == 0 and spec.kind != "campaign":
         yield _Problem(("sweep", "select"), "needs held-out eval; allowed: set eval.every > 0, "
                        "or select = 'running_correct_rate'")
@@ -320,6 +335,11 @@ def _check_structure(spec: Spec, raw: Mapping[str, Any]) -> Iterator[_Problem]:
                 yield _Problem((*path, key), "secrets do not belong in spec files; allowed: "
                                "set them in the environment (e.g. TINKER_API_KEY)",
                                show_value=False)
+
+
+def _sweep_results_path(value: str) -> Path:
+    path = Path(value)
+    return path / "sweep_results.json" if path.is_dir() else path
 
 
 def _secret_tables(spec: Spec) -> Iterator[tuple[tuple[str | int, ...], Mapping[str, Any]]]:

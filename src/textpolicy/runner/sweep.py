@@ -10,11 +10,14 @@ Files in the sweep root::
     campaign.toml                            ready-to-run campaign spec at the tuned LRs
                                              (only when every arm has a successful probe)
 
-The best LR is chosen on held-out eval accuracy at the probe's last step, averaged over the
-sweep seeds, when eval is configured; otherwise on the final running correct rate (the seed
-document's rule). The table and sweep_results.json say which metric chose it. Ties go to the
-smaller LR. An arm without a successful probe has no LR: the sweep then recommends nothing (no
-campaign.toml, sweep_results.json's ``untuned`` names what became of its probes) and fails.
+The best LR is chosen on eval accuracy on the task's validation split (``sweep.split``) at the
+probe's last step, averaged over the sweep seeds, when eval is configured; otherwise on the final
+running correct rate (the seed document's rule). The table and sweep_results.json say which
+metric, split, seeds and prompts chose it (``selection``). Ties go to the smaller LR. Sweep seeds
+are disjoint from the campaign seeds (the recommended campaign's too), so no campaign run
+replays a probe and the campaign's test prompts never took part in choosing its LRs. An arm
+without a successful probe has no LR: the sweep then recommends nothing (no campaign.toml,
+sweep_results.json's ``untuned`` names what became of its probes) and fails.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import attrs
 from textpolicy.runner import manifest as mf
 from textpolicy.runner.execute import RunResult
 from textpolicy.runner.plan import Plan, format_lr, swept_arms
-from textpolicy.runner.results import summarize_run
+from textpolicy.runner.results import EVAL, iter_jsonl, summarize_run
 from textpolicy.runner.spec import Spec
 from textpolicy.runner.toml_out import dumps as toml_dumps
 from textpolicy.training.run_record import redact
@@ -39,8 +42,8 @@ from textpolicy.urls import redact_url
 RULE_WIDTH = 80
 METRIC_EVAL = "eval_accuracy"
 METRIC_RUNNING = "running_correct_rate"
-#: campaign seeds recommended after a plain sweep (a campaign needs several paired seeds)
-RECOMMENDED_SEEDS = (0, 1, 2, 3)
+#: campaign seeds recommended after a plain sweep: this many, the smallest that no probe used
+RECOMMENDED_SEED_COUNT = 4
 
 
 @attrs.frozen
@@ -71,11 +74,42 @@ def selection_metric(spec: Spec, plan: Plan) -> str:
     return METRIC_RUNNING
 
 
-def metric_label(metric: str, seeds: int, step: int) -> str:
+def metric_label(metric: str, seeds: int, step: int, split: str = "validation") -> str:
     over = f"mean over {seeds} seeds" if seeds > 1 else "1 seed"
     if metric == METRIC_EVAL:
-        return f"held-out eval accuracy at step {step} ({over})"
+        return f"{split} accuracy at step {step} ({over})"
     return f"final running correct rate ({over})"
+
+
+def recommended_seeds(sweep_seeds: Sequence[int]) -> tuple[int, ...]:
+    """The smallest RECOMMENDED_SEED_COUNT seeds >= 0 that no probe used."""
+    used = set(sweep_seeds)
+    out: list[int] = []
+    seed = 0
+    while len(out) < RECOMMENDED_SEED_COUNT:
+        if seed not in used:
+            out.append(seed)
+        seed += 1
+    return tuple(out)
+
+
+def selection_record(spec: Spec, plan: Plan, metric: str) -> dict[str, Any]:
+    """What chose the LRs: metric, split, seeds and the prompts the choice saw (the prompt ids
+    the probes evaluated at their last eval; training prompts for the running correct rate)."""
+    on_eval = metric == METRIC_EVAL
+    prompt_ids: set[str] = set()
+    if on_eval:
+        for run in plan.runs:
+            rows = list(iter_jsonl(Path(run.config.log_dir) / EVAL))
+            if rows:
+                last = max(int(r.get("step", 0)) for r in rows)
+                prompt_ids.update(str(r["prompt_id"]) for r in rows
+                                  if r.get("step") == last and "prompt_id" in r)
+    return {"metric": metric, "split": spec.sweep.split if on_eval else "train",
+            "seeds": list(spec.sweep.seeds), "share_seeds": spec.sweep.share_seeds,
+            "probe_steps": spec.sweep.probe_steps, "task": spec.task.name,
+            "n_prompts": len(prompt_ids) if on_eval else None,
+            "prompt_ids": sorted(prompt_ids)}
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -90,7 +124,7 @@ def write_plan(spec: Spec, plan: Plan) -> None:
     mf.write_json(plan.root / "manifest.json", {
         "kind": "sweep", "name": spec.name, "created_at": mf.now(),
         "lr_values": list(spec.sweep.lr_values), "probe_steps": spec.sweep.probe_steps,
-        "seeds": list(spec.sweep.seeds), "select": spec.sweep.select,
+        "seeds": list(spec.sweep.seeds), "select": spec.sweep.select, "split": spec.sweep.split,
         "runs": runs, "commands": [r["command"] for r in runs],
         "spec": spec.to_dict(), "versions": mf.versions(), "git": mf.git_commit(),
         "task": mf.task_fingerprint(spec.task.name, spec.task.params),
@@ -140,7 +174,8 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def format_table(rows: Sequence[ProbeRow], *, with_eval: bool) -> str:
+def format_table(rows: Sequence[ProbeRow], *, with_eval: bool, split: str = "validation"
+                 ) -> str:
     header = (f"{'Algorithm':>10} {'LR':>10} {'Steps':>6} {'Datums':>7} {'Correct%':>9} "
               f"{'Running%':>9} {'MeanLoss':>10}")
     if with_eval:
@@ -157,10 +192,11 @@ def format_table(rows: Sequence[ProbeRow], *, with_eval: bool) -> str:
         line += f" {r.status:>8}"
         lines.append(line)
     lines.append("=" * width)
-    return "\n".join(lines + table_legend(rows, with_eval=with_eval))
+    return "\n".join(lines + table_legend(rows, with_eval=with_eval, split=split))
 
 
-def table_legend(rows: Sequence[ProbeRow], *, with_eval: bool) -> list[str]:
+def table_legend(rows: Sequence[ProbeRow], *, with_eval: bool, split: str = "validation"
+                 ) -> list[str]:
     """What each column of the sweep table is (printed under it)."""
     seeds = max((r.seeds for r in rows), default=1)
     legend = [
@@ -173,7 +209,7 @@ def table_legend(rows: Sequence[ProbeRow], *, with_eval: bool) -> list[str]:
                      "advantages, so it is NOT comparable across pipelines"),
     ]
     if with_eval:
-        legend.append(("Eval%", "held-out accuracy (per sample) at the probe's last step"))
+        legend.append(("Eval%", f"{split} accuracy (per sample) at the probe's last step"))
     legend.append(("Status", "ok: every seed's probe finished"))
     width = max(len(name) for name, _ in legend)
     out = []
@@ -186,15 +222,18 @@ def table_legend(rows: Sequence[ProbeRow], *, with_eval: bool) -> list[str]:
 
 
 def recommended_spec(spec: Spec, best: Mapping[str, Mapping[str, float]],
-                     campaign_output: str) -> dict[str, Any]:
-    """The campaign spec at the tuned LRs (as plain TOML data)."""
+                     campaign_output: str, results_path: Path | None = None) -> dict[str, Any]:
+    """The campaign spec at the tuned LRs (as plain TOML data); ``lr_sweep`` names the sweep's
+    results so the campaign records what chose its LRs."""
     data = spec.to_dict()
     data.pop("sweep", None)
     data["kind"] = "campaign"
     data["name"] = f"{spec.name}_campaign" if spec.name else "campaign"
     data["output"] = campaign_output
+    if results_path is not None:
+        data["lr_sweep"] = str(results_path)
     if spec.kind == "sweep":
-        data["seeds"] = list(RECOMMENDED_SEEDS)
+        data["seeds"] = list(recommended_seeds(spec.sweep.seeds))
     arms = []
     for arm_data, arm in zip(data["arms"], spec.arms, strict=True):
         if arm.label in best:
@@ -228,10 +267,11 @@ def recommended_command(spec: Spec, best: Mapping[str, Mapping[str, float]],
         value = spec.stage_params.get(stage, {}).get(param)
         if value is not None:
             argv += [flag, mf._num(value) if isinstance(value, float) else str(value)]
-    seeds = spec.seeds if spec.kind == "experiment" else RECOMMENDED_SEEDS
+    seeds = spec.seeds if spec.kind == "experiment" else recommended_seeds(spec.sweep.seeds)
     argv += ["--seeds", ",".join(map(str, seeds)),
              "--baseline-lr", format_lr(best["grpo"]["lr"]),
-             "--candidate-lr", format_lr(best["full"]["lr"])]
+             "--candidate-lr", format_lr(best["full"]["lr"]),
+             "--lr-sweep", str(plan.root / "sweep_results.json")]
     return shlex.join(argv)
 
 
@@ -280,6 +320,7 @@ class SweepReport:
     results_path: Path
     #: swept arms without a successful probe, each with what became of its probes
     untuned: tuple[tuple[str, str], ...] = ()
+    selection: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
     def best_lr(self) -> dict[str, float]:
@@ -290,6 +331,12 @@ class SweepReport:
         for arm, value in self.best.items():
             lines.append(f"  {arm:>10}: {format_lr(float(value['lr']))}  "
                          f"({100 * float(value['metric']):.1f}%)")
+        sel = self.selection
+        if sel:
+            prompts = (f"{sel['n_prompts']} {sel['split']} prompts" if sel.get("n_prompts")
+                       else f"{sel['split']} prompts")
+            lines.append(f"  (chosen on {prompts}, sweep seeds "
+                         f"{', '.join(map(str, sel['seeds']))})")
         for arm, _probes in self.untuned:
             lines.append(f"  {arm:>10}: none (no successful probe)")
         if self.untuned:
@@ -316,22 +363,23 @@ def finish_sweep(spec: Spec, plan: Plan, results: Sequence[RunResult],
     rows = summarize(spec, plan, results)
     metric = selection_metric(spec, plan)
     seeds = len(spec.sweep.seeds)
-    label = metric_label(metric, seeds, spec.sweep.probe_steps)
+    label = metric_label(metric, seeds, spec.sweep.probe_steps, spec.sweep.split)
     best = best_lrs(rows, metric)
     with_eval = bool(plan.runs) and plan.runs[0].config.eval_every > 0
-    table = format_table(rows, with_eval=with_eval)
+    table = format_table(rows, with_eval=with_eval, split=spec.sweep.split)
     status = {r.key: r for r in results}
     untuned = tuple((arm.label, _probe_states(plan, arm.label, status))
                     for arm in swept_arms(spec) if arm.label not in best)
     out = campaign_output or str(plan.root.parent / f"{plan.root.name}_campaign")
     target = plan.root / "campaign.toml"
+    results_path = plan.root / "sweep_results.json"
     campaign_path: Path | None = None
     command: str | None = None
     if untuned:  # no recommendation: a campaign.toml from an earlier sweep here is not one
         target.unlink(missing_ok=True)
     else:
         target.write_text(toml_dumps(
-            redact(recommended_spec(spec, best, out)),
+            redact(recommended_spec(spec, best, out, results_path)),
             header=[f"Campaign at the LRs tuned by the sweep in {plan.root}",
                     f"(best LR chosen by {label}).", "Run it: tp run " + str(target)]),
             encoding="utf-8")
@@ -340,9 +388,10 @@ def finish_sweep(spec: Spec, plan: Plan, results: Sequence[RunResult],
     plot_path = plan.root / "sweep_plot.png"
     if not (spec.sweep.plot and plot(rows, metric, label, plot_path)):
         plot_path.unlink(missing_ok=True)
-    results_path = plan.root / "sweep_results.json"
+    selection = selection_record(spec, plan, metric)
     mf.write_json(results_path, {
         "kind": "sweep", "selection_metric": metric, "selection_metric_label": label,
+        "selection": selection,
         "probe_steps": spec.sweep.probe_steps, "seeds": list(spec.sweep.seeds),
         "lr_values": list(spec.sweep.lr_values),
         "best_lr": {arm: v["lr"] for arm, v in best.items()},
@@ -359,7 +408,8 @@ def finish_sweep(spec: Spec, plan: Plan, results: Sequence[RunResult],
     })
     return SweepReport(rows=tuple(rows), metric=metric, metric_label=label, best=best,
                        table=table, campaign_spec=campaign_path, command=command,
-                       results_path=results_path, untuned=untuned)
+                       results_path=results_path, untuned=untuned,
+                       selection=selection)
 
 
 def _probe_states(plan: Plan, arm: str, status: Mapping[str, RunResult]) -> str:

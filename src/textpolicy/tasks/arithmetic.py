@@ -2,12 +2,13 @@
 
 * Examples: the 100 prompts ``a+b=`` (a, b in 0..9) with id ``arith/a+b`` and answer the
   digits of a + b. A completion is the answer followed by the end-of-sequence token.
-* Split (fixed, the same for every seed and arm): the 30 examples whose SHA-256 of the id is
-  smallest are held out for evaluation (16 of them have two-digit answers), the other 70 are
-  training prompts. The tiny model's warm start (the "base model") was trained with diffuse
-  labels on all 100 prompts, so held-out eval measures how much RL sharpens the policy on
-  prompts RL never trained on — not whether it can learn unseen facts.
-* Training order: a permutation of the 70 training examples drawn from the run's seed (every arm
+* Splits (fixed, the same for every seed and arm), by the rank of SHA-256 of the id: the 30
+  smallest are the **test** split (the campaign endpoint; 16 have two-digit answers), the next
+  20 the **validation** split (where the LR sweep selects; 10 have two-digit answers), the other
+  50 are training prompts. The tiny model's warm start (the "base model") was trained with
+  diffuse labels on all 100 prompts, so held-out eval measures how much RL sharpens the policy
+  on prompts RL never trained on — not whether it can learn unseen facts.
+* Training order: a permutation of the 50 training examples drawn from the run's seed (every arm
   with seed s sees the same order); the training loop cycles through it.
 * Reward ``exact_match``: 1.0 when the completion is exactly the answer (leading/trailing
   whitespace ignored); when the completion text still contains the tokenizer's end-of-sequence
@@ -29,11 +30,12 @@ import numpy as np
 
 from textpolicy.engines.base import Tokenizer
 from textpolicy.errors import ConfigError
-from textpolicy.tasks.base import Example, Grade
+from textpolicy.tasks.base import Example, Grade, check_split
 
 TINY_MODEL = "textpolicy/tiny-arithmetic"  # == textpolicy.engines.local.TINY_MODEL
 GENERATOR = "arithmetic-v1"
-NUM_EVAL = 30
+NUM_EVAL = 30  # test split
+NUM_VALIDATION = 20
 
 
 @attrs.frozen
@@ -51,10 +53,18 @@ def all_examples() -> list[Example]:
             for a in range(10) for b in range(10)]
 
 
+def _ranked() -> list[Example]:
+    return sorted(all_examples(), key=lambda e: hashlib.sha256(e.id.encode()).hexdigest())
+
+
 def eval_ids() -> frozenset[str]:
-    """The fixed held-out ids: the NUM_EVAL smallest SHA-256 digests of the ids."""
-    ranked = sorted(all_examples(), key=lambda e: hashlib.sha256(e.id.encode()).hexdigest())
-    return frozenset(e.id for e in ranked[:NUM_EVAL])
+    """The fixed test ids: the NUM_EVAL smallest SHA-256 digests of the ids."""
+    return frozenset(e.id for e in _ranked()[:NUM_EVAL])
+
+
+def validation_ids() -> frozenset[str]:
+    """The fixed validation ids: the next NUM_VALIDATION digests after the test ids."""
+    return frozenset(e.id for e in _ranked()[NUM_EVAL:NUM_EVAL + NUM_VALIDATION])
 
 
 def exact_match(completion: str, answer: str, eos_text: str = "<eos>") -> Grade:
@@ -71,7 +81,7 @@ def _digest(ids: Sequence[str]) -> str:
 
 
 class ArithmeticTask:
-    """Single-digit addition with a fixed 70/30 train/held-out split."""
+    """Single-digit addition with a fixed 50/20/30 train/validation/test split."""
 
     name = "arithmetic"
     default_model = TINY_MODEL
@@ -83,10 +93,11 @@ class ArithmeticTask:
         self.params = params or ArithmeticParams()
         if self.params.max_tokens < 1:
             raise ConfigError(f"task arithmetic: max_tokens={self.params.max_tokens}: must be >= 1")
-        held_out = eval_ids()
+        test, validation = eval_ids(), validation_ids()
         examples = all_examples()
-        self._train = [e for e in examples if e.id not in held_out]
-        self._eval = [e for e in examples if e.id in held_out]
+        self._train = [e for e in examples if e.id not in test | validation]
+        self._eval = [e for e in examples if e.id in test]
+        self._validation = [e for e in examples if e.id in validation]
 
     @property
     def max_tokens(self) -> int:
@@ -96,8 +107,10 @@ class ArithmeticTask:
         order = np.random.default_rng([int(seed), 0x41524954]).permutation(len(self._train))
         return [self._train[i] for i in order]
 
-    def eval_examples(self, limit: int | None = None) -> Sequence[Example]:
-        return list(self._eval if limit is None else self._eval[:limit])
+    def eval_examples(self, limit: int | None = None, split: str = "test"
+                      ) -> Sequence[Example]:
+        pool = self._eval if check_split(self.name, split) == "test" else self._validation
+        return list(pool if limit is None else pool[:limit])
 
     def render_prompt(self, example: Example, tokenizer: Tokenizer) -> list[int]:
         if getattr(tokenizer, "chat_template", None):
@@ -119,14 +132,17 @@ class ArithmeticTask:
 
     def fingerprint(self) -> Mapping[str, Any]:
         return {"generator": GENERATOR, "num_train": len(self._train),
-                "num_eval": len(self._eval),
+                "num_eval": len(self._eval), "num_validation": len(self._validation),
                 "train_ids_sha256": _digest([e.id for e in self._train]),
-                "eval_ids_sha256": _digest([e.id for e in self._eval])}
+                "eval_ids_sha256": _digest([e.id for e in self._eval]),
+                "validation_ids_sha256": _digest([e.id for e in self._validation])}
 
     def describe(self) -> Mapping[str, Any]:
         return {"name": self.name, "default_model": self.default_model,
                 "params": attrs.asdict(self.params),
-                "split": f"fixed: {len(self._eval)} held-out ids by smallest sha256(id)",
+                "split": f"fixed by the rank of sha256(id): test = the {len(self._eval)} "
+                         f"smallest, validation = the next {len(self._validation)}, train = "
+                         f"the other {len(self._train)}",
                 "grader": {"name": "exact_match", "version": 1,
                            "policy": "answer (+ eos when present in the text), whitespace "
                                      "stripped; anything else scores 0"}}

@@ -7,8 +7,11 @@ does not accept one quick connection (``hub_unreachable``, said once in one line
 put in offline mode while loading: a cached hub id loads from the cache, an uncached one fails
 in milliseconds with a ``TaskError`` naming the dataset instead of retrying for ~24 s.
 
-Default split: train = MATH minus the MATH-500 problems (matched by ``unique_id`` and by
-problem text), eval = MATH-500. Training examples are filtered by subject, put in a canonical
+Default splits: test = MATH-500 (the campaign endpoint); validation = ``validation_size``
+problems carved from MATH minus MATH-500 by a fixed seeded rule (the smallest
+``sha256(f"{validation_seed}:{unique_id}")``; where the LR sweep selects); train = the rest of
+MATH minus MATH-500 (problems are matched by ``unique_id`` and by problem text, so no problem is
+in two splits). Training examples are filtered by subject, put in a canonical
 order (sorted by id) and shuffled by ``numpy.random.default_rng(seed)``: the order depends only
 on the seed, so every arm of a campaign sees the same order. Gold answers are the ``answer``
 field when present, else the last ``\\boxed{}`` of the solution; rows with no extractable gold
@@ -33,7 +36,7 @@ import numpy as np
 from textpolicy.engines.base import Tokenizer
 from textpolicy.errors import ConfigError, TaskError
 from textpolicy.grading import GradeRequest, MathGrader, extract_boxed
-from textpolicy.tasks.base import Example, Grade
+from textpolicy.tasks.base import Example, Grade, check_split
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,10 @@ class MathParams:
     ``format_weight`` w: reward = correct + w·(format_ok − 1), i.e. a completion without a
     ``\\boxed{}`` answer gets −w. ``max_examples`` keeps a seed-independent subset of the
     training pool. ``eval_same_subjects`` restricts eval to ``subjects`` (default: all 500).
+    ``validation_size`` problems of the training pool (MATH minus MATH-500, after the subject
+    filter) form the validation split, chosen by the smallest ``sha256(f"{validation_seed}:
+    {unique_id}")`` — fixed, the same for every seed and arm (default: 500, or a tenth of the
+    pool when that is smaller; 0: no validation split).
     ``sample``: use the bundled offline sample (280 MATH-train and 133 MATH-500 problems of
     levels 1–2, ``textpolicy/tasks/data``) instead of files or the hub, to try the workflow.
     """
@@ -107,6 +114,8 @@ class MathParams:
     max_examples: int | None = attrs.field(default=None, validator=_positive)
     format_weight: float = attrs.field(default=0.0, validator=_non_negative)
     instruction: str = INSTRUCTION
+    validation_size: int | None = attrs.field(default=None, validator=_non_negative)
+    validation_seed: int = attrs.field(default=0, validator=_non_negative)
     grader_workers: int = attrs.field(default=2, validator=_positive)
     grader_deadline_s: float = attrs.field(default=12.0, validator=_positive)
     sample: bool = False
@@ -222,6 +231,38 @@ def _hub_revision(name: str, revision: str | None, offline: bool) -> str | None:
         return revision
 
 
+DEFAULT_VALIDATION_SIZE = 500
+
+
+def _carve_validation(pool: list[Example], test: Sequence[Example], size: int | None,
+                      seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, validation): ``size`` problems of ``pool`` that are not test problems, chosen by
+    the smallest ``sha256(f"{seed}:{id}")`` (in that order); train keeps the rest of ``pool``
+    minus any problem whose text is a validation problem's. ``size=None``: 500, or a tenth of
+    the candidates when that is smaller."""
+    if size == 0:
+        return pool, []
+    test_ids = {e.id for e in test}
+    test_text = {_norm_problem(e.prompt) for e in test}
+    candidates = [e for e in pool
+                  if e.id not in test_ids and _norm_problem(e.prompt) not in test_text]
+    if size is None:
+        size = min(DEFAULT_VALIDATION_SIZE, len(candidates) // 10)
+        if size == 0:
+            return pool, []
+    ranked = sorted(candidates,
+                    key=lambda e: hashlib.sha256(f"{seed}:{e.id}".encode()).hexdigest())
+    validation = ranked[:size]
+    ids = {e.id for e in validation}
+    texts = {_norm_problem(e.prompt) for e in validation}
+    train = [e for e in pool if e.id not in ids and _norm_problem(e.prompt) not in texts]
+    if len(validation) < size or not train:
+        raise TaskError(f"task 'math': validation_size={size} leaves no training examples "
+                        f"(the pool has {len(candidates)} problems outside the eval set); "
+                        "lower validation_size")
+    return train, validation
+
+
 class MathTask:
     """MATH problems with the ``textpolicy.grading`` stack (see the module docstring)."""
 
@@ -240,6 +281,7 @@ class MathTask:
                                            deadline_s=self.params.grader_deadline_s)
         self._train: list[Example] | None = None
         self._eval: list[Example] | None = None
+        self._validation: list[Example] = []
         self._fingerprint: dict[str, Any] = {}
         self.rejected_gold: dict[str, int] = {"train": 0, "eval": 0}
         self.excluded_eval_overlap = 0
@@ -314,6 +356,8 @@ class MathTask:
             self.excluded_eval_overlap = len(train) - len(kept)
             train = kept
         train.sort(key=lambda e: e.id)
+        train, self._validation = _carve_validation(train, eval_all, p.validation_size,
+                                                    p.validation_seed)
         if p.max_examples is not None and len(train) > p.max_examples:
             keep = np.sort(np.random.default_rng(0).permutation(len(train))[: p.max_examples])
             train = [train[i] for i in keep]
@@ -325,7 +369,8 @@ class MathTask:
                         self.rejected_gold["train"], self.rejected_gold["eval"])
         self._train, self._eval = train, eval_all
         h = hashlib.sha256()
-        for split, exs in (("train", train), ("eval", eval_all)):
+        for split, exs in (("train", train), ("eval", eval_all),
+                           ("validation", self._validation)):
             for e in exs:
                 h.update(f"{split}\x00{e.id}\x00{e.prompt}\x00{e.answer}\x00".encode())
         self._fingerprint["content_sha256"] = h.hexdigest()
@@ -337,10 +382,17 @@ class MathTask:
         order = np.random.default_rng(seed).permutation(len(self._train))
         return [self._train[i] for i in order]
 
-    def eval_examples(self, limit: int | None = None) -> Sequence[Example]:
+    def eval_examples(self, limit: int | None = None, split: str = "test"
+                      ) -> Sequence[Example]:
         self._load()
         assert self._eval is not None
-        return list(self._eval if limit is None else self._eval[:limit])
+        if check_split(self.name, split) == "validation" and not self._validation:
+            from textpolicy.errors import ConfigError
+
+            raise ConfigError("task 'math': validation_size = 0: there is no validation split "
+                              "to evaluate; set validation_size > 0")
+        pool = self._eval if split == "test" else self._validation
+        return list(pool if limit is None else pool[:limit])
 
     def prompt_text(self, example: Example) -> str:
         return f"{example.prompt}\n\n{self.params.instruction}"
@@ -385,6 +437,10 @@ class MathTask:
             "params": params,
             "train_size": len(self._train),
             "eval_size": len(self._eval),
+            "validation_size": len(self._validation),
+            "split": (f"test = the eval set ({len(self._eval)}); validation = "
+                      f"{len(self._validation)} of MATH minus the eval set by the smallest "
+                      f"sha256('{self.params.validation_seed}:' + id); train = the rest"),
             "rejected_gold": dict(self.rejected_gold),
             "excluded_eval_overlap": self.excluded_eval_overlap,
             "reward": "correct + format_weight * (format_ok - 1)",

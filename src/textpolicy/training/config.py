@@ -57,6 +57,10 @@ class TrainConfig:
     eval_samples: int = attrs.field(default=4, validator=_positive)
     eval_prompts: int | None = attrs.field(default=None, validator=_positive)
     eval_temperature: float = attrs.field(default=1.0, validator=_positive)
+    #: the held-out split evaluated: "test" (the campaign endpoint) or "validation" (what an LR
+    #: sweep's probes are evaluated on, so the choice of LR never sees the test prompts)
+    eval_split: str = attrs.field(default="test", validator=attrs.validators.in_(
+        ("validation", "test")))
     max_examples: int | None = attrs.field(default=None, validator=_positive)
     loss: str = attrs.field(default="importance_sampling", validator=attrs.validators.in_(LOSSES))
     loss_aggregation: str = attrs.field(

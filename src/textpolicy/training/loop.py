@@ -54,7 +54,7 @@ from textpolicy.engines.base import (
 from textpolicy.errors import ConfigError, EngineError
 from textpolicy.plugins import Registry, get_registry, structure_params
 from textpolicy.rollouts import Rollouts
-from textpolicy.tasks.base import Example, Task
+from textpolicy.tasks.base import Example, Task, held_out_examples
 from textpolicy.training.config import TrainConfig
 from textpolicy.training.data import DataOrder
 from textpolicy.training.dirlock import DirLock
@@ -607,9 +607,10 @@ def _examples(config: TrainConfig, task: Task) -> tuple[DataOrder, list[Example]
         train = train[: config.max_examples]
     if not train:
         raise ConfigError(f"task {task.name!r} has no training examples")
-    held_out = list(task.eval_examples(config.eval_prompts)) if config.eval_every > 0 else []
+    held_out = (held_out_examples(task, config.eval_split, config.eval_prompts)
+                if config.eval_every > 0 else [])
     if config.eval_every > 0 and not held_out:
-        raise ConfigError(f"task {task.name!r} has no held-out examples to evaluate; "
+        raise ConfigError(f"task {task.name!r} has no {config.eval_split} examples to evaluate; "
                           f"set eval_every to 0 (--eval-every 0)")
     return DataOrder(train, config.seed), held_out
 
