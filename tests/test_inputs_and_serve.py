@@ -1,0 +1,149 @@
+"""Hardened inputs, owned randomness, clean stops and a hardened `tp serve` (issue 11, 6–10).
+
+Real components throughout: the `tp` CLI in subprocesses, the local engine, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+TP = [sys.executable, "-c", "from textpolicy.cli import main; main()"]
+
+
+def _tp(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+        timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([*TP, *args], env=full_env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Each run owns its randomness
+
+#: fields that are wall-clock measurements, not results
+TIMING_KEYS = {"step_time_s", "saved_at"}
+
+
+def _run_files(root: Path) -> dict[str, Any]:
+    """Every run file under ``root`` (rows without timing fields) and every checkpoint state
+    file's bytes, keyed by path relative to ``root``."""
+    out: dict[str, Any] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if not path.is_file() or rel.split("/")[0] not in ("baseline", "candidate"):
+            continue
+        if path.suffix == ".jsonl":
+            out[rel] = [{k: v for k, v in r.items() if k not in TIMING_KEYS}
+                        for r in _rows(path)]
+        elif "/checkpoints/" in f"/{rel}" and path.suffix in (".safetensors", ".pt", ".bin"):
+            out[rel] = path.read_bytes()
+    return out
+
+
+def test_parallel_setting_does_not_change_any_run_file(tmp_path: Path) -> None:
+    """A campaign at parallel=1 and at parallel=2 (threads of one process) writes identical
+    run files: metrics, steps, generations, eval rows, checkpoint rows and LoRA weights."""
+    args = ["campaign", "--engine", "local", "--task", "arithmetic", "--seeds", "0-1",
+            "--max-steps", "3", "--eval-every", "2", "--eval-samples", "2",
+            "--eval-prompts", "4", "--lora-rank", "4", "--lr", "5e-3", "--save-every", "2",
+            "--resamples", "200", "--execute", "--progress", "off"]
+    results = {}
+    for parallel in (1, 2):
+        out = tmp_path / f"p{parallel}"
+        result = _tp([*args, "--campaign-root", str(out), "--parallel", str(parallel),
+                      "--workers", "thread"], tmp_path, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        results[parallel] = _run_files(out)
+    one, two = results[1], results[2]
+    assert sorted(one) == sorted(two)
+    assert any(k.endswith("metrics.jsonl") for k in one)
+    assert any(isinstance(v, bytes) for v in one.values()), sorted(one)
+    for key in one:
+        assert one[key] == two[key], key
+    # seed 0 and seed 1 differ (the LoRA init and the data order come from the seed)
+    assert one["baseline/seed0/metrics.jsonl"] != one["baseline/seed1/metrics.jsonl"]
+
+
+def test_run_neither_seeds_nor_relies_on_global_rngs(tmp_path: Path) -> None:
+    """Training leaves Python's and NumPy's global generators exactly as they were, never seeds
+    torch's from --seed (its state afterwards does not depend on --seed), and gives the same
+    files whatever state torch's global generator was in (a run that relied on global state
+    would depend on what other threads did); checkpoint rows carry no global RNG state."""
+    import torch
+
+    from textpolicy.training import make_config, run_training
+
+    def train(name: str, seed: int, torch_seed: int) -> tuple[Any, list[dict[str, Any]]]:
+        random.seed(123)
+        np.random.seed(123)
+        torch.manual_seed(torch_seed)
+        before = (random.getstate(), np.random.get_state()[1].copy())
+        config = make_config(log_dir=str(tmp_path / name), max_steps=2, seed=seed,
+                             eval_every=0, lora_rank=2, save_every=1, lr=5e-3)
+        assert run_training(config, progress="off").status == "finished"
+        assert random.getstate() == before[0]
+        assert np.array_equal(np.random.get_state()[1], before[1])
+        rows = [{k: v for k, v in r.items() if k not in TIMING_KEYS}
+                for r in _rows(tmp_path / name / "metrics.jsonl")]
+        return torch.get_rng_state().clone(), rows
+
+    state_a, rows_a = train("a", seed=5, torch_seed=1)
+    state_b, rows_b = train("b", seed=6, torch_seed=1)
+    _state_c, rows_c = train("c", seed=5, torch_seed=2)
+    assert torch.equal(state_a, state_b)  # not seeded from --seed
+    assert rows_a == rows_c  # not relied upon
+    assert rows_a != rows_b
+    checkpoints = _rows(tmp_path / "a" / "checkpoints.jsonl")
+    assert checkpoints and all("rng_state" not in r for r in checkpoints)
+    record = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert "step-rng" in record["randomness"]["stage_rng"]
+
+
+def test_stages_get_the_runs_generator_through_the_step_context() -> None:
+    """``StepContext.rng`` is the generator the caller passed (the loop passes
+    ``step_rng(seed, step)``), deterministic per (seed, step) and different across seeds."""
+    import attrs
+
+    from textpolicy.plugins import build_registry, hookimpl
+    from textpolicy.records import AdvantageStage
+    from textpolicy.testing import make_rollouts
+    from textpolicy.training.seeds import step_rng
+
+    drawn: list[float] = []
+
+    @attrs.frozen
+    class NoParams:
+        pass
+
+    def noisy(credit: Any, rollouts: Any, ctx: Any, params: Any) -> Any:
+        drawn.append(float(ctx.rng.random()))
+        return credit
+
+    class Plugin:
+        @hookimpl
+        def textpolicy_register_stages(self) -> list[AdvantageStage]:
+            return [AdvantageStage(name="noisy", level="token", fn=noisy, params=NoParams,
+                                   doc="draws one number from ctx.rng")]
+
+    from textpolicy.pipeline import build_pipeline
+
+    registry = build_registry(extra_plugins=[("noisy", Plugin())], load_entry_points=False)
+    rollouts = make_rollouts(rewards=[1, 0, 0, 1], group_size=2, length=4)
+    for seed in (0, 0, 1):
+        pipe = build_pipeline("grpo>noisy", {}, registry=registry)
+        pipe(rollouts, step=3, rng=step_rng(seed, 3))
+    assert drawn[0] == drawn[1] != drawn[2]
+    assert drawn[0] == float(step_rng(0, 3).random())
