@@ -147,3 +147,157 @@ def test_stages_get_the_runs_generator_through_the_step_context() -> None:
         pipe(rollouts, step=3, rng=step_rng(seed, 3))
     assert drawn[0] == drawn[1] != drawn[2]
     assert drawn[0] == float(step_rng(0, 3).random())
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Numbers and sizes
+
+
+@pytest.mark.parametrize("flags", [
+    ["--temperature", "inf"], ["--eval-temperature", "nan"], ["--lr", "nan"],
+    ["--lr", "-inf"], ["--gtpo-beta", "nan", "--algorithm", "full"], ["--seed", str(2**40)],
+])
+def test_train_rejects_non_finite_and_out_of_range_numbers(tmp_path: Path,
+                                                           flags: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from textpolicy.cli import main
+
+    log_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--log-dir", str(log_dir), "--max-steps", "1",
+                                       "--eval-every", "0", *flags])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert flags[0] in lines[0]
+    assert not log_dir.exists()
+
+
+def test_library_config_rejects_non_finite_values() -> None:
+    from textpolicy.errors import ConfigError
+    from textpolicy.training import make_config
+
+    for key in ("lr", "temperature", "eval_temperature"):
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ConfigError, match=f"{key} must be a finite number"):
+                make_config(log_dir="unused", **{key: bad})
+
+
+BAD_SPEC = """\
+kind = "campaign"
+engine = "local"
+task = "arithmetic"
+seeds = [0, 1]
+[training]
+lr = nan
+temperature = inf
+[eval]
+temperature = -inf
+[stage_params.gtpo]
+beta = nan
+[analysis]
+resamples = 9223372036854775807
+[[arms]]
+name = "X"
+pipeline = "grpo"
+[[arms]]
+name = "x"
+pipeline = "full"
+"""
+
+
+def test_spec_rejects_non_finite_values_huge_sizes_and_case_twins(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.toml"
+    spec.write_text(BAD_SPEC)
+    result = _tp(["run", str(spec), "--progress", "off"], tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    err = result.stderr
+    for key in ("training.lr: nan", "training.temperature: inf", "eval.temperature: -inf",
+                "stage_params.gtpo.beta: nan"):
+        assert f"{key}: not a finite number" in err, err
+    assert "analysis.resamples: 9223372036854775807: must be at most 10,000,000" in err
+    assert "arms[1].name: 'x': duplicate arm name 'x' (same as 'X' ignoring case)" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]  # nothing written
+
+
+@pytest.mark.parametrize("case", ["bom", "nested", "seeds", "seed_range", "long_name",
+                                  "huge_file"])
+def test_spec_size_bounds_give_one_clear_line_quickly(tmp_path: Path, case: str) -> None:
+    import time
+
+    spec = tmp_path / "s.toml"
+    head = 'kind = "campaign"\nengine = "local"\ntask = "arithmetic"\n'
+    expected = {
+        "bom": "byte-order mark (BOM",
+        "nested": "nested 50000 deep; allowed: at most 32",
+        "seeds": "seeds: [0, 1, 2",
+        "seed_range": "more than 1,000 seeds",
+        "long_name": "(10,000,",
+        "huge_file": "bytes; allowed: a spec file of at most 1,048,576 bytes",
+    }[case]
+    args = ["run", str(spec), "--dry-run", "--progress", "off"]
+    if case == "bom":
+        spec.write_bytes(b"\xef\xbb\xbf" + head.encode())
+    elif case == "nested":
+        spec.write_text(head + "x = " + "[" * 50_000 + "]" * 50_000 + "\n")
+    elif case == "seeds":
+        spec.write_text(head + "seeds = [" + ",".join(map(str, range(80_000))) + "]\n")
+    elif case == "seed_range":
+        args = ["campaign", "--engine", "local", "--task", "arithmetic", "--seeds",
+                "0-1500000", "--campaign-root", str(tmp_path / "c"), "--progress", "off"]
+    elif case == "long_name":
+        spec.write_text(head + "[[arms]]\npipeline = \"" + "a" * 1_000_000 + "\"\n"
+                        "[[arms]]\npipeline = \"grpo\"\n")
+        expected = "(1,000,"
+    else:
+        spec.write_text(head + "# " + "x" * (1 << 21) + "\n")
+    t0 = time.perf_counter()
+    result = _tp(args, tmp_path)
+    elapsed = time.perf_counter() - t0
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert expected in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert max(map(len, result.stderr.splitlines())) <= 1000
+    assert len(result.stderr) < 4000
+    assert elapsed < 30
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_metrics_row_with_a_list_step_is_one_line_naming_file_and_line(
+        tmp_path: Path) -> None:
+    from textpolicy.errors import AnalysisError
+    from textpolicy.runner.results import completed_steps, is_finished
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 0}\n\n{"step": [1]}\n')
+    for check in (completed_steps, lambda d: is_finished(d, 2)):
+        with pytest.raises(AnalysisError, match=r"metrics\.jsonl: line 3: 'step' is \[1\]"):
+            check(run)
+    from textpolicy.analysis.jsonl import column
+
+    with pytest.raises(AnalysisError, match=r"x\.jsonl: line 2: key 'step' holds \[1\]"):
+        column([{"step": 0}, {"step": [1]}], "step", Path("x.jsonl"))
+    with pytest.raises(AnalysisError, match=r"line 1: key 'step' holds \[0\]"):
+        column([{"step": [0]}, {"step": [1]}], "step", Path("x.jsonl"))
+
+
+def test_every_json_file_written_is_strict_json(tmp_path: Path) -> None:
+    """NaN / inf values become null: files parse with a strict parser (no NaN tokens)."""
+    from textpolicy import strictjson
+    from textpolicy.training.runfiles import dumps, write_json_atomic
+
+    data = {"a": float("nan"), "b": [1.0, float("inf")], "c": np.array([np.nan, 2.0]),
+            "d": np.float32("-inf"), "e": {"f": (float("nan"),)}}
+
+    def strict(text: str) -> Any:
+        def bad(token: str) -> None:
+            raise AssertionError(f"non-strict token {token}")
+        return json.loads(text, parse_constant=bad)
+
+    expected = {"a": None, "b": [1.0, None], "c": [None, 2.0], "d": None, "e": {"f": [None]}}
+    assert strict(strictjson.dumps(data)) == expected
+    assert strict(dumps(data)) == expected
+    write_json_atomic(tmp_path / "x.json", data)
+    assert strict((tmp_path / "x.json").read_text()) == expected

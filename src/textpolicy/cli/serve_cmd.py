@@ -11,6 +11,8 @@ from types import FrameType
 
 import click
 
+from textpolicy.cli.params import finite
+
 DEFAULT_PORT = 8765
 
 
@@ -47,7 +49,7 @@ def _warm_imports() -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where checkpoints and their tinker:// names are kept "
                    "[default: <textpolicy cache>/serve].")
-@click.option("--delay-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--delay-ms", type=finite(min=0), default=0.0, show_default=True,
               help="Fault injection: delay every request by this many milliseconds.")
 @click.option("--fail-request", multiple=True, metavar="[ENDPOINT:]N",
               help="Fault injection: answer HTTP 500 to the N-th request (or the N-th request "

@@ -17,8 +17,10 @@ from typing import Any
 
 import click
 
+from textpolicy.cli.params import FiniteFloat, finite
 from textpolicy.errors import ConfigError
 from textpolicy.training.defaults import STAGE_FLAGS
+from textpolicy.training.seeds import MAX_SEED
 
 LOSS_CHOICES = ("importance_sampling", "ppo", "cross_entropy")
 AGGREGATION_CHOICES = ("token-sum", "token-mean", "seq-mean-token-mean",
@@ -115,8 +117,8 @@ def check_stage_flags(settings: dict[str, Any], given: Sequence[str]) -> None:
                 f"drop the flag or pick a pipeline with {stage!r}")
 
 
-def _positive_float() -> click.FloatRange:
-    return click.FloatRange(min=0.0, min_open=True)
+def _positive_float() -> FiniteFloat:
+    return finite(min=0.0, min_open=True)
 
 
 @click.command(cls=OneLineCommand, context_settings={"show_default": True})
@@ -134,7 +136,7 @@ def _positive_float() -> click.FloatRange:
               help="Extra engine option, e.g. device=cuda (repeatable).")
 @click.option("--task-option", multiple=True, metavar="KEY=VALUE",
               help="Task parameter (repeatable).")
-@click.option("--seed", type=click.IntRange(min=0), default=0,
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0,
               help="Seed of data order, init, sampling and eval seeds.")
 @click.option("--lr", type=_positive_float(), default=None,
               help="Learning rate. [default: task default; math 4e-5, arithmetic 1e-3]")
@@ -166,9 +168,9 @@ def _positive_float() -> click.FloatRange:
               help="Engine loss. [default: importance_sampling]")
 @click.option("--loss-aggregation", type=click.Choice(AGGREGATION_CHOICES), default=None,
               help="How token advantages are normalised. [default: token-sum]")
-@click.option("--gtpo-beta", type=click.FloatRange(min=0.0), default=None,
+@click.option("--gtpo-beta", type=finite(min=0.0), default=None,
               help="GTPO entropy weighting (pipelines with gtpo). [default: 0.1]")
-@click.option("--hicra-alpha", type=click.FloatRange(min=0.0), default=None,
+@click.option("--hicra-alpha", type=finite(min=0.0), default=None,
               help="HICRA amplification (pipelines with hicra). [default: 0.2]")
 @click.option("--sepa-steps", type=click.IntRange(min=0), default=None,
               help="SEPA ramp steps (pipelines with sepa). [default: 100]")
@@ -176,7 +178,7 @@ def _positive_float() -> click.FloatRange:
               help="SEPA schedule. [default: linear]")
 @click.option("--sepa-delay-steps", type=click.IntRange(min=0), default=None,
               help="SEPA delay steps. [default: 10]")
-@click.option("--sepa-correct-rate-gate", type=click.FloatRange(min=0.0, max=1.0),
+@click.option("--sepa-correct-rate-gate", type=finite(min=0.0, max=1.0),
               default=None, help="Min correct rate before SEPA starts. [default: 0.1]")
 @click.option("--condition", default=None,
               help="Label written into metrics rows. [default: the pipeline name]")

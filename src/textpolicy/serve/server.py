@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from textpolicy import strictjson
 from textpolicy.serve.faults import FaultPlan
 from textpolicy.serve.futures import ServerFuture
 from textpolicy.serve.service import ApiError, EngineFactory, TinkerService
@@ -58,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _json(self, status: int, value: Mapping[str, Any]) -> None:
-        self._reply(status, json.dumps(value).encode())
+        self._reply(status, strictjson.dumps(value).encode())
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)

@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from textpolicy import strictjson
 from textpolicy.engines.base import AdamParams, Engine, SamplingClient, TrainingClient
 from textpolicy.errors import EngineError
 from textpolicy.serve.futures import Category, FutureTable, ServerFuture
@@ -410,7 +411,7 @@ class TinkerService:
         with self._lock:
             self._checkpoints[tinker_path] = local_path
             tmp = self._checkpoint_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._checkpoints, indent=1, sort_keys=True))
+            tmp.write_text(strictjson.dumps(self._checkpoints, indent=1, sort_keys=True))
             os.replace(tmp, self._checkpoint_file)
 
     def _local_path(self, path: str) -> str:

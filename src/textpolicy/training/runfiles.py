@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from textpolicy import strictjson
 from textpolicy.errors import ConfigError
 
 CONFIG = "config.json"
@@ -51,7 +52,7 @@ def _default(value: Any) -> Any:
 
 def dumps(row: Mapping[str, Any]) -> str:
     """One JSON line (numpy scalars and arrays become plain JSON)."""
-    return json.dumps(row, default=_default, ensure_ascii=False)
+    return strictjson.dumps(row, default=_default, ensure_ascii=False)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -71,7 +72,7 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync, rename."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, default=_default, indent=2, ensure_ascii=False) + "\n")
+        fh.write(strictjson.dumps(data, default=_default, indent=2, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

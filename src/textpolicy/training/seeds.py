@@ -16,10 +16,14 @@ needs saving in a checkpoint.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 SEED_BITS = 31
+#: the largest run seed (seeds are 31-bit, like the derived ones)
+MAX_SEED = 2**31 - 1
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -42,6 +46,8 @@ def eval_sampling_seed(seed: int, prompt_id: str) -> int:
 def step_rng(seed: int, step: int) -> np.random.Generator:
     """The generator pipeline stages draw from at training step ``step`` of a run with
     ``seed`` (``StepContext.rng``): PCG64 seeded with ``derive_seed(seed, 'step-rng', step)``."""
+    import numpy as np
+
     return np.random.default_rng(derive_seed(seed, "step-rng", step))
 
 

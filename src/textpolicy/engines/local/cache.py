@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from textpolicy import strictjson
 from textpolicy.errors import EngineError
 
 CACHE_ENV = "TEXTPOLICY_CACHE_DIR"
@@ -62,7 +63,7 @@ def is_valid(folder: Path, version: str) -> bool:
 
 def write_marker(folder: Path, version: str) -> None:
     meta = {"version": version, "files": folder_digest(folder)}
-    (folder / MARKER).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    (folder / MARKER).write_text(strictjson.dumps(meta, indent=1, sort_keys=True))
 
 
 def ensure_cached(name: str, version: str, build: Callable[[Path], None],

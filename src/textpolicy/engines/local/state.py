@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from textpolicy import strictjson
 from textpolicy.engines.local.cache import is_valid, write_marker
 from textpolicy.errors import EngineError
 
@@ -53,7 +54,7 @@ def save_state(client: LocalTrainingClient, path: Path) -> Path:
             "optim_steps": client.optim_steps,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
-        (tmp / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        (tmp / "state.json").write_text(strictjson.dumps(meta, indent=1, sort_keys=True))
         write_marker(tmp, STATE_FORMAT)
         if path.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
