@@ -301,3 +301,85 @@ def test_every_json_file_written_is_strict_json(tmp_path: Path) -> None:
     assert strict(dumps(data)) == expected
     write_json_atomic(tmp_path / "x.json", data)
     assert strict((tmp_path / "x.json").read_text()) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Stopping: a dead server, a second interrupt, SIGTERM in thread mode
+
+
+def _popen_tp(args: list[str], cwd: Path, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[str]:
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen([*TP, *args], env=full_env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_rows(path: Path, n: int, proc: subprocess.Popen[str], timeout: float = 240) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text(encoding="utf-8").splitlines()) >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"{path} never had {n} rows")
+
+
+def test_a_second_interrupt_aborts_train_at_once_and_a_rerun_resumes(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    log_dir = tmp_path / "run"
+    args = ["train", "--log-dir", str(log_dir), "--max-steps", "400", "--eval-every", "0",
+            "--save-every", "3", "--progress", "off"]
+    proc = _popen_tp(args, tmp_path)
+    _wait_rows(log_dir / "metrics.jsonl", 4, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t0 < 10
+    assert "aborted; run the same command again to resume" in err
+    assert "Traceback" not in err
+    # the rerun repairs whatever the abort cut and continues from the last checkpoint
+    result = _tp([*args[:4], "--max-steps", "12", *args[6:]], tmp_path)
+    # a rerun with another --max-steps is refused or resumes; either way no gap is written
+    steps = [r["step"] for r in _rows(log_dir / "metrics.jsonl")]
+    assert steps == list(range(len(steps))), steps
+    assert result.returncode in (0, 2), result.stderr
+
+
+@pytest.mark.parametrize("workers", ["thread", "process"])
+def test_tp_run_sigterm_stops_and_a_second_signal_exits_130(tmp_path: Path,
+                                                             workers: str) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "c"
+    args = ["campaign", "--engine", "local", "--task", "arithmetic", "--seeds", "0",
+            "--max-steps", "400", "--eval-every", "0", "--save-every", "5", "--execute",
+            "--parallel", "2", "--workers", workers, "--progress", "plain",
+            "--campaign-root", str(out)]
+    proc = _popen_tp(args, tmp_path)
+    _wait_rows(out / "baseline" / "seed0" / "metrics.jsonl", 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    if workers == "thread":  # one SIGTERM: every run stops after its step, with a checkpoint
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] == "incomplete"
+        rows = _rows(out / "baseline" / "seed0" / "checkpoints.jsonl")
+        steps = [r["step"] for r in _rows(out / "baseline" / "seed0" / "metrics.jsonl")]
+        assert rows[-1]["step"] == len(steps) < 400
+        return
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t0 < 20
+    assert "Traceback" not in err

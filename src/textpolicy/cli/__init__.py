@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from textpolicy import __version__
-from textpolicy.errors import TextPolicyError
+from textpolicy.errors import Aborted, TextPolicyError
 
 # command name -> "module:attribute" (module relative to textpolicy.cli)
 COMMANDS: dict[str, str] = {
@@ -75,6 +75,15 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (Aborted, KeyboardInterrupt) as exc:
+            import os  # os._exit: no interpreter shutdown, threads may still be mid-step
+
+            if isinstance(exc, KeyboardInterrupt):
+                exc = Aborted("aborted; run the same command again to resume")
+            click.echo(f"Error: {exc}", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
         except TextPolicyError as exc:
             click.echo(f"Error: {clip_lines(str(exc))}", err=True)
             sys.exit(exc.exit_code)

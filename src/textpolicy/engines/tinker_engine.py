@@ -14,6 +14,16 @@
   user error) it makes a new training client from that state (or, before the first save, a fresh
   LoRA client with the same seed), replays the logged requests in order and then the failed
   one, so training continues where it was. At most ``max_recoveries`` times per request.
+- A dead service stops the run: every wait polls the SDK future and, while it has no answer,
+  checks that something still listens at the base URL (a TCP connect). When nothing has
+  listened for ``unreachable_timeout_s`` (engine option, default 120 s) the wait raises
+  ``ServiceUnreachable`` instead of waiting out the SDK's own retries (minutes, or forever for
+  a request that was accepted by a server that then died); the training loop then stops with
+  one line naming the service, how long it was unreachable and the last checkpoint.
+- A session the service no longer knows (``404 unknown ... session``, after a `tp serve`
+  restart) is a failed request like any other: the training client is recreated from the
+  last saved state and the logged requests are replayed; a sampling request gets a sampler
+  recreated from the current training client.
 - Credentials: the API key comes only from the environment or the SDK's own credential store
   (``TINKER_API_KEY``, ``TINKER_CREDENTIAL_CMD``, ``~/.tinker/credentials.json``); this module
   never reads it into anything that is written or logged. ``base_url`` (engine option, from
@@ -27,6 +37,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -41,7 +52,7 @@ from textpolicy.engines.base import (
     SampledSequence,
     SamplingParams,
 )
-from textpolicy.errors import ConfigError, EngineError
+from textpolicy.errors import ConfigError, EngineError, ServiceUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +87,60 @@ def _has_credentials() -> bool:
         return JsonCredentialStore(default_credentials_path()).get_default_key() is not None
     except Exception:
         return False
+
+
+#: seconds between two checks that the service still listens, while a request is pending
+POLL_S = 1.0
+
+
+def _listening(url: str, timeout: float = 2.0) -> bool:
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class _Watch:
+    """How long the service has been unreachable (shared by every wait of one engine)."""
+
+    def __init__(self, url: str, budget_s: float) -> None:
+        self.url = url
+        self.budget_s = budget_s
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self.gave_up = False
+
+    def check(self) -> None:
+        """Raise ``ServiceUnreachable`` once nothing has listened for ``budget_s``."""
+        up = _listening(self.url)
+        now = time.monotonic()
+        with self._lock:
+            if up:
+                self._down_since = None
+                return
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("tinker: nothing listens at %s; giving it %.0f s", self.url,
+                            self.budget_s)
+            down = now - self._down_since
+            if down >= self.budget_s or self.gave_up:
+                self.gave_up = True
+                raise ServiceUnreachable(
+                    f"the Tinker service at {self.url} was unreachable for {down:.0f} s "
+                    f"(engine option unreachable_timeout_s={self.budget_s:g})")
+
+    def wait(self, future: Any, timeout: float | None) -> Any:
+        """``future.result(timeout)``; with no timeout, polled so a dead service ends it."""
+        if timeout is not None:
+            return future.result(timeout)
+        while True:
+            try:
+                return future.result(POLL_S)
+            except TimeoutError:
+                self.check()
 
 
 def _check_reachable(url: str, timeout: float = 5.0) -> None:
@@ -153,6 +218,14 @@ def _is_user_error(exc: BaseException) -> bool:
     return bool(is_user_error(exc))
 
 
+def _is_lost_session(exc: BaseException) -> bool:
+    """A 404 for a session or client the service does not know (it restarted): recoverable
+    by recreating the client, unlike other 4xx answers."""
+    status = getattr(exc, "status_code", None)
+    text = str(exc).lower()
+    return status == 404 and "unknown" in text and ("session" in text or "model" in text)
+
+
 # ------------------------------------------------------------------------------ futures
 class _MappedFuture:
     """An SDK future whose value is converted on ``result()``."""
@@ -189,8 +262,11 @@ class _OpFuture:
 
 # ----------------------------------------------------------------------------- clients
 class TinkerSamplingClient:
-    def __init__(self, sdk_client: Any) -> None:
+    def __init__(self, sdk_client: Any, watch: _Watch | None = None,
+                 renew: Callable[[], Any] | None = None) -> None:
         self._sc = sdk_client
+        self._watch = watch
+        self._renew = renew  # a new SDK sampling client on the same weights
 
     def sample(self, prompt_ids: Sequence[int], num_samples: int, params: SamplingParams, *,
                topk_logprobs: int = 0) -> _MappedFuture:
@@ -199,7 +275,9 @@ class TinkerSamplingClient:
         prompt = types.ModelInput.from_ints(list(prompt_ids))
         sdk_params = to_sdk_sampling_params(params)
 
-        def submit() -> Any:
+        def submit(renew: bool = False) -> Any:
+            if renew and self._renew is not None:  # e.g. the session is gone (404)
+                self._sc = self._renew()
             return self._sc.sample(prompt, num_samples, sdk_params,
                                    topk_sample_logprobs=topk_logprobs)
 
@@ -208,7 +286,7 @@ class TinkerSamplingClient:
         def convert(response: Any) -> list[SampledSequence]:
             return [from_sdk_sequence(s) for s in response.sequences]
 
-        return _MappedFuture(_RetryOnce(first, submit), convert)
+        return _MappedFuture(_RetryOnce(first, submit, self._watch), convert)
 
     def compute_logprobs(self, sequences: Sequence[Sequence[int]]) -> Any:
         from tinker import types
@@ -228,23 +306,29 @@ class _RetryOnce:
     """A sampling future resubmitted once when its request failed server-side (a sampling
     client is not poisoned by a failed sample)."""
 
-    def __init__(self, fut: Any, submit: Callable[[], Any]) -> None:
+    def __init__(self, fut: Any, submit: Callable[[bool], Any], watch: _Watch | None) -> None:
         self._fut = fut
         self._submit = submit
+        self._watch = watch
+
+    def _wait(self, timeout: float | None) -> Any:
+        if self._watch is None:
+            return self._fut.result(timeout)
+        return self._watch.wait(self._fut, timeout)
 
     def result(self, timeout: float | None = None) -> Any:
         try:
-            return self._fut.result(timeout)
-        except TimeoutError:
+            return self._wait(timeout)
+        except (TimeoutError, ServiceUnreachable):
             raise
         except Exception as exc:
-            if _is_user_error(exc):
+            if _is_user_error(exc) and not _is_lost_session(exc):
                 raise EngineError(f"Tinker rejected a sampling request: {exc}") from None
             log.warning("tinker: a sampling request failed (%s); retrying it once", exc)
-            self._fut = self._submit()
+            self._fut = self._submit(True)
             try:
-                return self._fut.result(timeout)
-            except TimeoutError:
+                return self._wait(timeout)
+            except (TimeoutError, ServiceUnreachable):
                 raise
             except Exception as again:
                 raise EngineError(f"Tinker sampling failed twice: {again}") from None
@@ -299,11 +383,11 @@ class TinkerTrainingClient:
         while True:
             future, generation = op.future, op.generation
             try:
-                return future.result(timeout)
-            except TimeoutError:
+                return self._engine.watch.wait(future, timeout)
+            except (TimeoutError, ServiceUnreachable):
                 raise
             except Exception as exc:
-                if _is_user_error(exc):
+                if _is_user_error(exc) and not _is_lost_session(exc):
                     raise EngineError(f"Tinker rejected {op.kind}: {exc}") from None
                 if attempts >= self._engine.max_recoveries:
                     raise EngineError(f"Tinker {op.kind} failed after {attempts} "
@@ -347,7 +431,8 @@ class TinkerTrainingClient:
             op, self._next_sampler = self._next_sampler, None
         if op is None:
             op = self._submit_sampler()
-        return TinkerSamplingClient(self._await(op, None))
+        return TinkerSamplingClient(self._await(op, None), self._engine.watch,
+                                    renew=lambda: self._await(self._submit_sampler(), None))
 
     def forward_backward(self, datums: Sequence[Datum], loss_fn: str,
                          loss_fn_config: Mapping[str, float] | None = None) -> _OpFuture:
@@ -394,7 +479,9 @@ class TinkerTrainingClient:
 class TinkerEngine:
     """``tinker`` engine. Options: ``base_url`` (default ``$TINKER_BASE_URL`` or Tinker's
     production URL), ``max_recoveries`` (per request, default 3), ``prefetch_sampler``
-    (request the next step's sampler right behind each optim_step; default true).
+    (request the next step's sampler right behind each optim_step; default true),
+    ``unreachable_timeout_s`` (how long the service may be unreachable before the run stops;
+    default 120).
 
     ``lora_rank=None`` (a full fine-tune) is requested as LoRA rank 0, which `tp serve` runs as
     a full fine-tune and Tinker refuses (it trains LoRA adapters only)."""
@@ -403,10 +490,17 @@ class TinkerEngine:
     saves_locally = False  # save_state takes a name; Tinker stores the state
 
     def __init__(self, base_url: str | None = None, max_recoveries: int = 3,
-                 prefetch_sampler: bool = True) -> None:
+                 prefetch_sampler: bool = True, unreachable_timeout_s: float = 120.0) -> None:
         check_sdk_version()
         if int(max_recoveries) < 0:
             raise ConfigError(f"engine option max_recoveries={max_recoveries!r}: must be >= 0")
+        try:
+            budget = float(unreachable_timeout_s)
+        except (TypeError, ValueError):
+            budget = -1.0
+        if not (budget > 0 and budget < float("inf")):
+            raise ConfigError(f"engine option unreachable_timeout_s={unreachable_timeout_s!r}: "
+                              "must be a finite number of seconds > 0")
         self.max_recoveries = int(max_recoveries)
         self.prefetch_sampler = bool(prefetch_sampler)
         self.recoveries = 0  # training-client recoveries, all clients together
@@ -418,6 +512,7 @@ class TinkerEngine:
 
         self.base_url = resolve_base_url(base_url)
         _check_reachable(self.base_url)
+        self.watch = _Watch(self.base_url, budget)
         import tinker
 
         self._service = tinker.ServiceClient(base_url=self.base_url)
@@ -426,7 +521,8 @@ class TinkerEngine:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "base_url": self.base_url,
                 "tinker_sdk": installed_sdk_version(), "max_recoveries": self.max_recoveries,
-                "prefetch_sampler": self.prefetch_sampler}
+                "prefetch_sampler": self.prefetch_sampler,
+                "unreachable_timeout_s": self.watch.budget_s}
 
     @property
     def service_client(self) -> Any:
@@ -468,7 +564,8 @@ class TinkerEngine:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._service.close("success").result(timeout=30)
+        try:  # a service that is gone is not waited for
+            self._service.close("success").result(timeout=2 if self.watch.gave_up else 30)
         except Exception as exc:  # closing is best effort
-            log.warning("tinker: closing the session failed: %s", exc)
+            if not self.watch.gave_up:  # the service is gone: that was already said
+                log.warning("tinker: closing the session failed: %s", exc)

@@ -48,7 +48,7 @@ from textpolicy.engines.base import (
     build_rl_datum,
     build_sft_datum,
 )
-from textpolicy.errors import ConfigError, EngineError
+from textpolicy.errors import ConfigError, EngineError, ServiceUnreachable
 from textpolicy.plugins import Registry, get_registry, structure_params
 from textpolicy.rollouts import Rollouts
 from textpolicy.tasks.base import Example, Task
@@ -505,6 +505,12 @@ def run_training(
             run.correct_total = int(loop_state.get("correct_total", 0))
             run.completions_total = int(loop_state.get("completions_total", 0))
         return _train(run, start, resumed=checkpoint is not None, on_step=on_step, stop=stop)
+    except ServiceUnreachable as exc:  # one line: what, how long, what is safe, what next
+        last = files.last_checkpoint()
+        saved = (f"the last checkpoint is step {last['step']}" if last is not None
+                 else "no checkpoint was saved yet")
+        raise ServiceUnreachable(f"{exc}; stopped: {saved} in {config.log_dir}; run the same "
+                                 "command again to resume") from None
     finally:
         reporter.close()
         files.close()
