@@ -219,11 +219,14 @@ def _is_user_error(exc: BaseException) -> bool:
 
 
 def _is_lost_session(exc: BaseException) -> bool:
-    """A 404 for a session or client the service does not know (it restarted): recoverable
-    by recreating the client, unlike other 4xx answers."""
-    status = getattr(exc, "status_code", None)
+    """A 404 for a session, client or pending request the service does not know (it
+    restarted): recoverable by recreating the client, unlike other 4xx answers. The SDK
+    raises these as ``NotFoundError`` (``status_code``) or wraps them in a ``ValueError``
+    whose message holds the code."""
     text = str(exc).lower()
-    return status == 404 and "unknown" in text and ("session" in text or "model" in text)
+    is_404 = getattr(exc, "status_code", None) == 404 or "error code: 404" in text
+    return is_404 and "unknown" in text and any(
+        word in text for word in ("session", "model", "request_id"))
 
 
 # ------------------------------------------------------------------------------ futures
@@ -516,6 +519,7 @@ class TinkerEngine:
         import tinker
 
         self._service = tinker.ServiceClient(base_url=self.base_url)
+        self._service_lock = threading.Lock()
         self._closed = False
 
     def describe(self) -> dict[str, Any]:
@@ -528,8 +532,31 @@ class TinkerEngine:
     def service_client(self) -> Any:
         return self._service
 
+    def _renew_service(self, stale: Any) -> None:
+        """A new session for a service that no longer knows ours (`tp serve` restarted)."""
+        import tinker
+
+        with self._service_lock:
+            if self._service is stale:
+                log.warning("tinker: the service at %s does not know this session any more; "
+                            "starting a new session", self.base_url)
+                self._service = tinker.ServiceClient(base_url=self.base_url)
+
     def _new_sdk_client(self, state_path: str | None, *, base_model: str, lora_rank: int,
                         seed: int) -> Any:
+        service = self._service
+        try:
+            return self._create_sdk_client(state_path, base_model=base_model,
+                                           lora_rank=lora_rank, seed=seed)
+        except EngineError as exc:
+            if not isinstance(exc.__cause__, Exception) or not _is_lost_session(exc.__cause__):
+                raise
+        self._renew_service(service)
+        return self._create_sdk_client(state_path, base_model=base_model, lora_rank=lora_rank,
+                                       seed=seed)
+
+    def _create_sdk_client(self, state_path: str | None, *, base_model: str, lora_rank: int,
+                           seed: int) -> Any:
         try:
             if state_path is not None:
                 return self._service.create_training_client_from_state_with_optimizer(
@@ -540,7 +567,7 @@ class TinkerEngine:
             raise
         except Exception as exc:
             what = f"resume {state_path!r}" if state_path else f"create a {base_model!r} client"
-            raise EngineError(f"Tinker could not {what}: {exc}") from None
+            raise EngineError(f"Tinker could not {what}: {exc}") from exc
 
     def create_training_client(self, base_model: str, *, lora_rank: int | None,
                                seed: int) -> TinkerTrainingClient:
