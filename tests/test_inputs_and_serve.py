@@ -493,3 +493,85 @@ def test_a_serve_restart_recovers_from_the_last_checkpoint_exactly(tmp_path: Pat
     assert [r.pop("loss") for r in got] == pytest.approx([r.pop("loss") for r in want],
                                                          rel=1e-5)
     assert got == want
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Nothing left behind
+
+
+def _dead_pid() -> int:
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+
+
+def _cache_copy(tmp_path: Path) -> Path:
+    """A private cache dir holding a copy of the built tiny model (no rebuild)."""
+    import shutil
+
+    from textpolicy.engines.local.cache import cache_root
+    from textpolicy.engines.local.tiny import tiny_model_path
+
+    built = tiny_model_path()
+    cache = tmp_path / "cache"
+    shutil.copytree(built, cache / built.relative_to(cache_root()))
+    return cache
+
+
+def test_leftovers_of_dead_processes_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    import time
+
+    from textpolicy.engines.local.tiny import tiny_model_path
+
+    cache = _cache_copy(tmp_path)
+    name = tiny_model_path().name
+    dead = _dead_pid()
+    leftovers = [cache / f".{name}.build-{dead}-x1", cache / f".{name}.trash-{dead}-x2"]
+    ckpt = tmp_path / "run" / "checkpoints"
+    leftovers += [ckpt / f".step_1.saving-{dead}-a", ckpt / f".step_2.old-{dead}-b",
+                  ckpt / ".step_3.saving-legacy"]
+    alive = ckpt / f".step_4.saving-{os.getpid()}-c"  # a live process's save: kept
+    for d in [*leftovers, alive]:
+        (d / "model").mkdir(parents=True)
+        (d / "model" / "part.safetensors").write_bytes(b"\0" * 1000)
+    hour_ago = time.time() - 7200
+    os.utime(ckpt / ".step_3.saving-legacy", (hour_ago, hour_ago))
+    result = _tp(["train", "--log-dir", str(tmp_path / "run"), "--max-steps", "1",
+                  "--eval-every", "0", "--progress", "off"], tmp_path,
+                 env={"TEXTPOLICY_CACHE_DIR": str(cache)})
+    assert result.returncode == 0, result.stderr
+    assert [d for d in leftovers if d.exists()] == []
+    assert alive.exists()
+    assert (ckpt / "step_1").is_dir()
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_resume_stays_exact(tmp_path: Path) -> None:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.strip()}")
+    try:
+        args = ["--max-steps", "2", "--save-every", "1", "--eval-every", "0", "--progress",
+                "off"]
+        log_dir = mount / "run"
+        full = _tp(["train", "--log-dir", str(log_dir), *args], tmp_path)
+        assert full.returncode == 1, full.stderr
+        lines = full.stderr.strip().splitlines()
+        assert len(lines) == 1, full.stderr
+        assert lines[-1].startswith(f"Error: {log_dir.resolve()}/checkpoints/step_1: no "
+                                    "space left on device while saving the checkpoint")
+        assert "Traceback" not in full.stderr
+        assert [p.name for p in (log_dir / "checkpoints").iterdir()] == []
+        subprocess.run(["mount", "-o", "remount,size=16m", str(mount)], check=True)
+        again = _tp(["train", "--log-dir", str(log_dir), *args], tmp_path)
+        assert again.returncode == 0, again.stderr
+        ref = _tp(["train", "--log-dir", str(tmp_path / "ref"), *args], tmp_path)
+        assert ref.returncode == 0, ref.stderr
+
+        def rows(run: Path) -> list[dict[str, Any]]:
+            return [{k: v for k, v in r.items() if k not in TIMING_KEYS}
+                    for r in _rows(run / "metrics.jsonl")]
+
+        assert rows(log_dir) == rows(tmp_path / "ref")
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from textpolicy.engines.local.cache import cache_root
+from textpolicy.engines.local.cache import cache_root, remove_leftovers
 from textpolicy.engines.local.hf import load_causal_lm, load_tokenizer, resolve_device
 from textpolicy.engines.local.state import load_optimizer, read_state_meta
 from textpolicy.engines.local.tiny import TINY_MODEL, tiny_model_path
@@ -82,6 +82,7 @@ class LocalEngine:
 
     def resume_training_client(self, state_path: str) -> LocalTrainingClient:
         path = Path(state_path).expanduser().resolve()
+        remove_leftovers(path.parent)  # interrupted saves of an earlier session
         meta = read_state_meta(path)
         base_model = str(meta["base_model"])
         rank = meta.get("lora_rank") or None
