@@ -575,3 +575,19 @@ def test_a_full_disk_during_a_save_is_one_line_and_resume_stays_exact(tmp_path: 
         assert rows(log_dir) == rows(tmp_path / "ref")
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_wandb_offline_files_go_next_to_the_run_not_into_cwd(tmp_path: Path) -> None:
+    run = tmp_path / "out" / "run"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "loss": 0.5}\n')
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_DIR"}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    result = subprocess.run([*TP, "follow", "--metrics-path", str(run / "metrics.jsonl"),
+                             "--no-follow"], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert list(cwd.iterdir()) == []
+    assert list((run / "wandb").glob("offline-run-*")), sorted(run.rglob("*"))

@@ -29,7 +29,9 @@ def follow(metrics_path: str, project: str, entity: str | None, run_name: str | 
 
     Never logs a step twice, also across restarts: the W&B run id and the last logged step
     are kept in wandb_follow.json next to the metrics file, and a restarted follower resumes
-    that W&B run. Ctrl-C ends it cleanly.
+    that W&B run. Ctrl-C ends it cleanly. W&B's own files (offline runs included) go into
+    wandb/ next to the metrics file, never into the current directory, unless WANDB_DIR is
+    set.
 
     \b
     Examples:

@@ -167,6 +167,8 @@ class Follower:
             settings=wandb.Settings(console="off", silent=True))
         if self.mode:
             kwargs["mode"] = self.mode
+        if not os.environ.get("WANDB_DIR"):  # W&B's files go next to the run, not in ./wandb
+            kwargs["dir"] = str(self.metrics_path.parent.resolve())
         self._run = wandb.init(**kwargs)
         name = getattr(self._run, "name", None)
         self._run_name = name if isinstance(name, str) and name else self.run_name
