@@ -591,3 +591,163 @@ def test_wandb_offline_files_go_next_to_the_run_not_into_cwd(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert list(cwd.iterdir()) == []
     assert list((run / "wandb").glob("offline-run-*")), sorted(run.rglob("*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. tp serve hardened
+
+
+@pytest.fixture(scope="module")
+def hard_serve(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("hard_serve")
+    env = {**os.environ, "TINKER_TELEMETRY": "0", "PYTHONUNBUFFERED": "1"}
+    log = open(tmp / "serve.log", "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([*TP, "serve", "--port", "0", "--state-dir", str(tmp / "st"),
+                             "--max-body-mb", "1", "--max-threads", "8"],
+                            stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    url = first.split("listening on ")[1].split()[0]
+    port = int(url.rsplit(":", 1)[1])
+    yield {"proc": proc, "port": port, "url": url, "tmp": tmp, "log": tmp / "serve.log"}
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    log.close()
+
+
+def _raw(port: int, head: str, body: bytes = b"", timeout: float = 10) -> tuple[int, str]:
+    """Send a raw HTTP request; return (status, body text)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head_bytes, _, rest = data.partition(b"\r\n\r\n")
+        status = int(head_bytes.split(b" ")[1])
+        length = int(next((line.split(b":")[1] for line in head_bytes.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), b"0"))
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        return status, rest.decode("utf-8", "replace")
+
+
+def _post(path: str, length: int | str, key: str | None = "tml-x", extra: str = "") -> str:
+    lines = [f"POST /api/v1/{path} HTTP/1.1", "Host: x", f"Content-Length: {length}"]
+    if key:
+        lines.append(f"X-API-Key: {key}")
+    return "\r\n".join(lines) + "\r\n" + extra
+
+
+def test_serve_checks_the_key_and_the_size_before_reading_a_body(hard_serve: Any) -> None:
+    port = hard_serve["port"]
+    # 200 MB announced, 1 kB sent: answered at once, nothing read or buffered
+    status, text = _raw(port, _post("create_session", 200_000_000, key=None), b"x" * 1000)
+    assert status == 401 and "X-API-Key" in text
+    status, text = _raw(port, _post("create_session", 200_000_000), b"x" * 1000)
+    assert status == 413 and "at most 1,048,576" in text
+    for bad in ("abc", "-5", "1e9", "99999999999999999999999"):
+        status, text = _raw(port, _post("create_session", bad), b"{}")
+        assert status == 400 and "malformed Content-Length" in text, (bad, text)
+
+
+def test_serve_answers_400_to_malformed_json_and_zstd_and_bounds_decompression(
+        hard_serve: Any) -> None:
+    import zstandard
+
+    port = hard_serve["port"]
+    for body in (b"{not json", b"[1, 2]", b"\xff\xfe"):
+        status, text = _raw(port, _post("create_session", len(body)), body)
+        assert status == 400, (body, status, text)
+    junk = b"\x28\xb5\x2f\xfd" + b"garbage" * 10
+    status, text = _raw(port, _post("forward_backward", len(junk),
+                                    extra="Content-Encoding: zstd\r\n"), junk)
+    assert status == 400 and "malformed zstd" in text, text
+    comp = zstandard.ZstdCompressor(level=1).compressobj()
+    zero = bytes(1 << 20)
+    bomb = b"".join(comp.compress(zero) for _ in range(300)) + comp.flush()
+    assert len(bomb) < 64_000  # 300 MB of zeros in a few kB
+    status, text = _raw(port, _post("forward_backward", len(bomb),
+                                    extra="Content-Encoding: zstd\r\n"), bomb)
+    assert status == 400 and "decompresses to more than" in text, text
+
+
+def test_serve_bounds_its_threads_and_logs_disconnects_in_one_line(hard_serve: Any) -> None:
+    import socket
+    import time
+
+    proc, port = hard_serve["proc"], hard_serve["port"]
+
+    def threads() -> int:
+        return len(os.listdir(f"/proc/{proc.pid}/task"))
+
+    before = threads()
+    slow = []
+    for _ in range(100):  # slow clients: a connection and half a request line each
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"POST /api/v1/create_session HT")
+        slow.append(sock)
+    time.sleep(1.0)
+    assert threads() <= before + 8, (before, threads())
+    for sock in slow:
+        sock.close()
+    # clients that leave mid-body: one log line each, no traceback; the server goes on
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(_post("create_session", 100).encode() + b"\r\n{")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            status, _text = _raw(port, _post("create_session", 2), b"{}", timeout=5)
+            break
+        except OSError:
+            time.sleep(0.5)
+    assert status == 200
+    log = hard_serve["log"].read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_serve_loads_weights_only_from_its_own_state_dir(hard_serve: Any,
+                                                         tmp_path: Path) -> None:
+    import time
+
+    port = hard_serve["port"]
+    status, text = _raw(port, _post("create_session", 2), b"{}")
+    session = json.loads(text)["session_id"]
+    outside = tmp_path / "elsewhere"
+    (outside / "model").mkdir(parents=True)
+    (outside / "state.json").write_text("{}")
+    body = json.dumps({"path": str(outside), "optimizer": True, "session_id": session,
+                       "model_seq_id": 0}).encode()
+    status, text = _raw(port, _post("load_weights", len(body)), body)
+    assert status == 200, text
+    request_id = json.loads(text)["request_id"]
+    deadline = time.monotonic() + 60
+    while True:
+        ask = json.dumps({"request_id": request_id}).encode()
+        status, text = _raw(port, _post("retrieve_future", len(ask)), ask, timeout=30)
+        if status != 408 or time.monotonic() > deadline:
+            break
+    assert status == 200 and "only the checkpoints under its own state directory" in text, text
+
+
+def test_serve_sigterm_after_serving_training_exits_cleanly(hard_serve: Any,
+                                                            tmp_path: Path) -> None:
+    import signal
+
+    done = _tp(_tinker_train(hard_serve["url"], tmp_path / "run", budget=30, steps=2),
+               tmp_path, env=TINKER_ENV)
+    assert done.returncode == 0, done.stderr
+    proc = hard_serve["proc"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    log = hard_serve["log"].read_text()
+    assert "terminate called" not in log and "Traceback" not in log, log[-3000:]
