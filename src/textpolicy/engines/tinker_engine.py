@@ -89,8 +89,10 @@ def _has_credentials() -> bool:
         return False
 
 
-#: seconds between two checks that the service still listens, while a request is pending
+#: seconds between two looks at a pending request's future
 POLL_S = 1.0
+#: seconds between two checks that a service that answered still listens
+PROBE_EVERY_S = 5.0
 
 
 def _listening(url: str, timeout: float = 2.0) -> bool:
@@ -111,10 +113,17 @@ class _Watch:
         self.budget_s = budget_s
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        self._last_probe = -PROBE_EVERY_S
         self.gave_up = False
 
     def check(self) -> None:
-        """Raise ``ServiceUnreachable`` once nothing has listened for ``budget_s``."""
+        """Raise ``ServiceUnreachable`` once nothing has listened for ``budget_s`` (while the
+        service answers, it is probed at most every ``PROBE_EVERY_S``)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._down_since is None and now - self._last_probe < PROBE_EVERY_S:
+                return
+            self._last_probe = now
         up = _listening(self.url)
         now = time.monotonic()
         with self._lock:
