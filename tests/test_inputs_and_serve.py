@@ -720,6 +720,7 @@ def test_serve_bounds_its_threads_and_logs_disconnects_in_one_line(hard_serve: A
     assert status == 200
     log = hard_serve["log"].read_text()
     assert "Traceback" not in log, log[-3000:]
+    assert " disconnected (" in log, log[-3000:]  # e.g. "client 127.0.0.1:N disconnected (...)"
 
 
 def test_serve_loads_weights_only_from_its_own_state_dir(hard_serve: Any,
