@@ -22,8 +22,7 @@ STEP_KEYS = {"step", "mean_reward", "correct_count", "total_count", "condition"}
 GEN_KEYS = {"step", "prompt_id", "prompt", "completion", "reward", "num_tokens", "metadata"}
 GEN_META_KEYS = {"correctness", "group", "sample", "stop_reason"}
 EVAL_KEYS = {"step", "prompt_id", "sample", "correct"}
-CHECKPOINT_KEYS = {"step", "name", "state_path", "sampler_path", "pipeline_state",
-                   "rng_state"}
+CHECKPOINT_KEYS = {"step", "name", "state_path", "sampler_path", "pipeline_state"}
 
 
 def rows(path: Path) -> list[dict[str, Any]]:

@@ -60,3 +60,16 @@ class LockedError(TextPolicyError):
 
 class RunDamagedError(ConfigError):
     """A run directory's files do not match its checkpoints (refused; nothing was changed)."""
+
+
+class ServiceUnreachable(EngineError):
+    """An engine's service (Tinker, `tp serve`) stayed unreachable for longer than its retry
+    budget; the run stops (a re-run resumes from the last checkpoint)."""
+
+
+class Aborted(TextPolicyError):
+    """A second interrupt (Ctrl-C, SIGTERM) ended the command at once. Exit code 130; the CLI
+    exits without waiting for threads (every run file is as after a crash, and a re-run
+    resumes)."""
+
+    exit_code = 130

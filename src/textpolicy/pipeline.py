@@ -89,6 +89,8 @@ class StepContext:
         correct_rate: share of correct completions in this step's rollouts.
         gate_open: whether the scheduler's correctness gate is open.
         mask: bool ``[N, T]`` real-token mask (``rollouts.mask``, computed once per call).
+        rng: the generator a stage draws random numbers from — the run's own for this step
+            (never ``numpy.random``'s or ``random``'s global state, which threads share).
     """
 
     step: int
@@ -97,6 +99,7 @@ class StepContext:
     correct_rate: float = 0.0
     gate_open: bool = False
     mask: BoolArray | None = None
+    rng: np.random.Generator = attrs.field(factory=lambda: np.random.default_rng(0))
 
     def token_mask(self, rollouts: Rollouts) -> BoolArray:
         """The real-token mask of ``rollouts`` (cached in the context when available)."""
@@ -438,8 +441,14 @@ class Pipeline:
                 f"expected {rollouts.tokens.shape}")
         return detected & (rollouts.mask if mask is None else mask)
 
-    def __call__(self, rollouts: Rollouts, *, step: int, vocab: Any = None) -> PipelineResult:
-        """Token advantages for one training step (call exactly once per step)."""
+    def __call__(self, rollouts: Rollouts, *, step: int, vocab: Any = None,
+                 rng: np.random.Generator | None = None) -> PipelineResult:
+        """Token advantages for one training step (call exactly once per step).
+
+        ``rng`` is handed to the stages as ``StepContext.rng`` (the training loop passes the
+        run's generator of this step, :func:`textpolicy.training.seeds.step_rng`); None gives
+        ``numpy.random.default_rng(step)``, so a call never depends on global random state.
+        """
         if not isinstance(rollouts, Rollouts):
             raise RolloutError(f"expected Rollouts, got {type(rollouts).__name__}")
         if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
@@ -481,7 +490,8 @@ class Pipeline:
         self._last_step = step
 
         ctx = StepContext(step=step, sepa_lambda=lam, planning_mask=plan,
-                          correct_rate=correct_rate, gate_open=gate_open, mask=mask)
+                          correct_rate=correct_rate, gate_open=gate_open, mask=mask,
+                          rng=rng if rng is not None else np.random.default_rng(step))
 
         first, rest = self._stages[0], self._stages[1:]
         episode = _episode_output(first, first.record.fn(rollouts, ctx, first.params), n, step)

@@ -10,7 +10,6 @@ called ``baseline``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from textpolicy import strictjson
 from textpolicy.analysis.jsonl import read_json
 from textpolicy.analysis.markdown import build_sepa_significance_markdown, comparison_markdown
 from textpolicy.analysis.records import _jsonable
@@ -179,9 +179,9 @@ def write_outputs(report: SignificanceReport, out_dir: str | os.PathLike[str], *
     out.mkdir(parents=True, exist_ok=True)
     comp = comparison_dict(report)
     files = {
-        "comparison.json": json.dumps(comp, indent=2) + "\n",
+        "comparison.json": strictjson.dumps(comp, indent=2) + "\n",
         "comparison.md": comparison_markdown(comp),
-        "significance.json": json.dumps(report.to_dict(), indent=2) + "\n",
+        "significance.json": strictjson.dumps(report.to_dict(), indent=2) + "\n",
         "significance.md": build_sepa_significance_markdown(report),
     }
     written: dict[str, Path] = {}

@@ -92,8 +92,12 @@ def column(rows: Sequence[dict[str, Any]], key: str, path: Path, *, dtype: Any =
     try:
         arr = np.asarray(values, dtype=dtype)
     except (TypeError, ValueError):
-        bad = next((v for v in values if not isinstance(v, (int, float, bool))), values[0])
-        raise AnalysisError(f"{path}: key {key!r} holds a non-numeric value {bad!r}") from None
+        arr = None
+    if arr is None or arr.ndim != 1:  # also [[1], [2]]: a column of lists, not of numbers
+        i = next((i for i, v in enumerate(values) if not isinstance(v, (int, float, bool))), 0)
+        shown = repr(values[i])
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise AnalysisError(f"{path}: line {i + 1}: key {key!r} holds {shown}, not a number")
     if require_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
         i = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise AnalysisError(f"{path}: row {i + 1} has {key}={values[i]!r} (NaN/inf is not a "

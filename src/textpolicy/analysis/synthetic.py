@@ -16,7 +16,6 @@ draws), for calibration studies.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,8 @@ from typing import Any
 import attrs
 import numpy as np
 from scipy.special import expit
+
+from textpolicy import strictjson
 
 
 @attrs.frozen
@@ -56,7 +57,7 @@ class SyntheticDesign:
 
 
 def _dumps(row: Mapping[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False)
+    return strictjson.dumps(row, ensure_ascii=False)
 
 
 @attrs.frozen(eq=False)
@@ -185,7 +186,7 @@ def write_run(path: Path, *, arm: str, seed: int, effect: float, design: Synthet
     if record_seed:
         config["seed"] = seed
         config["config"]["seed"] = seed
-    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (path / "config.json").write_text(strictjson.dumps(config, indent=2) + "\n", encoding="utf-8")
     running = np.cumsum(ccount) / (n * (steps + 1))
     with open(path / "metrics.jsonl", "w", encoding="utf-8") as fh:
         for t in range(d.steps):
@@ -263,7 +264,7 @@ def write_campaign(root: str | os.PathLike[str], *, arms: Mapping[str, float],
                      "pipeline": "grpo" if name == baseline else "full", "lr": 4e-5,
                      "runs": runs})
     if manifest:
-        (root / "manifest.json").write_text(json.dumps({
+        (root / "manifest.json").write_text(strictjson.dumps({
             "kind": "campaign", "baseline": baseline, "arms": rows, "alpha": 0.05,
             "resamples": 2000, "analysis_seed": 0, "commands": [], "versions": {}},
             indent=2) + "\n", encoding="utf-8")

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from textpolicy import __version__
-from textpolicy.errors import TextPolicyError
+from textpolicy.errors import Aborted, TextPolicyError
 
 # command name -> "module:attribute" (module relative to textpolicy.cli)
 COMMANDS: dict[str, str] = {
@@ -76,10 +76,19 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (Aborted, KeyboardInterrupt) as exc:
+            import os  # os._exit: no interpreter shutdown, threads may still be mid-step
+
+            if isinstance(exc, KeyboardInterrupt):
+                exc = Aborted("aborted; run the same command again to resume")
+            click.echo(f"Error: {exc}", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
         except TextPolicyError as exc:
             from textpolicy.urls import redact_url
 
-            click.echo(f"Error: {redact_url(str(exc))}", err=True)
+            click.echo(f"Error: {clip_lines(redact_url(str(exc)))}", err=True)
             sys.exit(exc.exit_code)
         except click.UsageError as exc:  # a subcommand's bad flag or value
             raise _one_line(exc) from None
@@ -89,8 +98,19 @@ class LazyGroup(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(141)  # 128 + SIGPIPE, as a shell reports a command killed by it
         except OSError as exc:  # an unusable path (a file where a directory goes, ...)
-            click.echo(f"Error: {_os_error_line(exc)}", err=True)
+            click.echo(f"Error: {clip_lines(_os_error_line(exc))}", err=True)
             sys.exit(2 if isinstance(exc, _BAD_PATH_ERRORS) else 1)
+
+
+#: the longest line of an error message (a 10 MB name must not become a 10 MB line)
+MAX_ERROR_LINE = 1000
+
+
+def clip_lines(text: str, limit: int = MAX_ERROR_LINE) -> str:
+    """Every line of ``text`` cut to ``limit`` characters, saying how long it was."""
+    return "\n".join(line if len(line) <= limit
+                     else f"{line[: limit - 30]}... ({len(line):,} characters)"
+                     for line in text.split("\n"))
 
 
 _BAD_PATH_ERRORS = (FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
@@ -117,7 +137,7 @@ class OneLineUsageError(click.ClickException):
 def _one_line(exc: click.UsageError) -> click.ClickException:
     if isinstance(exc, click.exceptions.NoArgsIsHelpError):
         return exc  # `tp` alone prints the help
-    message = exc.format_message()
+    message = clip_lines(exc.format_message())
     if exc.ctx is not None:
         message += f" See '{exc.ctx.command_path} --help'."
     return OneLineUsageError(message)

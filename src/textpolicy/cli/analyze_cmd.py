@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
 
 import click
 
+from textpolicy import strictjson
+from textpolicy.cli.params import finite
 from textpolicy.errors import ConfigError
+from textpolicy.runner.spec import MAX_RESAMPLES
+from textpolicy.training.seeds import MAX_SEED
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,13 +21,15 @@ from textpolicy.errors import ConfigError
               help="Baseline run directory (repeat for each seed).")
 @click.option("--candidate", "candidate_dirs", multiple=True, type=click.Path(path_type=Path),
               help="Candidate run directory (repeat for each seed).")
-@click.option("--alpha", type=float, default=None, show_default="manifest or 0.05",
+@click.option("--alpha", type=finite(), default=None, show_default="manifest or 0.05",
               help="Significance level (two-sided).")
-@click.option("--resamples", type=int, default=None, show_default="manifest or 20000",
+@click.option("--resamples", type=click.IntRange(min=1, max=MAX_RESAMPLES), default=None,
+              show_default="manifest or 20000",
               help="Bootstrap/permutation resamples.")
-@click.option("--seed", type=int, default=None, show_default="manifest or 0",
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=None,
+              show_default="manifest or 0",
               help="Seed of every resampling procedure.")
-@click.option("--mde", type=float, default=None,
+@click.option("--mde", type=finite(), default=None,
               help="Minimum detectable effect (pp) for the power section.")
 @click.option("--margin", "margin_pp", type=float, default=None,
               show_default="manifest or none",
@@ -85,7 +90,7 @@ def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
     for message in dict.fromkeys(str(w.message) for w in caught):
         click.echo(f"Warning: {message}", err=True)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(strictjson.dumps(report.to_dict(), indent=2))
     else:
         click.echo(build_sepa_significance_markdown(report))
     if written_to is not None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from textpolicy.cli.params import finite
 from textpolicy.cli.run_cmd import (
     common_table,
     engine_options,
@@ -21,6 +22,7 @@ from textpolicy.cli.run_cmd import (
     stage_options,
     timestamp,
 )
+from textpolicy.runner.spec import MAX_RESAMPLES
 
 
 @click.command(context_settings={"show_default": True})
@@ -30,12 +32,12 @@ from textpolicy.cli.run_cmd import (
 @engine_options
 @click.option("--max-steps", type=click.IntRange(min=1), default=100, help="Steps per arm.")
 @sampling_options(group_size=8)
-@click.option("--lr", type=float, default=None,
+@click.option("--lr", type=finite(), default=None,
               help="Learning rate (every arm, unless overridden). [default: the task's; "
                    "math: 4e-5]")
-@click.option("--baseline-lr", type=float, default=None,
+@click.option("--baseline-lr", type=finite(), default=None,
               help="Override LR for the baseline arm. [default: uses --lr]")
-@click.option("--candidate-lr", type=float, default=None,
+@click.option("--candidate-lr", type=finite(), default=None,
               help="Override LR for the candidate arm. [default: uses --lr]")
 @click.option("--baseline", "baseline_pipeline", default="grpo",
               help="Pipeline of the baseline arm.")
@@ -49,8 +51,8 @@ from textpolicy.cli.run_cmd import (
               help="Checkpoint interval.")
 @eval_options
 @stage_options
-@click.option("--alpha", type=float, default=0.05, help="Significance level.")
-@click.option("--resamples", type=click.IntRange(min=1), default=20000,
+@click.option("--alpha", type=finite(), default=0.05, help="Significance level.")
+@click.option("--resamples", type=click.IntRange(min=1, max=MAX_RESAMPLES), default=20000,
               help="Permutation/bootstrap resamples.")
 @click.option("--margin", "margin_pp", type=float, default=None,
               help="Non-inferiority/equivalence margin (pp) for the analysis.")

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from textpolicy.cli.params import finite
+
 
 @click.command(context_settings={"show_default": True})
 @click.option("--metrics-path", required=True, type=click.Path(dir_okay=False),
@@ -15,9 +17,9 @@ import click
 @click.option("--entity", default=None, help="W&B entity. [default: your default entity]")
 @click.option("--run-name", default=None, help="W&B run name. [default: auto]")
 @click.option("--group", default=None, help="W&B run group. [default: none]")
-@click.option("--poll-seconds", type=click.FloatRange(min=0.0, min_open=True), default=5.0,
+@click.option("--poll-seconds", type=finite(min=0.0, min_open=True), default=5.0,
               help="Polling interval.")
-@click.option("--idle-timeout-seconds", type=click.FloatRange(min=0.0), default=600.0,
+@click.option("--idle-timeout-seconds", type=finite(min=0.0), default=600.0,
               help="Exit after this many idle seconds.")
 @click.option("--no-follow", is_flag=True, help="Backfill once and exit.")
 def follow(metrics_path: str, project: str, entity: str | None, run_name: str | None,
@@ -27,7 +29,9 @@ def follow(metrics_path: str, project: str, entity: str | None, run_name: str | 
 
     Never logs a step twice, also across restarts: the W&B run id and the last logged step
     are kept in wandb_follow.json next to the metrics file, and a restarted follower resumes
-    that W&B run. Ctrl-C ends it cleanly.
+    that W&B run. Ctrl-C ends it cleanly. W&B's own files (offline runs included) go into
+    wandb/ next to the metrics file, never into the current directory, unless WANDB_DIR is
+    set.
 
     \b
     Examples:

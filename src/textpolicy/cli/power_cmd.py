@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from textpolicy import strictjson
+from textpolicy.cli.params import finite
 from textpolicy.errors import ConfigError
 
 
@@ -23,17 +24,17 @@ def _ints(value: str, name: str) -> list[int]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--pilot", type=click.Path(path_type=Path), default=None,
               help="Estimate variance components from this finished pilot campaign.")
-@click.option("--mde", type=float, default=2.0, show_default=True,
+@click.option("--mde", type=finite(), default=2.0, show_default=True,
               help="Smallest effect worth detecting (percentage points).")
-@click.option("--baseline-acc", type=float, default=0.5, show_default=True,
+@click.option("--baseline-acc", type=finite(), default=0.5, show_default=True,
               help="Baseline held-out accuracy (fraction).")
-@click.option("--sigma-seed", type=float, default=1.0, show_default=True,
+@click.option("--sigma-seed", type=finite(), default=1.0, show_default=True,
               help="Run-to-run SD of accuracy (pp).")
-@click.option("--rho", type=float, default=0.0, show_default=True,
+@click.option("--rho", type=finite(), default=0.0, show_default=True,
               help="Correlation of the two arms' runs within a seed pair.")
-@click.option("--sigma-int", type=float, default=14.0, show_default=True,
+@click.option("--sigma-int", type=finite(), default=14.0, show_default=True,
               help="Run x prompt interaction SD of per-prompt accuracy (pp).")
-@click.option("--pq", type=float, default=0.15, show_default=True,
+@click.option("--pq", type=finite(), default=0.15, show_default=True,
               help="E[p(1-p)] over eval prompts.")
 @click.option("--eval-rho", type=float, default=0.0, show_default=True,
               help="Correlation of the two arms' outcomes on the same eval prompt and sample "
@@ -49,8 +50,8 @@ def _ints(value: str, name: str) -> list[int]:
               help="Training steps per run (comma-separated; cost columns).")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--group-size", type=int, default=8, show_default=True)
-@click.option("--alpha", type=float, default=0.05, show_default=True)
-@click.option("--power", "target_power", type=float, default=0.8, show_default=True)
+@click.option("--alpha", type=finite(), default=0.05, show_default=True)
+@click.option("--power", "target_power", type=finite(), default=0.8, show_default=True)
 @click.option("--sims", type=int, default=400, show_default=True,
               help="Simulated campaigns per row (0: closed form only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulation seed.")
@@ -83,7 +84,7 @@ def power(pilot: Path | None, mde: float, baseline_acc: float, sigma_seed: float
                       group_size=group_size, alpha=alpha, target_power=target_power,
                       num_sims=sims, sim_seed=seed)
     if as_json:
-        click.echo(json.dumps(plan, indent=2))
+        click.echo(strictjson.dumps(plan, indent=2))
         return
     i = plan["inputs"]
     click.echo(f"Inputs ({i['source']}): baseline accuracy {i['baseline_acc']:.3f}, "

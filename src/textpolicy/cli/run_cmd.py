@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from textpolicy.cli.params import finite
 from textpolicy.errors import ConfigError
 from textpolicy.training.defaults import STAGE_FLAGS
 
@@ -33,18 +34,25 @@ def parse_floats(text: str, flag: str) -> list[float]:
 
 def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
     """``0,1,2`` or a range ``0-7`` (inclusive), or a mix: ``0-3,8``."""
+    from textpolicy.runner.spec import MAX_SEEDS
+
     seeds: list[int] = []
+    shown = text if len(text) <= 60 else text[:57] + "..."
     try:
         for part in (p.strip() for p in text.split(",")):
             if not part:
                 continue
             if "-" in part[1:]:
                 lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
+                block = range(int(lo), int(hi) + 1)
             else:
-                seeds.append(int(part))
+                block = range(int(part), int(part) + 1)
+            if len(seeds) + len(block) > MAX_SEEDS:  # checked before a range is expanded
+                raise ConfigError(f"{flag}: {shown!r}: more than {MAX_SEEDS:,} seeds; allowed: "
+                                  f"at most {MAX_SEEDS:,}")
+            seeds.extend(block)
     except ValueError:
-        raise ConfigError(f"{flag}: {text!r}: expected seeds like 0,1,2 or 0-7") from None
+        raise ConfigError(f"{flag}: {shown!r}: expected seeds like 0,1,2 or 0-7") from None
     if not seeds:
         raise ConfigError(f"{flag}: {text!r}: expected at least one seed")
     return seeds
@@ -74,7 +82,7 @@ def execution_options(f: F) -> F:
 
 def stage_options(f: F, *, gtpo_hicra: bool = True) -> F:
     """The seed document's stage flags; given flags apply to every arm with that stage."""
-    f = click.option("--sepa-correct-rate-gate", type=float, default=None,
+    f = click.option("--sepa-correct-rate-gate", type=finite(), default=None,
                      help="Min correct rate for SEPA. [default: 0.1]")(f)
     f = click.option("--sepa-delay-steps", type=int, default=None,
                      help="SEPA delay. [default: 10]")(f)
@@ -83,9 +91,9 @@ def stage_options(f: F, *, gtpo_hicra: bool = True) -> F:
     f = click.option("--sepa-steps", type=int, default=None,
                      help="SEPA ramp steps. [default: 100]")(f)
     if gtpo_hicra:
-        f = click.option("--hicra-alpha", type=float, default=None,
+        f = click.option("--hicra-alpha", type=finite(), default=None,
                          help="HICRA amplification. [default: 0.2]")(f)
-        f = click.option("--gtpo-beta", type=float, default=None,
+        f = click.option("--gtpo-beta", type=finite(), default=None,
                          help="GTPO entropy weighting. [default: 0.1]")(f)
     return f
 
@@ -170,7 +178,7 @@ def sampling_options(*, group_size: int) -> Callable[[F], F]:
     """Prompts × completions per step and how they are sampled (the seed's group size
     default differs: 16 for the sweep, 8 for the campaign)."""
     def decorate(f: F) -> F:
-        f = click.option("--temperature", type=float, default=None,
+        f = click.option("--temperature", type=finite(), default=None,
                          help="Sampling temperature. [default: the task's; math: 0.7]")(f)
         f = click.option("--max-tokens", type=click.IntRange(min=1), default=None,
                          help="Max completion length. [default: the task's; math: 2048]")(f)

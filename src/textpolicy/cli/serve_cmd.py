@@ -11,6 +11,8 @@ from types import FrameType
 
 import click
 
+from textpolicy.cli.params import finite
+
 DEFAULT_PORT = 8765
 
 
@@ -48,7 +50,7 @@ def _warm_imports() -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where checkpoints and their tinker:// names are kept "
                    "[default: <textpolicy cache>/serve].")
-@click.option("--delay-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--delay-ms", type=finite(min=0), default=0.0, show_default=True,
               help="Fault injection: delay every request by this many milliseconds.")
 @click.option("--fail-request", multiple=True, metavar="[ENDPOINT:]N",
               help="Fault injection: answer HTTP 500 to the N-th request (or the N-th request "
@@ -56,10 +58,14 @@ def _warm_imports() -> None:
 @click.option("--poison-request", multiple=True, metavar="[ENDPOINT:]N",
               help="Fault injection: accept the N-th request but fail its future; a training "
                    "model then fails every later request (a poisoned client). Repeatable.")
+@click.option("--max-body-mb", type=finite(min=0, min_open=True), default=64.0,
+              show_default=True, help="Largest request body accepted (larger: HTTP 413).")
+@click.option("--max-threads", type=click.IntRange(min=1, max=4096), default=128,
+              show_default=True, help="Connections served at once (more wait to be accepted).")
 @click.option("--verbose", is_flag=True, help="Log every HTTP request to stderr.")
 def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir: Path | None,
           delay_ms: float, fail_request: tuple[str, ...], poison_request: tuple[str, ...],
-          verbose: bool) -> None:
+          max_body_mb: float, max_threads: int, verbose: bool) -> None:
     """Serve the local engine over Tinker's wire protocol.
 
     \b
@@ -95,7 +101,9 @@ def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir:
 
     try:
         server = TinkerServer(make_engine, models=served, state_dir=root, host=host, port=port,
-                              faults=faults, verbose=verbose)
+                              faults=faults, verbose=verbose,
+                              max_body_bytes=int(max_body_mb * (1 << 20)),
+                              max_threads=max_threads)
     except OSError as exc:
         from textpolicy.errors import ConfigError
 
@@ -116,3 +124,10 @@ def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir:
     finally:
         server.stop()
         click.echo("tp serve stopped")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # no interpreter shutdown: engine worker threads may still be inside torch, which then
+    # aborts the process ("terminate called without an active exception", exit -6)
+    import os
+
+    os._exit(0)

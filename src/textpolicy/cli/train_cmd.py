@@ -17,8 +17,10 @@ from typing import Any
 
 import click
 
+from textpolicy.cli.params import FiniteFloat, finite
 from textpolicy.errors import ConfigError
 from textpolicy.training.defaults import STAGE_FLAGS
+from textpolicy.training.seeds import MAX_SEED
 
 LOSS_CHOICES = ("importance_sampling", "ppo", "cross_entropy")
 AGGREGATION_CHOICES = ("token-sum", "token-mean", "seq-mean-token-mean",
@@ -128,8 +130,20 @@ def check_stage_flags(settings: dict[str, Any], given: Sequence[str]) -> None:
                 f"drop the flag or pick a pipeline with {stage!r}")
 
 
-def _positive_float() -> click.FloatRange:
-    return click.FloatRange(min=0.0, min_open=True)
+def _positive_float() -> FiniteFloat:
+    return finite(min=0.0, min_open=True)
+
+
+def abort_now() -> None:
+    """End the process at once with exit 130 (a second Ctrl-C / SIGTERM). Every run file is
+    as after a crash: whole fsynced rows up to the last step, at most a torn last line, which
+    the next start repairs; a re-run resumes from the last checkpoint."""
+    import os
+
+    sys.stderr.write("aborted; run the same command again to resume from the last "
+                     "checkpoint\n")
+    sys.stderr.flush()
+    os._exit(130)  # no cleanup: a dead service or a busy thread must not hold the exit
 
 
 @click.command(cls=OneLineCommand, context_settings={"show_default": True})
@@ -151,7 +165,7 @@ def _positive_float() -> click.FloatRange:
               help="Extra engine option, e.g. device=cuda (repeatable).")
 @click.option("--task-option", multiple=True, metavar="KEY=VALUE",
               help="Task parameter (repeatable).")
-@click.option("--seed", type=click.IntRange(min=0), default=0,
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0,
               help="Seed of data order, init, sampling and eval seeds.")
 @click.option("--lr", type=_positive_float(), default=None,
               help="Learning rate. [default: task default; math 4e-5, arithmetic 1e-3]")
@@ -186,9 +200,9 @@ def _positive_float() -> click.FloatRange:
               help="Engine loss. [default: importance_sampling]")
 @click.option("--loss-aggregation", type=click.Choice(AGGREGATION_CHOICES), default=None,
               help="How token advantages are normalised. [default: token-sum]")
-@click.option("--gtpo-beta", type=click.FloatRange(min=0.0), default=None,
+@click.option("--gtpo-beta", type=finite(min=0.0), default=None,
               help="GTPO entropy weighting (pipelines with gtpo). [default: 0.1]")
-@click.option("--hicra-alpha", type=click.FloatRange(min=0.0), default=None,
+@click.option("--hicra-alpha", type=finite(min=0.0), default=None,
               help="HICRA amplification (pipelines with hicra). [default: 0.2]")
 @click.option("--sepa-steps", type=click.IntRange(min=0), default=None,
               help="SEPA ramp steps (pipelines with sepa). [default: 100]")
@@ -196,7 +210,7 @@ def _positive_float() -> click.FloatRange:
               help="SEPA schedule. [default: linear]")
 @click.option("--sepa-delay-steps", type=click.IntRange(min=0), default=None,
               help="SEPA delay steps. [default: 10]")
-@click.option("--sepa-correct-rate-gate", type=click.FloatRange(min=0.0, max=1.0),
+@click.option("--sepa-correct-rate-gate", type=finite(min=0.0, max=1.0),
               default=None, help="Min correct rate before SEPA starts. [default: 0.1]")
 @click.option("--stage-option", multiple=True, metavar="STAGE.KEY=VALUE",
               help="Any stage (or planning detector) parameter, VALUE as JSON, e.g. "
@@ -238,9 +252,8 @@ def train(**params: Any) -> None:
     received: list[int] = []
 
     def handle(signum: int, _frame: Any) -> None:
-        if received:  # a second signal: stop now
-            signal.signal(signum, signal.SIG_DFL)
-            raise KeyboardInterrupt
+        if received:  # a second signal: stop now, whatever the engine is waiting for
+            abort_now()
         received.append(signum)
         stop.set()
         click.echo("stopping after the current step (again to abort)...", err=True)

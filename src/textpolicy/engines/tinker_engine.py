@@ -14,6 +14,16 @@
   user error) it makes a new training client from that state (or, before the first save, a fresh
   LoRA client with the same seed), replays the logged requests in order and then the failed
   one, so training continues where it was. At most ``max_recoveries`` times per request.
+- A dead service stops the run: every wait polls the SDK future and, while it has no answer,
+  checks that something still listens at the base URL (a TCP connect). When nothing has
+  listened for ``unreachable_timeout_s`` (engine option, default 120 s) the wait raises
+  ``ServiceUnreachable`` instead of waiting out the SDK's own retries (minutes, or forever for
+  a request that was accepted by a server that then died); the training loop then stops with
+  one line naming the service, how long it was unreachable and the last checkpoint.
+- A session the service no longer knows (``404 unknown ... session``, after a `tp serve`
+  restart) is a failed request like any other: the training client is recreated from the
+  last saved state and the logged requests are replayed; a sampling request gets a sampler
+  recreated from the current training client.
 - Credentials: the API key comes only from the environment or the SDK's own credential store
   (``TINKER_API_KEY``, ``TINKER_CREDENTIAL_CMD``, ``~/.tinker/credentials.json``); this module
   never reads it into anything that is written or logged. ``base_url`` (engine option, from
@@ -31,8 +41,10 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import socket
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -47,7 +59,7 @@ from textpolicy.engines.base import (
     SampledSequence,
     SamplingParams,
 )
-from textpolicy.errors import ConfigError, EngineError
+from textpolicy.errors import ConfigError, EngineError, ServiceUnreachable
 from textpolicy.urls import is_loopback_host, is_tinker_host, redact_url, url_host
 
 log = logging.getLogger(__name__)
@@ -110,6 +122,70 @@ def check_key_destination(url: str, trusted_host: str | None) -> str | None:
         f"machine (localhost, 127.0.0.0/8, ::1), so the Tinker API key would be sent there; "
         f"nothing was sent. If you trust {host}, pass --trust-host {host} (in a spec: "
         f"engine.options.trusted_host = \"{host}\")")
+
+
+#: seconds between two looks at a pending request's future
+POLL_S = 1.0
+#: seconds between two checks that a service that answered still listens
+PROBE_EVERY_S = 5.0
+
+
+def _listening(url: str, timeout: float = 2.0) -> bool:
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class _Watch:
+    """How long the service has been unreachable (shared by every wait of one engine)."""
+
+    def __init__(self, url: str, budget_s: float) -> None:
+        self.url = url
+        self.budget_s = budget_s
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._last_probe = -PROBE_EVERY_S
+        self.gave_up = False
+
+    def check(self) -> None:
+        """Raise ``ServiceUnreachable`` once nothing has listened for ``budget_s`` (while the
+        service answers, it is probed at most every ``PROBE_EVERY_S``)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._down_since is None and now - self._last_probe < PROBE_EVERY_S:
+                return
+            self._last_probe = now
+        up = _listening(self.url)
+        now = time.monotonic()
+        with self._lock:
+            if up:
+                self._down_since = None
+                return
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("tinker: nothing listens at %s; giving it %.0f s",
+                            redact_url(self.url), self.budget_s)
+            down = now - self._down_since
+            if down >= self.budget_s or self.gave_up:
+                self.gave_up = True
+                raise ServiceUnreachable(
+                    f"the Tinker service at {redact_url(self.url)} was unreachable for "
+                    f"{down:.0f} s "
+                    f"(engine option unreachable_timeout_s={self.budget_s:g})")
+
+    def wait(self, future: Any, timeout: float | None) -> Any:
+        """``future.result(timeout)``; with no timeout, polled so a dead service ends it."""
+        if timeout is not None:
+            return future.result(timeout)
+        while True:
+            try:
+                return future.result(POLL_S)
+            except TimeoutError:
+                self.check()
 
 
 def _check_reachable(url: str, timeout: float = 5.0) -> None:
@@ -227,6 +303,17 @@ def _is_user_error(exc: BaseException) -> bool:
     return bool(is_user_error(exc))
 
 
+def _is_lost_session(exc: BaseException) -> bool:
+    """A 404 for a session, client or pending request the service does not know (it
+    restarted): recoverable by recreating the client, unlike other 4xx answers. The SDK
+    raises these as ``NotFoundError`` (``status_code``) or wraps them in a ``ValueError``
+    whose message holds the code."""
+    text = str(exc).lower()
+    is_404 = getattr(exc, "status_code", None) == 404 or "error code: 404" in text
+    return is_404 and "unknown" in text and any(
+        word in text for word in ("session", "model", "request_id"))
+
+
 # ------------------------------------------------------------------------------ futures
 class _MappedFuture:
     """An SDK future whose value is converted on ``result()``."""
@@ -263,8 +350,11 @@ class _OpFuture:
 
 # ----------------------------------------------------------------------------- clients
 class TinkerSamplingClient:
-    def __init__(self, sdk_client: Any) -> None:
+    def __init__(self, sdk_client: Any, watch: _Watch | None = None,
+                 renew: Callable[[], Any] | None = None) -> None:
         self._sc = sdk_client
+        self._watch = watch
+        self._renew = renew  # a new SDK sampling client on the same weights
 
     def sample(self, prompt_ids: Sequence[int], num_samples: int, params: SamplingParams, *,
                topk_logprobs: int = 0) -> _MappedFuture:
@@ -273,7 +363,9 @@ class TinkerSamplingClient:
         prompt = types.ModelInput.from_ints(list(prompt_ids))
         sdk_params = to_sdk_sampling_params(params)
 
-        def submit() -> Any:
+        def submit(renew: bool = False) -> Any:
+            if renew and self._renew is not None:  # e.g. the session is gone (404)
+                self._sc = self._renew()
             return self._sc.sample(prompt, num_samples, sdk_params,
                                    topk_sample_logprobs=topk_logprobs)
 
@@ -282,7 +374,7 @@ class TinkerSamplingClient:
         def convert(response: Any) -> list[SampledSequence]:
             return [from_sdk_sequence(s) for s in response.sequences]
 
-        return _MappedFuture(_RetryOnce(first, submit), convert)
+        return _MappedFuture(_RetryOnce(first, submit, self._watch), convert)
 
     def compute_logprobs(self, sequences: Sequence[Sequence[int]]) -> Any:
         from tinker import types
@@ -302,23 +394,29 @@ class _RetryOnce:
     """A sampling future resubmitted once when its request failed server-side (a sampling
     client is not poisoned by a failed sample)."""
 
-    def __init__(self, fut: Any, submit: Callable[[], Any]) -> None:
+    def __init__(self, fut: Any, submit: Callable[[bool], Any], watch: _Watch | None) -> None:
         self._fut = fut
         self._submit = submit
+        self._watch = watch
+
+    def _wait(self, timeout: float | None) -> Any:
+        if self._watch is None:
+            return self._fut.result(timeout)
+        return self._watch.wait(self._fut, timeout)
 
     def result(self, timeout: float | None = None) -> Any:
         try:
-            return self._fut.result(timeout)
-        except TimeoutError:
+            return self._wait(timeout)
+        except (TimeoutError, ServiceUnreachable):
             raise
         except Exception as exc:
-            if _is_user_error(exc):
+            if _is_user_error(exc) and not _is_lost_session(exc):
                 raise EngineError(f"Tinker rejected a sampling request: {exc}") from None
             log.warning("tinker: a sampling request failed (%s); retrying it once", exc)
-            self._fut = self._submit()
+            self._fut = self._submit(True)
             try:
-                return self._fut.result(timeout)
-            except TimeoutError:
+                return self._wait(timeout)
+            except (TimeoutError, ServiceUnreachable):
                 raise
             except Exception as again:
                 raise EngineError(f"Tinker sampling failed twice: {again}") from None
@@ -373,11 +471,11 @@ class TinkerTrainingClient:
         while True:
             future, generation = op.future, op.generation
             try:
-                return future.result(timeout)
-            except TimeoutError:
+                return self._engine.watch.wait(future, timeout)
+            except (TimeoutError, ServiceUnreachable):
                 raise
             except Exception as exc:
-                if _is_user_error(exc):
+                if _is_user_error(exc) and not _is_lost_session(exc):
                     raise EngineError(f"Tinker rejected {op.kind}: {exc}") from None
                 if attempts >= self._engine.max_recoveries:
                     raise EngineError(f"Tinker {op.kind} failed after {attempts} "
@@ -421,7 +519,8 @@ class TinkerTrainingClient:
             op, self._next_sampler = self._next_sampler, None
         if op is None:
             op = self._submit_sampler()
-        return TinkerSamplingClient(self._await(op, None))
+        return TinkerSamplingClient(self._await(op, None), self._engine.watch,
+                                    renew=lambda: self._await(self._submit_sampler(), None))
 
     def forward_backward(self, datums: Sequence[Datum], loss_fn: str,
                          loss_fn_config: Mapping[str, float] | None = None) -> _OpFuture:
@@ -468,7 +567,9 @@ class TinkerTrainingClient:
 class TinkerEngine:
     """``tinker`` engine. Options: ``base_url`` (default ``$TINKER_BASE_URL`` or Tinker's
     production URL), ``max_recoveries`` (per request, default 3), ``prefetch_sampler``
-    (request the next step's sampler right behind each optim_step; default true).
+    (request the next step's sampler right behind each optim_step; default true),
+    ``unreachable_timeout_s`` (how long the service may be unreachable before the run stops;
+    default 120).
 
     ``lora_rank=None`` (a full fine-tune) is requested as LoRA rank 0, which `tp serve` runs as
     a full fine-tune and Tinker refuses (it trains LoRA adapters only)."""
@@ -477,10 +578,18 @@ class TinkerEngine:
     saves_locally = False  # save_state takes a name; Tinker stores the state
 
     def __init__(self, base_url: str | None = None, max_recoveries: int = 3,
-                 prefetch_sampler: bool = True, trusted_host: str | None = None) -> None:
+                 prefetch_sampler: bool = True, trusted_host: str | None = None,
+                 unreachable_timeout_s: float = 120.0) -> None:
         check_sdk_version()
         if int(max_recoveries) < 0:
             raise ConfigError(f"engine option max_recoveries={max_recoveries!r}: must be >= 0")
+        try:
+            budget = float(unreachable_timeout_s)
+        except (TypeError, ValueError):
+            budget = -1.0
+        if not (budget > 0 and budget < float("inf")):
+            raise ConfigError(f"engine option unreachable_timeout_s={unreachable_timeout_s!r}: "
+                              "must be a finite number of seconds > 0")
         self.max_recoveries = int(max_recoveries)
         self.prefetch_sampler = bool(prefetch_sampler)
         self.recoveries = 0  # training-client recoveries, all clients together
@@ -497,22 +606,48 @@ class TinkerEngine:
             sys.stderr.write(warning + "\n")
             sys.stderr.flush()
         _check_reachable(self.base_url)
+        self.watch = _Watch(self.base_url, budget)
         import tinker
 
         self._service = tinker.ServiceClient(base_url=self.base_url)
+        self._service_lock = threading.Lock()
         self._closed = False
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "base_url": redact_url(self.base_url),
                 "tinker_sdk": installed_sdk_version(), "max_recoveries": self.max_recoveries,
-                "prefetch_sampler": self.prefetch_sampler}
+                "prefetch_sampler": self.prefetch_sampler,
+                "unreachable_timeout_s": self.watch.budget_s}
 
     @property
     def service_client(self) -> Any:
         return self._service
 
+    def _renew_service(self, stale: Any) -> None:
+        """A new session for a service that no longer knows ours (`tp serve` restarted)."""
+        import tinker
+
+        with self._service_lock:
+            if self._service is stale:
+                log.warning("tinker: the service at %s does not know this session any more; "
+                            "starting a new session", redact_url(self.base_url))
+                self._service = tinker.ServiceClient(base_url=self.base_url)
+
     def _new_sdk_client(self, state_path: str | None, *, base_model: str, lora_rank: int,
                         seed: int) -> Any:
+        service = self._service
+        try:
+            return self._create_sdk_client(state_path, base_model=base_model,
+                                           lora_rank=lora_rank, seed=seed)
+        except EngineError as exc:
+            if not isinstance(exc.__cause__, Exception) or not _is_lost_session(exc.__cause__):
+                raise
+        self._renew_service(service)
+        return self._create_sdk_client(state_path, base_model=base_model, lora_rank=lora_rank,
+                                       seed=seed)
+
+    def _create_sdk_client(self, state_path: str | None, *, base_model: str, lora_rank: int,
+                           seed: int) -> Any:
         try:
             if state_path is not None:
                 return self._service.create_training_client_from_state_with_optimizer(
@@ -523,7 +658,7 @@ class TinkerEngine:
             raise
         except Exception as exc:
             what = f"resume {state_path!r}" if state_path else f"create a {base_model!r} client"
-            raise EngineError(redact_url(f"Tinker could not {what}: {exc}")) from None
+            raise EngineError(redact_url(f"Tinker could not {what}: {exc}")) from exc
 
     def create_training_client(self, base_model: str, *, lora_rank: int | None,
                                seed: int) -> TinkerTrainingClient:
@@ -547,7 +682,8 @@ class TinkerEngine:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._service.close("success").result(timeout=30)
+        try:  # a service that is gone is not waited for
+            self._service.close("success").result(timeout=2 if self.watch.gave_up else 30)
         except Exception as exc:  # closing is best effort
-            log.warning("tinker: closing the session failed: %s", exc)
+            if not self.watch.gave_up:  # the service is gone: that was already said
+                log.warning("tinker: closing the session failed: %s", exc)

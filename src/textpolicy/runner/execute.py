@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from textpolicy.errors import TextPolicyError
+from textpolicy.errors import Aborted, TextPolicyError
 from textpolicy.runner.follow import Follower, FollowerThread, describe_error
 from textpolicy.runner.plan import Plan, PlannedRun
 from textpolicy.runner.progress import Display
@@ -263,6 +263,7 @@ class Executor:
         failed = False
         next_index = 0
         interrupted = False
+        aborted = False
         warming = False  # a new thread slot has not finished a step yet
         warmed_once = False  # some slot has finished a step (imports are warm)
         try:
@@ -295,11 +296,14 @@ class Executor:
                 except queue.Empty:
                     continue
                 except KeyboardInterrupt:
-                    if interrupted:  # a second Ctrl-C: stop now
+                    if interrupted:  # a second Ctrl-C / SIGTERM: stop now
                         for slot in slots.values():
                             if isinstance(slot, _ProcessSlot):
                                 slot.kill()
-                        raise
+                        aborted = True
+                        raise Aborted("aborted by a second interrupt; run the same command "
+                                      "again to resume every run from its last "
+                                      "checkpoint") from None
                     interrupted = True
                     self.stop.set()
                     for slot in slots.values():
@@ -334,8 +338,9 @@ class Executor:
                     if result.status == "failed":
                         failed = True
         finally:
-            for slot in slots.values():
-                slot.close()
+            if not aborted:  # an abort does not wait for runs in threads (daemons)
+                for slot in slots.values():
+                    slot.close()
             self.display.close()
         for run in runs:
             if run.key not in results:
@@ -356,17 +361,23 @@ class Executor:
 
 @contextlib.contextmanager
 def _interruptible() -> Any:
-    """SIGINT raises KeyboardInterrupt while runs execute, even in a process started with
-    SIGINT ignored (a background job of a non-interactive shell, `nohup ... &`): Python then
-    installs no handler, and `kill -INT` would be ignored instead of stopping cleanly."""
+    """SIGINT and SIGTERM raise KeyboardInterrupt while runs execute (the first stops every
+    run after its step, a second aborts), even in a process started with SIGINT ignored (a
+    background job of a non-interactive shell, `nohup ... &`): Python then installs no
+    handler, and `kill -INT` would be ignored instead of stopping cleanly."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def run_plan(plan: Plan, **kwargs: Any) -> list[RunResult]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from textpolicy import strictjson
 from textpolicy.runner.results import complete_rows
 
 STATE_FILE = "wandb_follow.json"
@@ -137,7 +138,7 @@ class Follower:
     def _save_state(self) -> None:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_name(STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(self._state) + "\n", encoding="utf-8")
+        tmp.write_text(strictjson.dumps(self._state) + "\n", encoding="utf-8")
         os.replace(tmp, self.state_path)
 
     @property
@@ -166,6 +167,8 @@ class Follower:
             settings=wandb.Settings(console="off", silent=True))
         if self.mode:
             kwargs["mode"] = self.mode
+        if not os.environ.get("WANDB_DIR"):  # W&B's files go next to the run, not in ./wandb
+            kwargs["dir"] = str(self.metrics_path.parent.resolve())
         self._run = wandb.init(**kwargs)
         name = getattr(self._run, "name", None)
         self._run_name = name if isinstance(name, str) and name else self.run_name

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from textpolicy import strictjson
 from textpolicy.runner.plan import Plan, PlannedRun, format_lr
 from textpolicy.training.config import TrainConfig
 from textpolicy.training.defaults import STAGE_FLAGS as SEED_STAGE_FLAGS
@@ -204,5 +205,6 @@ def run_plugins(config: TrainConfig) -> list[dict[str, Any]]:
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(redact(data), indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(strictjson.dumps(redact(data), indent=2, default=str) + "\n",
+                   encoding="utf-8")
     os.replace(tmp, path)

@@ -9,50 +9,75 @@ from typing import Any
 
 import attrs
 
+from textpolicy.errors import AnalysisError
+
 METRICS = "metrics.jsonl"
 EVAL = "eval.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
 
 
-def complete_rows(data: bytes) -> list[dict[str, Any]]:
-    """The JSON objects on the complete lines of ``data``: the text after the last newline
-    is a half-written line and is left out, as are blank or unparsable lines."""
-    rows = []
+def numbered_rows(data: bytes) -> list[dict[str, Any] | None]:
+    """Item i is the JSON object on line i + 1 of ``data``, or None for a blank or unparsable
+    line; the text after the last newline is a half-written line and is left out."""
+    rows: list[dict[str, Any] | None] = []
     for raw in data.split(b"\n")[:-1]:
-        if not raw.strip():
-            continue
         try:
-            row = json.loads(raw)
+            row = json.loads(raw) if raw.strip() else None
         except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
+            row = None
+        rows.append(row if isinstance(row, dict) else None)
     return rows
+
+
+def complete_rows(data: bytes) -> list[dict[str, Any]]:
+    """The JSON objects on the complete lines of ``data`` (see :func:`numbered_rows`)."""
+    return [row for row in numbered_rows(data) if row is not None]
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Complete rows of a JSONL file; a half-written last line (or a missing file) is fine."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return
-    yield from complete_rows(data)
+    yield from complete_rows(_read(path))
 
 
 def metrics_rows(log_dir: Path) -> list[dict[str, Any]]:
     return list(iter_jsonl(log_dir / METRICS))
 
 
+def row_steps(path: Path) -> list[int]:
+    """The ``step`` of every complete row of a JSONL run file; a row whose step is not an
+    integer >= 0 (``"step": [1]``, a missing step) is an ``AnalysisError`` naming the file
+    and the line."""
+    steps = []
+    for line, row in enumerate(numbered_rows(_read(path)), start=1):
+        if row is None:
+            continue
+        step = row.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            shown = repr(step) if "step" in row else "missing"
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise AnalysisError(f"{path}: line {line}: 'step' is {shown}; allowed: an "
+                                "integer >= 0 (fix or remove the run)")
+        steps.append(step)
+    return steps
+
+
 def completed_steps(log_dir: Path) -> int:
     """Number of distinct steps in metrics.jsonl."""
-    return len({row.get("step") for row in iter_jsonl(log_dir / METRICS)})
+    return len(set(row_steps(log_dir / METRICS)))
 
 
 def is_finished(log_dir: Path, max_steps: int) -> bool:
     """Finished: metrics.jsonl holds every step 0..max_steps-1 and the run saved its final
     checkpoint (step >= max_steps in checkpoints.jsonl) — the training loop's completion
     marker, written after every other file of the run is durable."""
-    steps = {row.get("step") for row in iter_jsonl(log_dir / METRICS)}
+    steps = set(row_steps(log_dir / METRICS))
     if not set(range(max_steps)) <= steps:
         return False
     return any(int(row.get("step", -1)) >= max_steps

@@ -23,6 +23,7 @@ their own classes reject, missing files — becomes one line
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ import attrs
 from textpolicy.errors import ConfigError
 from textpolicy.plugins import did_you_mean
 from textpolicy.training.config import TrainConfig
+from textpolicy.training.seeds import MAX_SEED
 
 KINDS = ("sweep", "campaign", "experiment")
 SELECT_METRICS = ("auto", "eval", "running_correct_rate")
@@ -45,6 +47,18 @@ DEFAULT_LR_VALUES = (5e-5, 2e-4, 5e-4, 1e-3)
 #: sweep seeds count from here (campaign seeds from 0), so no campaign run replays a probe
 SWEEP_SEED_BASE = 1000
 SWEEP_SPLITS = ("validation", "test")
+#: bounds on sizes, so that a typo (``seeds = 0-1500000``, ``resamples = 2**63-1``) is an
+#: error at once rather than minutes of planning or an analysis that fails at the end
+MAX_SEEDS = 1000
+MAX_ARMS = 64
+MAX_LR_VALUES = 64
+MAX_RESAMPLES = 10_000_000
+MAX_SPEC_BYTES = 1 << 20
+#: names become directory names (at most 255 bytes on most file systems)
+MAX_NAME = 100
+#: TOML arrays / inline tables nest at most this deep (tomllib recurses per level)
+MAX_NESTING = 32
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class SpecError(ConfigError):
@@ -63,14 +77,38 @@ def _doc(text: str, allowed: str = "") -> dict[str, str]:
     return {"doc": text, "allowed": allowed}
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, int) or math.isfinite(v)
+
+
 def _positive(_i: object, a: attrs.Attribute[Any], v: Any) -> None:
+    if v is not None and not _finite(v):  # nan passes `v <= 0`
+        raise ValueError("not a finite number; allowed: a finite number > 0")
     if v is not None and v <= 0:
         raise ValueError("must be > 0")
 
 
 def _non_negative(_i: object, a: attrs.Attribute[Any], v: Any) -> None:
+    if v is not None and not _finite(v):
+        raise ValueError("not a finite number; allowed: a finite number >= 0")
     if v is not None and v < 0:
         raise ValueError("must be >= 0")
+
+
+def _at_most(limit: int, what: str = "") -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    def check(_i: object, a: attrs.Attribute[Any], v: Any) -> None:
+        if v is not None and v > limit:
+            raise ValueError(f"must be at most {limit:,}{what}")
+
+    return check
+
+
+def _max_len(limit: int) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    def check(_i: object, a: attrs.Attribute[Any], v: Any) -> None:
+        if len(v) > limit:
+            raise ValueError(f"{len(v):,} values; allowed: at most {limit:,}")
+
+    return check
 
 
 def _open_unit(_i: object, a: attrs.Attribute[Any], v: Any) -> None:
@@ -90,6 +128,8 @@ def _one_of(*choices: str) -> Callable[[object, attrs.Attribute[Any], Any], None
 def _safe_name(_i: object, a: attrs.Attribute[Any], v: Any) -> None:
     if v is not None and not SAFE_NAME.match(v):
         raise ValueError("must be a file-system safe name; allowed: letters, digits, _ . -")
+    if v is not None and len(v) > MAX_NAME:
+        raise ValueError(f"{len(v):,} characters; allowed: a name of at most {MAX_NAME}")
 
 
 def _each(check: Callable[[object, attrs.Attribute[Any], Any], None]
@@ -232,16 +272,17 @@ class SweepSpec:
 
     lr_values: tuple[float, ...] = attrs.field(
         default=DEFAULT_LR_VALUES, converter=tuple,
-        validator=[_non_empty, _unique, _each(_positive)],
+        validator=[_non_empty, _max_len(MAX_LR_VALUES), _unique, _each(_positive)],
         metadata=_doc("learning rates to probe", "unique values > 0"))
     probe_steps: int = attrs.field(default=20, validator=_positive,
                                    metadata=_doc("training steps per probe", "> 0"))
     seeds: tuple[int, ...] = attrs.field(
         default=(SWEEP_SEED_BASE,), converter=tuple,
-        validator=[_non_empty, _unique, _each(_non_negative)],
+        validator=[_non_empty, _max_len(MAX_SEEDS), _unique, _each(_non_negative),
+                   _each(_at_most(MAX_SEED))],
         metadata=_doc("seeds of every probe; disjoint from the campaign seeds unless "
                       "share_seeds = true (a campaign run at a shared seed would replay a "
-                      "probe)", "unique, >= 0"))
+                      "probe)", f"unique, 0 to {MAX_SEED}"))
     share_seeds: bool = attrs.field(default=False, metadata=_doc(
         "allow sweep seeds that are also campaign seeds (the campaign report then says which "
         "runs replay probes)", "true, false"))
@@ -265,10 +306,11 @@ class AnalysisSpec:
         "run the analysis when every run has finished", "true, false"))
     alpha: float = attrs.field(default=0.05, validator=_open_unit,
                                metadata=_doc("significance level", "0 < alpha < 1"))
-    resamples: int = attrs.field(default=20000, validator=_positive, metadata=_doc(
-        "bootstrap / permutation resamples", "> 0"))
-    seed: int = attrs.field(default=0, validator=_non_negative,
-                            metadata=_doc("seed of the resampling", ">= 0"))
+    resamples: int = attrs.field(default=20000, validator=[
+        _positive, _at_most(MAX_RESAMPLES)], metadata=_doc(
+        "bootstrap / permutation resamples", f"1 to {MAX_RESAMPLES:,}"))
+    seed: int = attrs.field(default=0, validator=[_non_negative, _at_most(MAX_SEED)],
+                            metadata=_doc("seed of the resampling", f"0 to {MAX_SEED}"))
     mde: float | None = attrs.field(default=None, validator=_positive, metadata=_doc(
         "minimum detectable effect for the power estimate (omit: the observed effect)", "> 0"))
     margin_pp: float | None = attrs.field(default=None, validator=_positive, metadata=_doc(
@@ -310,9 +352,11 @@ class Spec:
     task: TaskSpec = attrs.field(factory=TaskSpec, metadata=_doc(
         "task name, or a table with name and params", "see [task]"))
     seeds: tuple[int, ...] = attrs.field(
-        default=(0,), converter=tuple, validator=[_non_empty, _unique, _each(_non_negative)],
+        default=(0,), converter=tuple, validator=[
+            _non_empty, _max_len(MAX_SEEDS), _unique, _each(_non_negative),
+            _each(_at_most(MAX_SEED))],
         metadata=_doc("campaign seeds; seed s is paired across arms (same init, data order, "
-                      "eval prompts)", "unique, >= 0"))
+                      "eval prompts)", f"unique, 0 to {MAX_SEED}, at most {MAX_SEEDS}"))
     parallel: int = attrs.field(default=1, validator=_positive, metadata=_doc(
         "runs executed at the same time", "> 0"))
     continue_on_error: bool = attrs.field(default=False, metadata=_doc(
@@ -332,7 +376,8 @@ class Spec:
             "stage parameters applied to every arm whose pipeline has that stage (the seed "
             "document's --gtpo-beta, --sepa-steps, ...)", "each stage's parameter class"))
     arms: tuple[ArmSpec, ...] = attrs.field(default=DEFAULT_ARMS, converter=tuple,
-                                           validator=_non_empty, metadata=_doc(
+                                           validator=[_non_empty, _max_len(MAX_ARMS)],
+                                           metadata=_doc(
         "the arms (default: baseline = grpo, candidate = full)", "see [[arms]]"))
     sweep: SweepSpec = attrs.field(factory=SweepSpec, metadata=_doc("see [sweep]", ""))
     analysis: AnalysisSpec = attrs.field(factory=AnalysisSpec,
@@ -361,10 +406,7 @@ class Spec:
         source = str(path)
         if not p.is_file():
             raise SpecError(source, [f"{source}: file not found"])
-        try:
-            raw = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise SpecError(source, [f"{source}: not valid TOML: {exc}"]) from None
+        raw = parse_toml(p.read_bytes(), source)
         if "name" not in raw:
             raw = {**raw, "name": _slug(p.stem)}
         return cls.from_dict(raw, source=source, base_dir=p.parent)
@@ -374,6 +416,47 @@ class Spec:
                   base_dir: Path | None = None) -> Spec:
         """Validate ``raw`` (a parsed TOML table) in all phases; raise ``SpecError``."""
         return load_spec(raw, source=source, base_dir=base_dir)
+
+
+def parse_toml(data: bytes, source: str) -> dict[str, Any]:
+    """Parse a spec file's bytes; ``SpecError`` (one line) for a file too large, a UTF-8
+    byte-order mark, bytes that are not UTF-8, nesting deeper than ``MAX_NESTING`` or
+    invalid TOML."""
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(source, [f"{source}: {len(data):,} bytes; allowed: a spec file of at "
+                                 f"most {MAX_SPEC_BYTES:,} bytes"])
+    if data.startswith(UTF8_BOM):
+        raise SpecError(source, [f"{source}: starts with a UTF-8 byte-order mark (BOM, bytes "
+                                 "EF BB BF), which TOML does not allow; save it as UTF-8 "
+                                 "without BOM"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(source, [f"{source}: not UTF-8 (byte {exc.start}); allowed: a UTF-8 "
+                                 "TOML file"]) from None
+    depth = _bracket_depth(text)
+    if depth > MAX_NESTING:
+        raise SpecError(source, [f"{source}: arrays or inline tables nested {depth} deep; "
+                                 f"allowed: at most {MAX_NESTING}"])
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(source, [f"{source}: not valid TOML: {exc}"]) from None
+    except RecursionError:  # a backstop: brackets inside strings can hide nesting
+        raise SpecError(source, [f"{source}: nested too deeply; allowed: at most "
+                                 f"{MAX_NESTING} levels"]) from None
+
+
+def _bracket_depth(text: str) -> int:
+    """The nesting of arrays and inline tables, estimated as the deepest run of open
+    ``[``/``{`` over close brackets (brackets inside strings and comments count too;
+    vectorised: a cumulative sum over the bracket characters)."""
+    import numpy as np
+
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    steps = (np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
+             - np.isin(codes, (ord("]"), ord("}"))))
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _drop_none(value: Any) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -222,15 +223,41 @@ def _run_validators(obj: Any, path: tuple[str | int, ...]) -> Iterator[_Problem]
                     yield from _run_validators(item, (*here, i))
 
 
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was (a 10 MB name must not
+    become a 10 MB error line)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 30]}... ({len(text):,} characters)"
+
+
 def _render(source: str, raw: Mapping[str, Any], problems: Sequence[_Problem]) -> list[str]:
     lines = []
     for problem in problems:
         found, value = _lookup(raw, problem.path)
         value_text = f"{_fmt_value(value)}: " if (problem.show_value and found) else ""
-        line = f"{source}: {_fmt_path(problem.path)}: {value_text}{problem.message}"
+        path = _clip(_fmt_path(problem.path), 120)
+        line = f"{_clip(source, 200)}: {path}: {value_text}{_clip(problem.message, MAX_LINE)}"
         if line not in lines:
             lines.append(line)
     return lines
+
+
+#: the longest problem message shown (names and values inside it are cut)
+MAX_LINE = 400
+
+
+def _non_finite(raw: Any, path: tuple[str | int, ...] = ()) -> Iterator[_Problem]:
+    """Every ``nan``, ``inf`` and ``-inf`` anywhere in the raw table (TOML allows them; no
+    setting of textpolicy means one)."""
+    if isinstance(raw, float) and not math.isfinite(raw):
+        yield _Problem(path, "not a finite number; allowed: a finite number")
+    elif isinstance(raw, Mapping):
+        for key, value in raw.items():
+            yield from _non_finite(value, (*path, key))
+    elif isinstance(raw, list):
+        for i, value in enumerate(raw):
+            yield from _non_finite(value, (*path, i))
 
 
 # --------------------------------------------------------------------------- loading
@@ -245,6 +272,12 @@ def load_spec(raw: Mapping[str, Any], *, source: str = "<spec>",
         raw_for_structure = {**raw, "kind": "campaign"}
     else:
         raw_for_structure = raw
+    non_finite = list(_non_finite(raw))
+    if non_finite:  # reported once each, and dropped so no other check sees them
+        problems.extend(non_finite)
+        raw_for_structure = copy.deepcopy(raw_for_structure)
+        for problem in non_finite:
+            _drop(raw_for_structure, problem.path)
     spec: Spec | None = None
     with attrs.validators.disabled():
         try:
@@ -269,9 +302,21 @@ def load_spec(raw: Mapping[str, Any], *, source: str = "<spec>",
             seen = {problem.path for problem in problems}
             problems.extend(p for p in _resolve(spec, raw, base_dir) if p.path not in seen)
     if problems:
+        flagged = {problem.path for problem in non_finite}
+        problems = non_finite + [p for p in problems[len(non_finite):] if p.path not in flagged]
         raise SpecError(source, _render(source, raw, problems))
     assert spec is not None
     return spec
+
+
+def _drop(raw: Any, path: Sequence[str | int]) -> None:
+    """Remove the value at ``path`` (an array keeps its other items)."""
+    *parents, last = path or ("",)
+    found, parent = _lookup(raw, parents)
+    if found and isinstance(parent, dict) and last in parent:
+        del parent[last]
+    elif found and isinstance(parent, list) and isinstance(last, int):
+        parent[last] = None
 
 
 def _prune(raw: Any, problem: _Problem) -> None:
@@ -290,10 +335,14 @@ def _prune(raw: Any, problem: _Problem) -> None:
 def _check_structure(spec: Spec, raw: Mapping[str, Any]) -> Iterator[_Problem]:
     """Cross-field rules that need no registry."""
     labels = [arm.label for arm in spec.arms]
+    folded = [label.casefold() for label in labels]  # directories: X and x collide on macOS
     for i, label in enumerate(labels):
-        if labels.index(label) != i:
-            yield _Problem(("arms", i, "name"), f"duplicate arm name {label!r}; give each arm "
-                           "a unique name")
+        first = folded.index(folded[i])
+        if first != i:
+            same = "" if labels[first] == label else f" (same as {labels[first]!r} ignoring case)"
+            yield _Problem(("arms", i, "name"), f"duplicate arm name {label!r}{same}; give each "
+                           "arm a unique name (arm names are compared ignoring case: they are "
+                           "directory names)")
     if spec.baseline is not None and spec.baseline not in labels:
         names = list(dict.fromkeys(labels))
         yield _Problem(("baseline",), f"no arm has this name{did_you_mean(spec.baseline, names)}"

@@ -4,12 +4,21 @@ Stdlib ``ThreadingHTTPServer`` with HTTP/1.1 keep-alive. Every request needs an 
 with Tinker's ``tml-`` prefix (any such key is accepted; nothing is checked or stored).
 ``retrieve_future`` long-polls: it holds the request until the future is done or
 ``long_poll_s`` passes, then answers 408 (the SDK's "try again").
+
+Hardening (a listener anyone on the host can reach): the path and the key are checked before
+a byte of the body is read (a request without a key costs nothing); a body larger than
+``max_body_bytes`` gets 413 and a malformed ``Content-Length`` 400, both closing the
+connection; a zstd body may not decompress to more than ``MAX_DECOMPRESSED_BYTES``; at most
+``max_threads`` connections are served at once (the rest wait in the listen backlog) and an
+idle connection is dropped after ``IDLE_TIMEOUT_S``; malformed JSON, protobuf or zstd is a 400;
+a client that disconnects is one log line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -17,14 +26,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from textpolicy import strictjson
 from textpolicy.serve.faults import FaultPlan
 from textpolicy.serve.futures import ServerFuture
 from textpolicy.serve.service import ApiError, EngineFactory, TinkerService
-from textpolicy.serve.wire import PROTO_CONTENT_TYPE, WireError, decode_forward_backward
+from textpolicy.serve.wire import (
+    MAX_DECOMPRESSED_BYTES,
+    PROTO_CONTENT_TYPE,
+    WireError,
+    decode_forward_backward,
+)
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/"
+#: default body limit: a forward_backward of a real batch is a few MB
+MAX_BODY_BYTES = 64 << 20
+#: default number of connections served at once (the SDK keeps up to ~100 open)
+MAX_THREADS = 128
+#: a connection that sends nothing for this long is closed (slow or idle clients)
+IDLE_TIMEOUT_S = 120.0
 
 CLIENT_CONFIG: dict[str, Any] = {
     "pjwt_auth_enabled": False,
@@ -41,9 +62,16 @@ CLIENT_CONFIG: dict[str, Any] = {
 }
 
 
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    timeout = IDLE_TIMEOUT_S  # socket timeout of every read
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
@@ -58,11 +86,37 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _json(self, status: int, value: Mapping[str, Any]) -> None:
-        self._reply(status, json.dumps(value).encode())
+        self._reply(status, strictjson.dumps(value).encode())
 
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        """The request body, after checking its declared length (``_BadRequest``)."""
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            if self.headers.get("Transfer-Encoding"):
+                raise _BadRequest(411, "tp serve needs a Content-Length (no chunked bodies)")
+            return b""
+        text = raw.strip()
+        if not text.isdigit() or len(text) > 18:
+            raise _BadRequest(400, f"malformed Content-Length {raw[:40]!r}")
+        length = int(text)
+        if length > self.server.max_body_bytes:
+            raise _BadRequest(413, f"body of {length:,} bytes; tp serve accepts at most "
+                                   f"{self.server.max_body_bytes:,} (tp serve --max-body-mb)")
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            raise _BadRequest(400, f"body ended after {len(body):,} of {length:,} bytes")
+        return body
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer and close: the unread body must not be taken for the next request."""
+        self.close_connection = True
+        self.send_response(status)
+        body = strictjson.dumps({"error": message}).encode()
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -71,15 +125,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("POST")
 
     def _handle(self, method: str) -> None:
-        body = self._body()
         path = self.path.split("?", 1)[0]
         if not path.startswith(PREFIX):
-            self._json(404, {"error": f"no such path {path}"})
+            self._refuse(404, f"no such path {path[:200]}")
             return
         endpoint = path[len(PREFIX):]
         key = self.headers.get("X-API-Key") or ""
-        if not key.startswith(("tml-", "eyJ")):
-            self._json(401, {"error": "missing or malformed X-API-Key (expected tml-...)"})
+        if not key.startswith(("tml-", "eyJ")):  # before the body: costs the client nothing
+            self._refuse(401, "missing or malformed X-API-Key (expected tml-...)")
+            return
+        try:
+            body = self._body()
+        except _BadRequest as exc:
+            self._refuse(exc.status, str(exc))
             return
         faults = self.server.faults
         if faults.delay_s > 0:
@@ -92,6 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             self._dispatch(method, endpoint, body, poison)
+        except (ConnectionError, TimeoutError):
+            raise  # the client is gone: handle_error logs one line
         except ApiError as exc:
             self._json(exc.status, {"error": str(exc)})
         except (WireError, ValueError, KeyError, TypeError) as exc:
@@ -114,11 +174,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(404, {"error": f"no such endpoint GET {endpoint}"})
             return
         if endpoint == "forward_backward":
-            decoded = decode_forward_backward(raw, self.headers.get("Content-Encoding"))
+            decoded = decode_forward_backward(raw, self.headers.get("Content-Encoding"),
+                                              max_bytes=self.server.max_decompressed_bytes)
             fut = svc.forward_backward(decoded, poison=poison)
             self._future(fut, model_id=decoded["model_id"])
             return
-        body: dict[str, Any] = json.loads(raw) if raw else {}
+        parsed = json.loads(raw) if raw else {}
+        if not isinstance(parsed, dict):
+            raise ValueError(f"expected a JSON object, got {type(parsed).__name__}")
+        body: dict[str, Any] = parsed
         if endpoint == "retrieve_future":
             self._retrieve(str(body.get("request_id", "")))
         elif endpoint == "client/config":
@@ -180,12 +244,41 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], service: TinkerService, faults: FaultPlan,
-                 *, long_poll_s: float, verbose: bool) -> None:
+                 *, long_poll_s: float, verbose: bool, max_body_bytes: int = MAX_BODY_BYTES,
+                 max_threads: int = MAX_THREADS,
+                 max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES) -> None:
         super().__init__(address, _Handler)
         self.service = service
         self.faults = faults
         self.long_poll_s = long_poll_s
         self.verbose = verbose
+        self.max_body_bytes = max_body_bytes
+        self.max_decompressed_bytes = max_decompressed_bytes
+        self._slots = threading.BoundedSemaphore(max_threads)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # at most max_threads connections at once: the accept loop waits for a free slot,
+        # and further clients wait in the kernel's listen backlog
+        self._slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):  # the client left or stalled
+            log.warning("tp serve: client %s:%s disconnected (%s)", *client_address[:2],
+                        type(exc).__name__)
+            return
+        super().handle_error(request, client_address)
 
 
 class TinkerServer:
@@ -204,11 +297,14 @@ class TinkerServer:
         gather_s: float = 0.02,
         session_idle_s: float = 300.0,
         verbose: bool = False,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_threads: int = MAX_THREADS,
     ) -> None:
         self.service = TinkerService(engine_factory, models=models, state_dir=state_dir,
                                      gather_s=gather_s)
         self._httpd = _Server((host, port), self.service, faults or FaultPlan(),
-                              long_poll_s=long_poll_s, verbose=verbose)
+                              long_poll_s=long_poll_s, verbose=verbose,
+                              max_body_bytes=max_body_bytes, max_threads=max_threads)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.session_idle_s = session_idle_s

@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from textpolicy import strictjson
 from textpolicy.engines.base import AdamParams, Engine, SamplingClient, TrainingClient
 from textpolicy.errors import EngineError
 from textpolicy.serve.futures import Category, FutureTable, ServerFuture
@@ -410,17 +411,23 @@ class TinkerService:
         with self._lock:
             self._checkpoints[tinker_path] = local_path
             tmp = self._checkpoint_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._checkpoints, indent=1, sort_keys=True))
+            tmp.write_text(strictjson.dumps(self._checkpoints, indent=1, sort_keys=True))
             os.replace(tmp, self._checkpoint_file)
 
     def _local_path(self, path: str) -> str:
+        """The folder of a checkpoint: a ``tinker://`` name this server saved, or a folder
+        under its own state directory — never anything else on the machine."""
         with self._lock:
             local = self._checkpoints.get(path)
-        if local is not None:
-            return local
-        if not path.startswith("tinker://") and Path(path).exists():
-            return path
-        raise _UserError(f"unknown checkpoint path {path!r}")
+        if local is None and not path.startswith("tinker://"):
+            local = path
+        if local is None:
+            raise _UserError(f"unknown checkpoint path {path[:200]!r}")
+        resolved = Path(local).resolve()
+        if not resolved.is_relative_to(self.state_dir.resolve()) or not resolved.exists():
+            raise _UserError(f"checkpoint path {path[:200]!r}: tp serve loads only the "
+                             f"checkpoints under its own state directory")
+        return str(resolved)
 
     def save_weights(self, body: Mapping[str, Any], *, poison: bool) -> ServerFuture:
         model_id = str(body["model_id"])

@@ -60,16 +60,42 @@ def _tensor_to_numpy(msg: Any) -> np.ndarray:
     return np.frombuffer(msg.dense, dtype=dtype).copy()
 
 
-def decode_forward_backward(body: bytes, content_encoding: str | None = None) -> dict[str, Any]:
-    """Decode a protobuf ForwardBackwardRequest (optionally zstd-compressed).
+#: the largest decompressed forward_backward body (a tiny zstd frame can claim gigabytes)
+MAX_DECOMPRESSED_BYTES = 256 << 20
+
+
+def _unzstd(body: bytes, max_bytes: int) -> bytes:
+    """zstd-decompress ``body`` by streaming, stopping once ``max_bytes`` are exceeded (the
+    frame's declared size is not trusted)."""
+    import zstandard
+
+    reader = zstandard.ZstdDecompressor().stream_reader(body)
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        while True:
+            chunk = reader.read(1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_bytes:
+                raise WireError(f"zstd body decompresses to more than {max_bytes:,} bytes")
+            chunks.append(chunk)
+    except zstandard.ZstdError as exc:
+        raise WireError(f"malformed zstd body: {exc}") from None
+    return b"".join(chunks)
+
+
+def decode_forward_backward(body: bytes, content_encoding: str | None = None, *,
+                            max_bytes: int = MAX_DECOMPRESSED_BYTES) -> dict[str, Any]:
+    """Decode a protobuf ForwardBackwardRequest (optionally zstd-compressed, at most
+    ``max_bytes`` once decompressed; ``WireError`` for more, or for a malformed frame).
 
     Returns ``{"model_id", "seq_id", "loss_fn", "loss_fn_config", "forward_only", "datums"}``
     with the datums as ``textpolicy.engines.base.Datum``.
     """
     if content_encoding and content_encoding.lower() == "zstd":
-        import zstandard
-
-        body = zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 31)
+        body = _unzstd(body, max_bytes)
     pb = _pb()
     msg = pb.ForwardBackwardRequest()
     try:

@@ -3,20 +3,30 @@ produce, and what ``config.json`` records)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from textpolicy.engines.base import LOSSES
+from textpolicy.training.seeds import MAX_SEED
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not _finite(value):  # nan passes `value <= 0`
+        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
     if value is not None and value <= 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
 
 def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not _finite(value):
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
     if value is not None and value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
@@ -51,7 +61,7 @@ class TrainConfig:
     lora_rank: int | None = attrs.field(default=64, validator=_positive)
     max_tokens: int = attrs.field(default=2048, validator=_positive)
     temperature: float = attrs.field(default=0.7, validator=_positive)
-    seed: int = attrs.field(default=0, validator=_non_negative)
+    seed: int = attrs.field(default=0, validator=[_non_negative, attrs.validators.le(MAX_SEED)])
     save_every: int = attrs.field(default=20, validator=_non_negative)
     eval_every: int = attrs.field(default=0, validator=_non_negative)
     eval_samples: int = attrs.field(default=4, validator=_positive)

@@ -24,11 +24,8 @@ samples came from — and the last row also carries ``final_eval_pass@1`` of the
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import inspect
-import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +48,7 @@ from textpolicy.engines.base import (
     build_rl_datum,
     build_sft_datum,
 )
-from textpolicy.errors import ConfigError, EngineError
+from textpolicy.errors import ConfigError, EngineError, ServiceUnreachable
 from textpolicy.plugins import Registry, get_registry, structure_params
 from textpolicy.rollouts import Rollouts
 from textpolicy.tasks.base import Example, Task, held_out_examples
@@ -73,6 +70,7 @@ from textpolicy.training.run_record import (
 )
 from textpolicy.training.runfiles import (
     CHECKPOINT_DIR,
+    CHECKPOINTS,
     CONFIG,
     EVAL,
     GENERATIONS,
@@ -82,7 +80,7 @@ from textpolicy.training.runfiles import (
     fsync_tree,
     read_jsonl,
 )
-from textpolicy.training.seeds import train_sampling_seed
+from textpolicy.training.seeds import step_rng, train_sampling_seed
 
 #: how many top-k logprobs are requested when the pipeline's signal is ``entropy`` and the
 #: vocabulary is larger than ``EXACT_ENTROPY_MAX_VOCAB`` (the entropy is then a lower bound).
@@ -243,43 +241,6 @@ def _task_description(task: Task) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Random state
-
-
-def _rng_state() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    np_state: tuple[Any, ...] = tuple(np.random.get_state())
-    state: dict[str, Any] = {
-        "python": [version, list(internal), gauss],
-        "numpy": {"bit_generator": np_state[0], "key": np.asarray(np_state[1]).tolist(),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
-                  "cached_gaussian": float(np_state[4])},
-    }
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        state["torch"] = base64.b64encode(
-            torch.get_rng_state().numpy().tobytes()).decode("ascii")
-    return state
-
-
-def _restore_rng(state: Mapping[str, Any] | None) -> None:
-    if not state:
-        return
-    py = state.get("python")
-    if py:
-        random.setstate((int(py[0]), tuple(int(v) for v in py[1]), py[2]))
-    npst = state.get("numpy")
-    if npst:
-        np.random.set_state((npst["bit_generator"], np.asarray(npst["key"], dtype=np.uint32),
-                             int(npst["pos"]), int(npst["has_gauss"]),
-                             float(npst["cached_gaussian"])))
-    torch = sys.modules.get("torch")
-    if torch is not None and state.get("torch"):
-        raw = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
-        torch.set_rng_state(torch.from_numpy(raw))
-
-
-# ---------------------------------------------------------------------------------------------
 # The run
 
 
@@ -364,7 +325,6 @@ class _Run:
             "state_path": state_path,
             "sampler_path": sampler_path,
             "pipeline_state": self.pipeline.state_dict(),
-            "rng_state": _rng_state(),
             "data_cursor": k * self.config.batch_size,
             "loop_state": {"correct_total": self.correct_total,
                            "completions_total": self.completions_total},
@@ -409,7 +369,8 @@ class _Run:
                 [[[lp for _id, lp in pos] for pos in (seq.topk_logprobs or ())]
                  for _g, _j, seq in flat] if self.topk else None),
         )
-        result = self.pipeline(rollouts, step=step, vocab=self.vocab)
+        result = self.pipeline(rollouts, step=step, vocab=self.vocab,
+                               rng=step_rng(cfg.seed, step))
         from textpolicy.pipeline import aggregate_advantages
 
         adv = aggregate_advantages(result.token_advantages, rollouts.lengths,
@@ -570,12 +531,9 @@ def _run_session(
         start = int(checkpoint["step"]) if checkpoint else 0
         if recovery is not None:
             apply_recovery(files, recovery)
-        random.seed(config.seed)
-        np.random.seed(config.seed % (2**32))
         if checkpoint is not None:
             tc = engine.resume_training_client(_state_location(files, checkpoint))
             pipeline.load_state_dict(checkpoint.get("pipeline_state") or {})
-            _restore_rng(checkpoint.get("rng_state"))
         else:
             tc = engine.create_training_client(model, lora_rank=config.lora_rank,
                                                seed=config.seed)
@@ -591,6 +549,12 @@ def _run_session(
             run.correct_total = int(loop_state.get("correct_total", 0))
             run.completions_total = int(loop_state.get("completions_total", 0))
         return _train(run, start, resumed=checkpoint is not None, on_step=on_step, stop=stop)
+    except ServiceUnreachable as exc:  # one line: what, how long, what is safe, what next
+        rows = read_jsonl(files.path(CHECKPOINTS))
+        saved = (f"the last checkpoint is step {rows[-1].get('step')}" if rows
+                 else "no checkpoint was saved yet")
+        raise ServiceUnreachable(f"{exc}; stopped: {saved} in {config.log_dir}; run the same "
+                                 "command again to resume") from None
     finally:
         reporter.close()
         files.close()

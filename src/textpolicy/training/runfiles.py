@@ -32,6 +32,7 @@ from typing import IO, Any
 import attrs
 import numpy as np
 
+from textpolicy import strictjson
 from textpolicy.errors import ConfigError
 
 CONFIG = "config.json"
@@ -58,7 +59,7 @@ def _default(value: Any) -> Any:
 
 def dumps(row: Mapping[str, Any]) -> str:
     """One JSON line (numpy scalars and arrays become plain JSON)."""
-    return json.dumps(row, default=_default, ensure_ascii=False)
+    return strictjson.dumps(row, default=_default, ensure_ascii=False)
 
 
 #: the key of a checkpoint row's checksum: the SHA-256 (16 hex digits) of the row's JSON line
@@ -104,7 +105,7 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o644)
     with open(fd, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, default=_default, indent=2, ensure_ascii=False) + "\n")
+        fh.write(strictjson.dumps(data, default=_default, indent=2, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

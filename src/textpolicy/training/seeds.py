@@ -4,13 +4,26 @@
 same on every machine and Python version), so seed s gives every arm the same data order, the
 same initial weights and the same sampling seeds, and eval prompts get the same sampling seeds
 in every arm and at every eval step.
+
+No global random state is used or seeded (Python's ``random``, ``numpy.random``, torch's
+default generator): threads of one process share those, so a run that read them would depend
+on what the other runs did. Randomness a pipeline stage needs comes from :func:`step_rng`, a
+NumPy generator of its own per run and step (``StepContext.rng``); it depends only on the run
+seed and the step, so a resumed run draws what the uninterrupted one drew and nothing about it
+needs saving in a checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SEED_BITS = 31
+#: the largest run seed (seeds are 31-bit, like the derived ones)
+MAX_SEED = 2**31 - 1
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -30,6 +43,14 @@ def eval_sampling_seed(seed: int, prompt_id: str) -> int:
     return derive_seed(seed, "eval-sample", prompt_id)
 
 
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    """The generator pipeline stages draw from at training step ``step`` of a run with
+    ``seed`` (``StepContext.rng``): PCG64 seeded with ``derive_seed(seed, 'step-rng', step)``."""
+    import numpy as np
+
+    return np.random.default_rng(derive_seed(seed, "step-rng", step))
+
+
 def describe_seeds(seed: int) -> dict[str, object]:
     """What config.json records about the run's randomness."""
     return {
@@ -39,5 +60,7 @@ def describe_seeds(seed: int) -> dict[str, object]:
         "engine_init": seed,
         "train_sampling": "derive_seed(seed, 'train-sample', step, group)",
         "eval_sampling": "derive_seed(seed, 'eval-sample', prompt_id)",
+        "stage_rng": "numpy.random.default_rng(derive_seed(seed, 'step-rng', step))",
+        "global_rngs": "never seeded or read (Python random, numpy.random, torch)",
         "derive_seed": "blake2b-64 of the parts joined by U+001F, low 31 bits",
     }

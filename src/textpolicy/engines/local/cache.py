@@ -16,11 +16,14 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from textpolicy import strictjson
 from textpolicy.errors import EngineError
 
 CACHE_ENV = "TEXTPOLICY_CACHE_DIR"
@@ -62,7 +65,56 @@ def is_valid(folder: Path, version: str) -> bool:
 
 def write_marker(folder: Path, version: str) -> None:
     meta = {"version": version, "files": folder_digest(folder)}
-    (folder / MARKER).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    (folder / MARKER).write_text(strictjson.dumps(meta, indent=1, sort_keys=True))
+
+
+#: temporary folders this module and ``state`` make: ``.<name>.<kind>-<pid>-<random>``
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>build|trash|saving|old)-(?:(?P<pid>\d+)-)?")
+#: a temporary folder without a pid (written by an older version) is stale after this long
+_LEGACY_STALE_S = 3600.0
+
+
+def owned_tmp_dir(name: str, kind: str, parent: Path) -> Path:
+    """A fresh ``parent/.<name>.<kind>-<pid>-XXXX`` folder; the pid lets the next start tell
+    a dead process's leftover from a folder another live process is still writing."""
+    return Path(tempfile.mkdtemp(prefix=f".{name}.{kind}-{os.getpid()}-", dir=parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_leftovers(parent: Path) -> list[Path]:
+    """Delete the temporary folders (interrupted builds, saves, trash) under ``parent`` whose
+    process is gone; return what was deleted. On a real model these are partial multi-GB
+    checkpoints."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP.match(entry.name)
+        if m is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        pid = m.group("pid")
+        if pid is not None:
+            stale = int(pid) != os.getpid() and not _alive(int(pid))
+        else:
+            try:
+                stale = time.time() - entry.stat(follow_symlinks=False).st_mtime > _LEGACY_STALE_S
+            except OSError:
+                stale = False
+        if stale:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def ensure_cached(name: str, version: str, build: Callable[[Path], None],
@@ -70,19 +122,20 @@ def ensure_cached(name: str, version: str, build: Callable[[Path], None],
     """Return the verified folder ``<root>/<name>``, building it when missing or corrupt."""
     root = cache_root() if root is None else root
     final = root / name
+    remove_leftovers(root)
     if is_valid(final, version):
         return final
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EngineError(f"cache: cannot create {root}: {exc}") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.build-", dir=root))
+    tmp = owned_tmp_dir(name, "build", root)
     try:
         build(tmp)
         write_marker(tmp, version)
         if final.exists() and not is_valid(final, version):
             # corrupt or stale: move it aside first (rename is atomic), then delete it
-            trash = Path(tempfile.mkdtemp(prefix=f".{name}.trash-", dir=root))
+            trash = owned_tmp_dir(name, "trash", root)
             with contextlib.suppress(OSError):
                 os.replace(final, trash / "old")
             shutil.rmtree(trash, ignore_errors=True)

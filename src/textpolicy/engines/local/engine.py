@@ -16,13 +16,14 @@ used as is), ``max_decode_batch`` (sequences per decode loop; default all of a f
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-from textpolicy.engines.local.cache import cache_root
+from textpolicy.engines.local.cache import cache_root, remove_leftovers
 from textpolicy.engines.local.gguf import (
     SMOLLM2_MODEL,
     check_gguf_file,
@@ -136,6 +137,7 @@ class LocalEngine:
 
     def resume_training_client(self, state_path: str) -> LocalTrainingClient:
         path = Path(state_path).expanduser().resolve()
+        remove_leftovers(path.parent)  # interrupted saves of an earlier session
         meta = read_state_meta(path)
         base_model = str(meta["base_model"])
         rank = meta.get("lora_rank") or None
@@ -186,12 +188,28 @@ class LocalEngine:
             else:
                 config = LoraConfig(r=rank, lora_alpha=alpha or self.lora_alpha,
                                     target_modules="all-linear", lora_dropout=0.0, bias="none",
-                                    task_type="CAUSAL_LM")
-                with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+                                    task_type="CAUSAL_LM", init_lora_weights=False)
+                with warnings.catch_warnings():
                     warnings.simplefilter("ignore", FutureWarning)  # transformers' renames
-                    torch.manual_seed(seed)
                     model = get_peft_model(model, config)
+                init_lora(model, seed)
         else:
             for p in model.parameters():
                 p.requires_grad_(True)
         return model.to(self.device)
+
+
+def init_lora(model: Any, seed: int) -> None:
+    """Initialise every LoRA adapter from a generator of the run's own, seeded with ``seed``:
+    A ~ kaiming-uniform(a=√5) and B = 0 (peft's default init, so the adapted model starts equal
+    to the base model). torch's global generator is neither seeded nor read: threads of one
+    process share it, so a run's initial adapter would depend on the other runs."""
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".lora_A." in name:
+                torch.nn.init.kaiming_uniform_(param, a=math.sqrt(5), generator=gen)
+            elif ".lora_B." in name:
+                param.zero_()

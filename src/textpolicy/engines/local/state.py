@@ -10,14 +10,20 @@ the folder is renamed into place, so a crash never leaves a readable half-writte
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textpolicy.engines.local.cache import is_valid, write_marker
+from textpolicy import strictjson
+from textpolicy.engines.local.cache import (
+    is_valid,
+    owned_tmp_dir,
+    remove_leftovers,
+    write_marker,
+)
 from textpolicy.errors import EngineError
 
 if TYPE_CHECKING:
@@ -27,42 +33,76 @@ STATE_FORMAT = "textpolicy-local-state-v1"
 
 
 def save_state(client: LocalTrainingClient, path: Path) -> Path:
-    import torch
-    import transformers
-
-    from textpolicy.engines.local.hf import hf_model, quiet_transformers
+    """Write the client's state to ``path`` (atomically, via a temporary sibling folder).
+    Leftover temporary folders of dead processes next to it are removed first; a full disk
+    is an ``EngineError`` naming the path (the previous state is untouched)."""
+    from textpolicy.engines.local.hf import quiet_transformers
 
     quiet_transformers()
     path = path.expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
+    remove_leftovers(path.parent)
+    tmp = owned_tmp_dir(path.name, "saving", path.parent)
     try:
-        if client.lora_rank:
-            client.model.save_pretrained(str(tmp / "adapter"))
-        else:
-            hf_model(client.model).save_pretrained(str(tmp / "model"))
-            if client.tokenizer is not None:
-                client.tokenizer.save_pretrained(str(tmp / "model"))
-        torch.save(client.optimizer.state_dict(), tmp / "optimizer.pt")
-        meta = {
-            "format": STATE_FORMAT,
-            "base_model": client.base_model,
-            "lora_rank": client.lora_rank,
-            "lora_alpha": client.lora_alpha,
-            "seed": client.seed,
-            "optim_steps": client.optim_steps,
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        }
-        (tmp / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-        write_marker(tmp, STATE_FORMAT)
-        if path.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, trash / "old")
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, path)
+        _write_state(client, tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write as RuntimeError
+        if _no_space(exc, path.parent):
+            raise EngineError(f"{path}: no space left on device while saving the checkpoint; "
+                              "free some space and run the same command again to resume "
+                              "(from the previous checkpoint)") from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+#: a failed write with less free space than this left is taken for a full disk
+_FULL_BELOW = 1 << 20
+
+
+def _no_space(exc: BaseException, parent: Path) -> bool:
+    """Whether a failed save was a full disk: ENOSPC / EDQUOT anywhere in the chain, or (torch
+    words a failed write as ``iostream error`` / ``unexpected pos``) almost no space left."""
+    chain: BaseException | None = exc
+    while chain is not None:
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    try:
+        return shutil.disk_usage(parent).free < _FULL_BELOW
+    except OSError:
+        return False
+
+
+def _write_state(client: LocalTrainingClient, tmp: Path, path: Path) -> None:
+    import torch
+    import transformers
+
+    from textpolicy.engines.local.hf import hf_model
+
+    if client.lora_rank:
+        client.model.save_pretrained(str(tmp / "adapter"))
+    else:
+        hf_model(client.model).save_pretrained(str(tmp / "model"))
+        if client.tokenizer is not None:
+            client.tokenizer.save_pretrained(str(tmp / "model"))
+    torch.save(client.optimizer.state_dict(), tmp / "optimizer.pt")
+    meta = {
+        "format": STATE_FORMAT,
+        "base_model": client.base_model,
+        "lora_rank": client.lora_rank,
+        "lora_alpha": client.lora_alpha,
+        "seed": client.seed,
+        "optim_steps": client.optim_steps,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    (tmp / "state.json").write_text(strictjson.dumps(meta, indent=1, sort_keys=True))
+    write_marker(tmp, STATE_FORMAT)
+    if path.exists():
+        trash = owned_tmp_dir(path.name, "old", path.parent)
+        os.replace(path, trash / "old")
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(tmp, path)
 
 
 def read_state_meta(path: Path) -> dict[str, Any]:

@@ -79,8 +79,12 @@ def build_tiny_checkpoint(out_dir: Path, steps: int = WARM_STEPS) -> None:
     torch.set_num_threads(1)
     try:
         tok = build_char_tokenizer()
-        torch.manual_seed(0)
-        model = Qwen3ForCausalLM(tiny_config(len(tok)))
+        # transformers initialises from torch's global generator: seed it inside fork_rng so
+        # the caller's global state is left as it was (the build runs once per cache, during a
+        # slot's one-at-a-time warm-up; the training loop itself never reads global state)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = Qwen3ForCausalLM(tiny_config(len(tok)))
         seqs, prompt_lens = [], []
         for prompt, answer_text in addition_pairs():
             p = [tok.bos_token_id, *tok.encode(prompt, add_special_tokens=False)]

@@ -1,0 +1,39 @@
+"""Click parameter types shared by the commands: finite floats only.
+
+click's ``float`` and ``FloatRange`` accept ``nan``, ``inf`` and ``-inf`` (``nan`` even passes
+every range check, since every comparison with it is false); no option of ``tp`` means any
+of them, so every float option uses :class:`FiniteFloat` and a non-finite value is a usage
+error (exit 2) before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import click
+
+
+class FiniteFloat(click.FloatRange):
+    """A ``FloatRange`` (no bounds by default) that also rejects ``nan`` and ``±inf``."""
+
+    def __init__(self, min: float | None = None, max: float | None = None,
+                 min_open: bool = False, max_open: bool = False) -> None:
+        super().__init__(min=min, max=max, min_open=min_open, max_open=max_open)
+        self.name = "float" if min is None and max is None else "float range"
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def finite(min: float | None = None, max: float | None = None, *,
+           min_open: bool = False, max_open: bool = False) -> FiniteFloat:
+    """A finite float option type, optionally bounded like ``click.FloatRange``."""
+    return FiniteFloat(min=min, max=max, min_open=min_open, max_open=max_open)
