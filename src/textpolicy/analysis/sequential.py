@@ -43,13 +43,15 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
 from scipy import optimize, stats
 
-from textpolicy.errors import ConfigError
+from textpolicy.errors import AnalysisError, ConfigError
 
 SPENDING = ("obrien-fleming", "pocock")
 FUTILITY = ("none", "non-binding")
@@ -266,3 +268,156 @@ def simulate_procedure(p_by_look: np.ndarray, looks: Sequence[int], *, alpha: fl
     reject = cross[np.arange(len(p)), first]
     pairs = np.asarray(looks)[first]
     return {"reject": reject, "pairs": pairs, "stop_look": first}
+
+
+def primary_at_look(arms: dict[str, list[Path]], *, baseline: str, alpha: float,
+                    num_resamples: int, seed: int) -> dict[str, Any]:
+    """The primary test of the analysis on these run directories (one look's data):
+    test name, p value (unadjusted; one candidate), Δ and the t statistic with its df."""
+    from textpolicy.analysis.report import evaluate_significance
+
+    report = evaluate_significance({k: list(v) for k, v in arms.items()}, baseline=baseline,
+                                   alpha=alpha, num_resamples=num_resamples, seed=seed,
+                                   tests=("seeds_prompts", "paired_seeds"))
+    comp = report.headline
+    prim = comp.primary
+    p = prim.p_value if prim.p_value is not None else math.nan
+    return {"test": prim.name, "p_value": float(p), "delta_pp": prim.delta,
+            "t": prim.extra.get("t"), "df": prim.extra.get("df"),
+            "n_pairs": comp.data.n_pairs, "endpoint": report.endpoint.label}
+
+
+def design_record(looks: Sequence[int], *, alpha: float, spending: str,
+                  futility: str) -> dict[str, Any]:
+    """What manifest.json records of a design (boundaries included)."""
+    c = z_boundaries(looks, alpha=alpha, spending=spending)
+    t = information_fractions(looks)
+    return {"looks": [int(n) for n in looks], "alpha": alpha, "spending": spending,
+            "futility": futility, "futility_rule": (
+                f"conditional power under the current trend < {FUTILITY_CONDITIONAL_POWER} "
+                "(non-binding)" if futility == "non-binding" else None),
+            "information": [float(v) for v in t],
+            "cumulative_alpha": [float(v) for v in spending_function(
+                t, alpha=alpha, spending=spending)],
+            "z_boundaries": [float(v) for v in c],
+            "thresholds": [float(v) for v in 2 * stats.norm.sf(c)],
+            "convention": "Lan–DeMets spending, two-sided symmetric, spending function at the "
+                          "two-sided alpha; boundaries applied to the primary test's p value"}
+
+
+# --------------------------------------------------------------------------- campaign reports
+def campaign_state(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``"sequential"`` record of a campaign manifest (None: a fixed design)."""
+    seq = manifest.get("sequential")
+    return dict(seq) if isinstance(seq, Mapping) and seq.get("design") else None
+
+
+def used_runs(arms: Mapping[str, list[Path]], manifest: Mapping[str, Any],
+              state: Mapping[str, Any]) -> dict[str, list[Path]]:
+    """The runs of the seeds the procedure used (the last recorded look); runs of waves it
+    never started are left out, so a stopped campaign is analysed on the data it stopped on."""
+    looks = state.get("looks") or []
+    if not looks:
+        raise AnalysisError("sequential campaign: no look is recorded yet; run it with tp run")
+    seeds = set(looks[-1]["seeds"])
+    out: dict[str, list[Path]] = {}
+    entries = {str(a.get("name")): a.get("runs") or [] for a in manifest.get("arms") or []
+               if isinstance(a, Mapping)}
+    for name, dirs in arms.items():
+        runs = entries.get(name, [])
+        out[name] = [d for d, r in zip(dirs, runs, strict=False)
+                     if isinstance(r, Mapping) and r.get("seed") in seeds]
+    return out
+
+
+def report_markdown(state: Mapping[str, Any]) -> str:
+    """Every look (statistic, boundary, nominal α, decision) and the design-adjusted p."""
+    d = state["design"]
+    lines = ["## Sequential design", "",
+             f"Lan–DeMets {d['spending']} alpha-spending, two-sided alpha = {d['alpha']}, looks "
+             f"at {d['looks']} seed pairs, futility: {d['futility']}"
+             + (f" ({d['futility_rule']})" if d.get("futility_rule") else "") + ".", "",
+             "| look | seed pairs | test | Δ (pp) | t | p | boundary (nominal α) | |Z| | "
+             "|Z| boundary | decision |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    for lk in state.get("looks") or []:
+        lines.append(f"| {lk['index'] + 1} | {lk['seed_pairs']} | {lk.get('test', '-')} | "
+                     f"{num(lk.get('delta_pp'), '+.2f')} | {num(lk.get('t'), '.3f')} | "
+                     f"{num(lk['p_value'], '.4g')} | {lk['threshold']:.4g} | "
+                     f"{num(lk['z'], '.3f')} | {lk['z_boundary']:.3f} | {lk['decision']} |")
+    final = state.get("final")
+    lines.append("")
+    if final:
+        verdict = {"reject": "the boundary was crossed: the arms differ",
+                   "futility": "stopped for futility: no difference shown",
+                   "accept": "no boundary crossed by the last look: no difference shown"}
+        lines.append(f"Stopped at look {final['look']} ({final['seed_pairs']} seed pairs): "
+                     f"{verdict[final['decision']]}. Design-adjusted p (stage-wise ordering) "
+                     f"= {final['p_value_stagewise']:.4g}. The fixed-design p values of the "
+                     "analysis below ignore the looks; report this one.")
+    else:
+        lines.append("In progress: no final inference until the procedure stops (tp run "
+                     "continues it).")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(state: Mapping[str, Any], out_dir: Path, *, plots: bool = True
+                 ) -> dict[str, Path]:
+    """sequential.json, sequential.md and (``plots``) sequential.png into ``out_dir``."""
+    import json
+    import os
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, text in (("sequential.json", json.dumps(state, indent=2, default=str) + "\n"),
+                       ("sequential.md", report_markdown(state))):
+        path = out_dir / name
+        tmp = path.with_name(name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        written[name] = path
+    if plots:
+        written["sequential.png"] = plot(state, out_dir / "sequential.png")
+    return written
+
+
+def plot(state: Mapping[str, Any], path: Path) -> Path:
+    """|Z| of the primary test (from its p) against seed pairs, with the design's boundary."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    d = state["design"]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(d["looks"], d["z_boundaries"], "o--", color="tab:red",
+            label=f"efficacy boundary ({d['spending']})")
+    looks = state.get("looks") or []
+    if looks:
+        ax.plot([lk["seed_pairs"] for lk in looks],
+                [lk["z"] if math.isfinite(lk["z"]) else np.nan for lk in looks], "s-",
+                color="tab:blue", label="primary test |Z| = Φ⁻¹(1 − p/2)")
+    ax.set_xlabel("seed pairs")
+    ax.set_ylabel("|Z|")
+    ax.set_xticks(d["looks"])
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    ax.set_title("Sequential campaign: statistic and boundaries")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def campaign_dir_state(campaign_dir: str | Path) -> dict[str, Any] | None:
+    """``campaign_state`` of ``<campaign_dir>/manifest.json`` (None: none or not sequential)."""
+    from textpolicy.analysis.jsonl import read_json
+
+    path = Path(campaign_dir) / "manifest.json"
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    return campaign_state(data) if isinstance(data, Mapping) else None

@@ -52,6 +52,8 @@ def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
         evaluate_significance,
         write_outputs,
     )
+    from textpolicy.analysis.sequential import campaign_dir_state as sequential_state
+    from textpolicy.analysis.sequential import report_markdown as sequential_markdown
 
     paired = False if unpaired else None
     with warnings.catch_warnings(record=True) as caught:
@@ -78,9 +80,15 @@ def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
                 written_to = out_dir
     for message in dict.fromkeys(str(w.message) for w in caught):
         click.echo(f"Warning: {message}", err=True)
+    seq = sequential_state(campaign_dir) if campaign_dir is not None else None
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        data = report.to_dict()
+        if seq is not None:
+            data["sequential"] = seq
+        click.echo(json.dumps(data, indent=2))
     else:
+        if seq is not None:  # every look and the design-adjusted p come first
+            click.echo(sequential_markdown(seq))
         click.echo(build_sepa_significance_markdown(report))
     if written_to is not None:
         click.echo(f"analysis written to {written_to}", err=True)
