@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import math
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -255,8 +258,8 @@ def test_waves_looks_and_resume_never_repeats_a_look(tmp_path: Path) -> None:
     assert "## Sequential design" in result.output
     assert "Design-adjusted p (stage-wise ordering)" in result.output
     assert (out / "analysis" / "sequential.png").stat().st_size > 1000
-    js = CliRunner().invoke(main, ["analyze", str(out), "--json"])
-    assert json.loads(js.stdout)["sequential"]["final"]["look"] == 2
+    recorded = json.loads((out / "analysis" / "sequential.json").read_text())
+    assert recorded["final"]["look"] == 2 and recorded["looks"][0]["p_value"] == 0.5
     # a different design after a look is refused before anything is written
     before = (out / "manifest.json").read_text()
     changed = _spec(tmp_path, looks="[4, 5]", spending="pocock")
@@ -280,3 +283,18 @@ def test_stop_leaves_later_waves_unrun(tmp_path: Path) -> None:
     expected = decide([4, 6], [lk["p_value"] for lk in state["looks"]],
                       spending="obrien-fleming", futility="non-binding")
     assert [lk.decision for lk in expected] == [lk["decision"] for lk in state["looks"]]
+
+
+def test_statistics_doc_sequential_block_matches_its_table() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "statistics.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+                 if "group_sequential_boundaries" in b)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, "statistics.md", "exec"), {})
+    obf, poc = (eval(line) for line in out.getvalue().splitlines())
+    assert "| obrien-fleming | 3.920, 2.774, 2.298, 2.043 | 0.00009, 0.0055, 0.0216, 0.0411 |" \
+        in doc
+    assert obf == pytest.approx([0.00009, 0.0055, 0.0216, 0.0411], abs=6e-5)
+    assert "| pocock | 2.368, 2.368, 2.358, 2.350 | 0.0179, 0.0179, 0.0184, 0.0188 |" in doc
+    assert poc == [0.0179, 0.0179, 0.0184, 0.0188]

@@ -158,8 +158,8 @@ def group_sequential_boundaries(looks: Sequence[int], alpha: float = 0.05,
     ``looks`` are the complete seed pairs at each look (strictly increasing), information
     fractions t_k = looks[k] / looks[-1]; ``spending`` is ``"obrien-fleming"`` or ``"pocock"``
     (Lan–DeMets spending functions, two-sided symmetric, evaluated at the two-sided ``alpha``).
-    Four equally spaced looks, α = 0.05: OBF-type ≈ 0.00009, 0.0055, 0.0214, 0.0409;
-    Pocock-type ≈ 0.0183, 0.0174, 0.0181, 0.0184 (module doc: formula and references).
+    Four equally spaced looks, α = 0.05: OBF-type ≈ 0.00009, 0.0055, 0.0216, 0.0411;
+    Pocock-type ≈ 0.0179, 0.0179, 0.0184, 0.0188 (module doc: formula and references).
     """
     c = z_boundaries(looks, alpha=alpha, spending=spending)
     return [float(v) for v in 2 * stats.norm.sf(c)]
