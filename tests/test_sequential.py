@@ -298,3 +298,23 @@ def test_statistics_doc_sequential_block_matches_its_table() -> None:
     assert obf == pytest.approx([0.00009, 0.0055, 0.0216, 0.0411], abs=6e-5)
     assert "| pocock | 2.368, 2.368, 2.358, 2.350 | 0.0179, 0.0179, 0.0184, 0.0188 |" in doc
     assert poc == [0.0179, 0.0179, 0.0184, 0.0188]
+
+
+def test_tp_power_sequential_plans_expected_and_max_pairs() -> None:
+    args = ["power", "--mde", "4", "--sigma-seed", "2", "--seeds", "8", "--eval-prompts",
+            "100", "--sims", "600", "--sequential", "4,8,12", "--futility", "non-binding",
+            "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    seq = json.loads(result.stdout)["sequential"]
+    assert seq["design"]["looks"] == [4, 8, 12]
+    assert seq["null"]["rejection_rate"] <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 600)
+    for row in (seq["null"], seq["effect"]):
+        assert 4 <= row["expected_seed_pairs"] <= row["max_seed_pairs"] == 12
+        assert sum(row["stop_probability_by_look"]) == pytest.approx(1.0)
+    assert seq["effect"]["rejection_rate"] > 0.5
+    assert seq["effect"]["expected_seed_pairs"] < 12
+    assert isinstance(seq["fixed_design_seed_pairs_same_power"], int)
+    bad = CliRunner().invoke(main, ["power", "--sims", "100", "--sequential", "8,4"])
+    assert bad.exit_code == 2, bad.output
+    assert "looks: must be strictly increasing" in bad.stderr.splitlines()[0]

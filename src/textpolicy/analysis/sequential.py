@@ -421,3 +421,62 @@ def campaign_dir_state(campaign_dir: str | Path) -> dict[str, Any] | None:
         return None
     data = read_json(path)
     return campaign_state(data) if isinstance(data, Mapping) else None
+
+
+# --------------------------------------------------------------------------- planning
+def simulate_look_p(model: Any, *, looks: Sequence[int], m: int, k: int, num_sims: int,
+                    rng: np.random.Generator, effect: bool) -> np.ndarray:
+    """``[num_sims, looks]`` primary-test p values (``seed_prompt_p`` on the first n_k seed
+    pairs × m prompts) of campaigns of a ``power.LogitModel`` (the ``tp power`` model)."""
+    from textpolicy.analysis.methods import seed_prompt_p
+
+    s = int(looks[-1])
+    mu = model.mu
+    dl = model.delta_logit if effect else 0.0
+    sd_shared = model.sigma_seed * math.sqrt(model.rho)
+    sd_run = model.sigma_seed * math.sqrt(1 - model.rho)
+    block = max(1, 2_000_000 // (s * 2 * m))
+    out = []
+    for start in range(0, num_sims, block):
+        b = min(block, num_sims - start)
+        prompt = rng.normal(0, model.sigma_prompt, size=(b, 1, 1, m))
+        shared = rng.normal(0, sd_shared, size=(b, s, 1, 1))
+        run = rng.normal(0, sd_run, size=(b, s, 2, 1))
+        inter = rng.normal(0, model.sigma_int, size=(b, s, 2, m))
+        arm = np.array([0.0, dl]).reshape(1, 1, 2, 1)
+        p = 1.0 / (1.0 + np.exp(-(mu + arm + shared + run + prompt + inter)))
+        acc = rng.binomial(k, p) / k  # [b, S, 2, m]
+        d = acc[:, :, 1] - acc[:, :, 0]
+        out.append(np.stack([seed_prompt_p(d[:, :n]) for n in looks], axis=1))
+    return np.concatenate(out)
+
+
+def plan_sequential(model: Any, *, looks: Sequence[int], m: int, k: int, alpha: float = 0.05,
+                    spending: str = "obrien-fleming", futility: str = "none",
+                    num_sims: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Expected and maximum seed pairs under H0 and at the model's effect, type-I error and
+    power of the design (simulated with the primary test), and the fixed design of the same
+    power (paired-t planning on the model's Var(D_s))."""
+    from textpolicy.analysis import power as pw
+
+    if num_sims < 100:
+        raise ConfigError(f"--sims: a sequential plan needs >= 100 simulations, got {num_sims}")
+    design = design_record(looks, alpha=alpha, spending=spending, futility=futility)
+    rows: dict[str, dict[str, Any]] = {}
+    for label, effect in (("null", False), ("effect", True)):
+        p = simulate_look_p(model, looks=looks, m=m, k=k, num_sims=num_sims,
+                            rng=np.random.default_rng([seed, int(effect)]), effect=effect)
+        r = simulate_procedure(p, looks, alpha=alpha, spending=spending, futility=futility)
+        stops = np.bincount(r["stop_look"], minlength=len(looks)) / num_sims
+        rows[label] = {"rejection_rate": float(r["reject"].mean()),
+                       "expected_seed_pairs": float(r["pairs"].mean()),
+                       "max_seed_pairs": int(looks[-1]),
+                       "stop_probability_by_look": [float(v) for v in stops]}
+    # the simulated power, kept inside (0, 1) by half a simulation (all or none rejected)
+    seq_power = min(max(rows["effect"]["rejection_rate"], 0.5 / num_sims), 1 - 0.5 / num_sims)
+    sd_d = math.sqrt(model.closed_form_var_d(k, m))
+    fixed = pw.t_seeds(sd_d, model.delta, alpha=alpha, power=max(seq_power, alpha))
+    return {"design": design, "eval_prompts": m, "eval_samples": k, "num_sims": num_sims,
+            "seed": seed, "delta_pp": 100 * model.delta, "null": rows["null"],
+            "effect": rows["effect"], "fixed_design_seed_pairs_same_power": fixed,
+            "sd_pair_diff_pp": 100 * sd_d}

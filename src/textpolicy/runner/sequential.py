@@ -150,12 +150,12 @@ def campaign(spec: Spec, plan: Plan, tuned: dict[str, float] | None, *,
         wave = attrs.evolve(plan, runs=tuple(r for r in plan.runs if r.seed in set(seeds)))
         echo(f"Sequential look {k + 1}/{len(seq.looks)}: seeds {seeds[0]}..{seeds[-1]} "
              f"({n} pairs)")
-        for r in run_wave(wave):
+        wave_results = run_wave(wave)
+        for r in wave_results:
             results[r.key] = r
-        done = list(results.values())
-        code = check(done)
+        code = check(wave_results)  # a look needs every pair of its wave
         if code != EXIT_OK:
-            _write(spec, plan, tuned, done, state, "incomplete")
+            _write(spec, plan, tuned, list(results.values()), state, "incomplete")
             return code, "incomplete", state
         primary = _primary(spec, plan, seeds)
         p_values = [lk["p_value"] for lk in state["looks"]] + [primary["p_value"]]
