@@ -57,10 +57,11 @@ def _ints(value: str, name: str) -> list[int]:
                    "(e.g. 4,8,12,16): expected and maximum seed pairs under H0 and at --mde, "
                    "by simulation (first --eval-prompts / --eval-samples).")
 @click.option("--spending", type=click.Choice(["obrien-fleming", "pocock"]),
-              default="obrien-fleming", show_default=True,
-              help="Lan–DeMets spending of --sequential.")
+              default="obrien-fleming", show_default=True, metavar="NAME",
+              help="Lan–DeMets spending of --sequential: obrien-fleming or pocock.")
 @click.option("--futility", type=click.Choice(["none", "non-binding"]), default="none",
-              show_default=True, help="Futility rule of --sequential.")
+              show_default=True, metavar="RULE",
+              help="Futility rule of --sequential: none or non-binding.")
 def power(pilot: Path | None, mde: float, baseline_acc: float, sigma_seed: float, rho: float,
           sigma_int: float, pq: float, seeds: str, eval_prompts: str, eval_samples: str,
           steps: str, batch_size: int, group_size: int, alpha: float, target_power: float,
