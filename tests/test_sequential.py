@@ -204,8 +204,14 @@ def test_invalid_design_one_line_exit_2_nothing_written(tmp_path: Path, looks: s
 
 
 def test_spec_records_design_and_reference_documents_it(tmp_path: Path) -> None:
-    spec = Spec.from_toml(_spec(tmp_path))
+    path = _spec(tmp_path)
+    spec = Spec.from_toml(path)
     assert spec.sequential is not None and spec.sequential.looks == (4, 6)
+    dry = CliRunner().invoke(main, ["run", str(path), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    thr = group_sequential_boundaries([4, 6], spending="pocock")
+    assert (f"Sequential: looks at 4, 6 seed pairs, pocock spending (two-sided alpha 0.05): "
+            f"nominal p thresholds {thr[0]:.3g}, {thr[1]:.3g}; futility none") in dry.output
     from textpolicy.runner.reference import render
 
     assert "[sequential]" in render()
@@ -318,3 +324,61 @@ def test_tp_power_sequential_plans_expected_and_max_pairs() -> None:
     bad = CliRunner().invoke(main, ["power", "--sims", "100", "--sequential", "8,4"])
     assert bad.exit_code == 2, bad.output
     assert "looks: must be strictly increasing" in bad.stderr.splitlines()[0]
+
+
+# --------------------------------------------------------------------------- pooling campaigns
+def _campaigns(tmp_path: Path, effect: float = 0.3) -> tuple[Path, Path]:
+    from textpolicy.analysis.synthetic import write_campaign
+
+    d = SyntheticDesign(steps=8, eval_every=4, eval_prompts=40, eval_samples=4)
+    a = write_campaign(tmp_path / "A", arms={"baseline": 0.0, "candidate": effect},
+                       seeds=range(0, 4), design=d)
+    b = write_campaign(tmp_path / "B", arms={"baseline": 0.0, "candidate": effect},
+                       seeds=range(4, 8), design=d)
+    return Path(a), Path(b)
+
+
+def test_pooled_campaigns_each_a_look(tmp_path: Path) -> None:
+    from textpolicy.analysis import evaluate_significance
+    from textpolicy.analysis.campaign import discover_arms
+
+    a, b = _campaigns(tmp_path)
+    out = tmp_path / "pooled"
+    result = CliRunner().invoke(main, ["analyze", str(a), str(b), "--resamples", "200",
+                                       "--no-plots", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Pooled campaigns, each a look" in result.stdout
+    state = json.loads((out / "sequential.json").read_text())
+    assert state["design"]["looks"] == [4, 8] and state["pooled"] is True
+    # look 1 is campaign A alone, analysed as the fixed analysis of A would be
+    arms_a, base, _ = discover_arms(a)
+    alone = evaluate_significance(arms_a, baseline=base, num_resamples=200,
+                                  tests=("seeds_prompts", "paired_seeds"))
+    assert state["looks"][0]["p_value"] == pytest.approx(alone.headline.primary.p_value)
+    thr = group_sequential_boundaries([4, 8])
+    decisions = [lk["decision"] for lk in state["looks"]]
+    if state["looks"][0]["p_value"] < thr[0]:
+        assert decisions == ["reject"]  # pragma: no cover - stops at campaign A
+    else:
+        assert decisions[0] == "continue" and len(decisions) == 2
+        assert state["final"]["p_value_stagewise"] == pytest.approx(stagewise_p(
+            [4, 8], stop_look=1, z=state["looks"][1]["z"]))
+    sig = json.loads((out / "significance.json").read_text())
+    assert sig["primary"]["n_pairs"] == state["looks"][-1]["seed_pairs"]
+
+
+def test_pooling_refuses_mismatched_settings_one_line_each(tmp_path: Path) -> None:
+    from textpolicy.analysis.synthetic import write_campaign
+
+    a, _ = _campaigns(tmp_path)
+    c = write_campaign(tmp_path / "C", arms={"baseline": 0.0, "candidate": 0.3},
+                       seeds=range(2, 6), design=SyntheticDesign(steps=12, eval_every=4,
+                                                                 eval_prompts=40))
+    out = tmp_path / "pooled"
+    result = CliRunner().invoke(main, ["analyze", str(a), str(c), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0] == "Error: cannot pool 2 campaigns (4 problems):"
+    assert f"{c}: arm 'baseline': max_steps 12 differs from 8 in {a}" in lines
+    assert f"{c}: arm 'candidate': seed(s) 2, 3 also in {a}; a seed pair counts once" in lines
+    assert not out.exists()

@@ -336,7 +336,9 @@ def report_markdown(state: Mapping[str, Any]) -> str:
     lines = ["## Sequential design", "",
              f"Lan–DeMets {d['spending']} alpha-spending, two-sided alpha = {d['alpha']}, looks "
              f"at {d['looks']} seed pairs, futility: {d['futility']}"
-             + (f" ({d['futility_rule']})" if d.get("futility_rule") else "") + ".", "",
+             + (f" ({d['futility_rule']})" if d.get("futility_rule") else "") + "."
+             + (f" Pooled campaigns, each a look, in this order: {', '.join(d['campaigns'])}."
+                if d.get("campaigns") else ""), "",
              "| look | seed pairs | test | Δ (pp) | t | p | boundary (nominal α) | |Z| | "
              "|Z| boundary | decision |", "|---|---|---|---|---|---|---|---|---|---|"]
 

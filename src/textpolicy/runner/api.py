@@ -225,6 +225,8 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
          f"{plural(len(plan.runs), 'run')} ({plural(plan.total_steps, 'step')}) in {root}; "
          f"LRs {lrs}")
     _echo_settings(plan, echo)
+    if spec.sequential is not None:
+        echo(sequential.describe(spec))
     if not opts.execute:
         _dry_run(spec, plan, notes, echo, lambda: cmp.write_plan(spec, plan, tuned),
                  f"; {opts.execute_hint}")

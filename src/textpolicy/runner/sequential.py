@@ -199,3 +199,16 @@ def report_text(root: Path) -> str:
 
     state = campaign_dir_state(root)
     return report_markdown(state) if state is not None else ""
+
+
+def describe(spec: Spec) -> str:
+    """One line: the design and its nominal p thresholds (printed when a campaign is planned)."""
+    from textpolicy.analysis.sequential import group_sequential_boundaries
+
+    seq = spec.sequential
+    assert seq is not None
+    thr = group_sequential_boundaries(seq.looks, alpha=spec.analysis.alpha,
+                                      spending=seq.spending)
+    return (f"Sequential: looks at {', '.join(map(str, seq.looks))} seed pairs, {seq.spending} "
+            f"spending (two-sided alpha {spec.analysis.alpha:g}): nominal p thresholds "
+            f"{', '.join(f'{t:.3g}' for t in thr)}; futility {seq.futility}")
