@@ -33,6 +33,7 @@ _LAZY: dict[str, str] = {
     "build_sepa_significance_markdown": "markdown",
     "RunData": "rundata",
     "pass_at_k": "design",
+    "group_sequential_boundaries": "sequential",
 }
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "discover_arms",
     "evaluate_sepa_significance",
     "evaluate_significance",
+    "group_sequential_boundaries",
     "not_applicable",
     "pass_at_k",
     "write_outputs",

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from textpolicy import strictjson
+from textpolicy.analysis import sequential
 from textpolicy.analysis.jsonl import read_json
 from textpolicy.analysis.markdown import build_sepa_significance_markdown, comparison_markdown
 from textpolicy.analysis.records import _jsonable
@@ -227,6 +228,9 @@ def analyze_campaign(campaign_dir: str | os.PathLike[str], *, alpha: float | Non
     endpoint raises ``IncompleteRunsError`` (nothing is written) unless ``partial``.
     """
     arms, baseline, manifest = discover_arms(campaign_dir)
+    seq_state = sequential.campaign_state(manifest)
+    if seq_state is not None:  # the seeds the procedure used, not the waves it never ran
+        arms = sequential.used_runs(arms, manifest, seq_state)
     alpha = alpha if alpha is not None else float(manifest.get("alpha", 0.05))
     num_resamples = num_resamples if num_resamples is not None else int(
         manifest.get("resamples", 20000))
@@ -239,8 +243,10 @@ def analyze_campaign(campaign_dir: str | os.PathLike[str], *, alpha: float | Non
                                    resume=resume_commands(campaign_dir, manifest),
                                    manifest=manifest, margin_pp=margin_pp)
     report = _with_lr_selection(report, manifest)
-    write_outputs(report, out_dir if out_dir is not None else Path(campaign_dir) / "analysis",
-                  plots=plots)
+    out = Path(out_dir) if out_dir is not None else Path(campaign_dir) / "analysis"
+    write_outputs(report, out, plots=plots)
+    if seq_state is not None:
+        sequential.write_report(seq_state, out, plots=plots)
     return report
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,7 +17,7 @@ from textpolicy.training.seeds import MAX_SEED
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("campaign_dir", required=False, type=click.Path(path_type=Path))
+@click.argument("campaign_dirs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--baseline", "baseline_dirs", multiple=True, type=click.Path(path_type=Path),
               help="Baseline run directory (repeat for each seed).")
 @click.option("--candidate", "candidate_dirs", multiple=True, type=click.Path(path_type=Path),
@@ -44,14 +45,18 @@ from textpolicy.training.seeds import MAX_SEED
               help="Analyse only the runs that reach the planned endpoint (the report says "
                    "which were dropped and marks the recommendation partial). Without it, "
                    "incomplete runs stop the analysis (exit 3).")
-def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
+def analyze(campaign_dirs: tuple[Path, ...], baseline_dirs: tuple[Path, ...],
             candidate_dirs: tuple[Path, ...], alpha: float | None, resamples: int | None,
             seed: int | None, mde: float | None, margin_pp: float | None, unpaired: bool,
             as_json: bool, out_dir: Path | None, no_plots: bool, partial: bool) -> None:
     """Seed-level significance analysis of an A/B campaign.
 
+    Several campaign directories of the same arms and settings are pooled, each campaign a
+    look of a group-sequential design (docs/statistics.md, "Pooling campaigns").
+
     \b
     tp analyze results/my_campaign
+    tp analyze results/part1 results/part2 --out pooled/
     tp analyze --baseline runs/grpo_s0 --baseline runs/grpo_s1 \\
                --candidate runs/full_s0 --candidate runs/full_s1 --out report/
     """
@@ -61,18 +66,34 @@ def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
         evaluate_significance,
         write_outputs,
     )
+    from textpolicy.analysis.sequential import campaign_dir_state as sequential_state
+    from textpolicy.analysis.sequential import report_markdown as sequential_markdown
 
     paired = False if unpaired else None
+    campaign_dir = campaign_dirs[0] if len(campaign_dirs) == 1 else None
+    seq: dict[str, Any] | None = None
+    written_to: Path | None = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if campaign_dir is not None:
+        if len(campaign_dirs) > 1:  # pooled: each campaign a look (analysis.pooling)
+            if baseline_dirs or candidate_dirs:
+                raise ConfigError("give either CAMPAIGN_DIRs or --baseline/--candidate, not both")
+            report, seq = _pooled(campaign_dirs, alpha=alpha, resamples=resamples, seed=seed,
+                                  mde=mde, paired=paired, partial=partial)
+            written_to = out_dir
+            if out_dir is not None:
+                from textpolicy.analysis.sequential import write_report
+
+                write_outputs(report, out_dir, plots=not no_plots)
+                write_report(seq, out_dir, plots=not no_plots)
+        elif campaign_dir is not None:
             if baseline_dirs or candidate_dirs:
                 raise ConfigError("give either CAMPAIGN_DIR or --baseline/--candidate, not both")
             report = analyze_campaign(campaign_dir, alpha=alpha, num_resamples=resamples,
                                       seed=seed, mde=mde, out_dir=out_dir, paired=paired,
                                       plots=not no_plots, partial=partial,
                                       margin_pp=margin_pp)
-            written_to: Path | None = out_dir or campaign_dir / "analysis"
+            written_to = out_dir or campaign_dir / "analysis"
         else:
             if not baseline_dirs or not candidate_dirs:
                 raise ConfigError("give CAMPAIGN_DIR, or at least one --baseline and one "
@@ -89,10 +110,36 @@ def analyze(campaign_dir: Path | None, baseline_dirs: tuple[Path, ...],
                 written_to = out_dir
     for message in dict.fromkeys(str(w.message) for w in caught):
         click.echo(f"Warning: {message}", err=True)
+    if campaign_dir is not None:
+        seq = sequential_state(campaign_dir)
     if as_json:
-        click.echo(strictjson.dumps(report.to_dict(), indent=2))
+        data = report.to_dict()
+        if seq is not None:
+            data["sequential"] = seq
+        click.echo(strictjson.dumps(data, indent=2))
     else:
+        if seq is not None:  # every look and the design-adjusted p come first
+            click.echo(sequential_markdown(seq))
         click.echo(build_sepa_significance_markdown(report))
     if written_to is not None:
         click.echo(f"analysis written to {written_to}", err=True)
     sys.stdout.flush()
+
+
+def _pooled(dirs: tuple[Path, ...], *, alpha: float | None, resamples: int | None,
+            seed: int | None, mde: float | None, paired: bool | None, partial: bool
+            ) -> tuple[Any, dict[str, Any]]:
+    from textpolicy.analysis import evaluate_significance
+    from textpolicy.analysis.pooling import pool_campaigns, pooled_looks, run_seed
+
+    pooled = pool_campaigns(dirs)
+    a = 0.05 if alpha is None else alpha
+    n = 20000 if resamples is None else resamples
+    s = 0 if seed is None else seed
+    seq = pooled_looks(pooled, alpha=a, num_resamples=n, seed=s)
+    used = set(seq["looks"][-1]["seeds"])  # the campaigns up to the look it stopped at
+    arms = {name: [r for r in runs if run_seed(r) in used]
+            for name, runs in pooled.arms.items()}
+    report = evaluate_significance(arms, baseline=pooled.baseline, alpha=a, num_resamples=n,
+                                   seed=s, mde=mde, paired=paired, partial=partial)
+    return report, seq

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -56,10 +57,21 @@ def _ints(value: str, name: str) -> list[int]:
               help="Simulated campaigns per row (0: closed form only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulation seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--sequential", "seq_looks", default=None, metavar="LOOKS",
+              help="Also plan a group-sequential design with looks at these seed pairs "
+                   "(e.g. 4,8,12,16): expected and maximum seed pairs under H0 and at --mde, "
+                   "by simulation (first --eval-prompts / --eval-samples).")
+@click.option("--spending", type=click.Choice(["obrien-fleming", "pocock"]),
+              default="obrien-fleming", show_default=True, metavar="NAME",
+              help="Lan–DeMets spending of --sequential: obrien-fleming or pocock.")
+@click.option("--futility", type=click.Choice(["none", "non-binding"]), default="none",
+              show_default=True, metavar="RULE",
+              help="Futility rule of --sequential: none or non-binding.")
 def power(pilot: Path | None, mde: float, baseline_acc: float, sigma_seed: float, rho: float,
           sigma_int: float, pq: float, eval_rho: float, seeds: str, eval_prompts: str,
           eval_samples: str, steps: str, batch_size: int, group_size: int, alpha: float,
-          target_power: float, sims: int, seed: int, as_json: bool) -> None:
+          target_power: float, sims: int, seed: int, as_json: bool, seq_looks: str | None,
+          spending: str, futility: str) -> None:
     """Plan a campaign: power of the paired seed design for each seeds x eval-size choice.
 
     Closed form (noncentral t on Var(D_s) = 2σ²_seed(1−ρ) + 2(σ²_int + (1−ρ_eval)E[p(1−p)]/K)/M)
@@ -83,6 +95,17 @@ def power(pilot: Path | None, mde: float, baseline_acc: float, sigma_seed: float
                       steps=_ints(steps, "--steps"), batch_size=batch_size,
                       group_size=group_size, alpha=alpha, target_power=target_power,
                       num_sims=sims, sim_seed=seed)
+    seq = None
+    if seq_looks is not None:
+        from textpolicy.analysis.planning import logit_model
+        from textpolicy.analysis.sequential import plan_sequential
+
+        seq = plan_sequential(logit_model(inputs), looks=_ints(seq_looks, "--sequential"),
+                              m=_ints(eval_prompts, "--eval-prompts")[0],
+                              k=_ints(eval_samples, "--eval-samples")[0], alpha=alpha,
+                              spending=spending, futility=futility,
+                              num_sims=max(sims, 100), seed=seed)
+        plan["sequential"] = seq
     if as_json:
         click.echo(strictjson.dumps(plan, indent=2))
         return
@@ -127,3 +150,21 @@ def power(pilot: Path | None, mde: float, baseline_acc: float, sigma_seed: float
     if sims:
         click.echo(f"Simulation: {sims} campaigns per row, seed {seed}, hierarchical logistic "
                    "model with matching components (delta-method conversion).")
+    if seq is not None:
+        _echo_sequential(seq)
+
+
+def _echo_sequential(seq: dict[str, Any]) -> None:
+    d = seq["design"]
+    click.echo(f"\nSequential design: looks at {d['looks']} seed pairs, {d['spending']} "
+               f"spending, futility {d['futility']}; M={seq['eval_prompts']}, "
+               f"K={seq['eval_samples']}; {seq['num_sims']} simulated campaigns per row "
+               "(primary test seeds_prompts at every look)")
+    click.echo("truth | rejection rate | expected seed pairs | max seed pairs")
+    click.echo("---|---|---|---")
+    for label, row in (("H0", seq["null"]), (f"Δ = {seq['delta_pp']:g} pp", seq["effect"])):
+        click.echo(f"{label} | {row['rejection_rate']:.3f} | "
+                   f"{row['expected_seed_pairs']:.2f} | {row['max_seed_pairs']}")
+    fixed = seq["fixed_design_seed_pairs_same_power"]
+    click.echo(f"Fixed design of the same power ({seq['effect']['rejection_rate']:.3f}): "
+               + ("not estimable" if fixed is None else f"{fixed} seed pairs") + ".")

@@ -20,6 +20,7 @@ import attrs
 from textpolicy.errors import TextPolicyError
 from textpolicy.runner import campaign as cmp
 from textpolicy.runner import manifest as mf
+from textpolicy.runner import sequential
 from textpolicy.runner import sweep as swp
 from textpolicy.runner.execute import Executor, RunResult, WandbTarget
 from textpolicy.runner.follow import wandb_problem
@@ -234,20 +235,30 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
     note = cmp.seed_overlap_note(spec, selection)
     if note:
         echo(note)
+    if spec.sequential is not None:
+        echo(sequential.describe(spec))
     if not opts.execute:
         _dry_run(spec, plan, notes, echo,
                  lambda: cmp.write_plan(spec, plan, tuned, selection), f"; {opts.execute_hint}")
         return EXIT_OK, "planned", None
-    cmp.write_plan(spec, plan, tuned, selection)
-    results = _executor(spec, plan, opts, stop, f"campaign {spec.name}",
-                        wandb_settings).run()
-    status = cmp.update_manifest(spec, plan, results, tuned, selection)
-    code = _check(results, stop, echo)
+    if spec.sequential is not None:  # waves of seeds, a look after each
+        code, status, _ = sequential.campaign(
+            spec, plan, tuned, selection, echo=echo, check=lambda r: _check(r, stop, echo),
+            run_wave=lambda wave: _executor(spec, wave, opts, stop, f"campaign {spec.name}",
+                                            wandb_settings).run())
+    else:
+        cmp.write_plan(spec, plan, tuned, selection)
+        results = _executor(spec, plan, opts, stop, f"campaign {spec.name}",
+                            wandb_settings).run()
+        status = cmp.update_manifest(spec, plan, results, tuned, selection)
+        code = _check(results, stop, echo)
     if code != EXIT_OK:
         return code, status, None
     if not spec.analysis.enabled:
         return code, status, None
     out, text, ok = cmp.analyze(spec, plan)
+    if spec.sequential is not None and ok:  # every look and the design-adjusted p first
+        text = sequential.report_text(plan.root) + "\n" + text
     if text:
         echo(text.rstrip())
     echo(f"Analysis written to {out}")

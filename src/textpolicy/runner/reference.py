@@ -16,6 +16,7 @@ from textpolicy.runner.spec import (
     ArmSpec,
     EngineSpec,
     EvalSpec,
+    SequentialSpec,
     Spec,
     SweepSpec,
     TaskSpec,
@@ -33,6 +34,7 @@ SECTIONS: tuple[tuple[str, type], ...] = (
     ("[sweep]", SweepSpec),
     ("[analysis]", AnalysisSpec),
     ("[wandb]", WandbSpec),
+    ("[sequential]", SequentialSpec),
 )
 
 INTRO = """\

@@ -13,6 +13,7 @@ Three kinds of spec share one schema (``kind = "sweep" | "campaign" | "experimen
     [sweep]      lr_values, probe_steps, seeds, select
     [analysis]   alpha, resamples, seed, mde
     [wandb]      project, entity, group
+    [sequential] looks, spending, futility
 
 ``Spec.from_toml`` loads and validates a file (``textpolicy.runner.specload``): every problem
 — unknown keys, wrong types, values out of range, unknown plugin names, plugin parameters
@@ -23,6 +24,7 @@ their own classes reject, missing files — becomes one line
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import tomllib
@@ -319,6 +321,31 @@ class AnalysisSpec:
         "> 0"))
 
 
+def _increasing(_i: object, a: attrs.Attribute[Any], v: Any) -> None:
+    if any(b <= x for x, b in itertools.pairwise(v)):
+        raise ValueError("must be strictly increasing")
+
+
+@attrs.frozen
+class SequentialSpec:
+    """A group-sequential campaign: seeds run in waves, analysed after each wave (a look),
+    stopping once the primary test crosses its Lan–DeMets boundary (docs/statistics.md)."""
+
+    looks: tuple[int, ...] = attrs.field(
+        converter=tuple, validator=[_non_empty, _each(_positive), _increasing],
+        metadata=_doc("complete seed pairs at each look (the first seeds of `seeds`); the "
+                      "last look is the most seeds the campaign may use", "strictly "
+                      "increasing integers > 0, the last <= the number of seeds"))
+    spending: str = attrs.field(default="obrien-fleming",
+                                validator=_one_of("obrien-fleming", "pocock"), metadata=_doc(
+        "Lan–DeMets alpha-spending function (two-sided, at analysis.alpha)",
+        "obrien-fleming, pocock"))
+    futility: str = attrs.field(default="none", validator=_one_of("none", "non-binding"),
+                                metadata=_doc(
+        "non-binding: also stop when the conditional power under the current trend falls "
+        "below 0.10 (the efficacy boundaries ignore it, so alpha holds)", "none, non-binding"))
+
+
 @attrs.frozen
 class WandbSpec:
     """Direct logging of every run to Weights & Biases (the section's presence enables it)."""
@@ -384,6 +411,9 @@ class Spec:
                                          metadata=_doc("see [analysis]", ""))
     wandb: WandbSpec | None = attrs.field(default=None, metadata=_doc(
         "see [wandb]; omit the section to log nothing to W&B", ""))
+    sequential: SequentialSpec | None = attrs.field(default=None, metadata=_doc(
+        "see [sequential]; omit the section for a fixed design (every seed, one analysis)",
+        ""))
 
     # ------------------------------------------------------------------ derived values
     @property

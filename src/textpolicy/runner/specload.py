@@ -378,6 +378,10 @@ def _check_structure(spec: Spec, raw: Mapping[str, Any]) -> Iterator[_Problem]:
     if spec.sweep.select == "eval" and spec.eval.every == 0 and spec.kind != "campaign":
         yield _Problem(("sweep", "select"), "needs held-out eval; allowed: set eval.every > 0, "
                        "or select = 'running_correct_rate'")
+    from textpolicy.runner.sequential import spec_problems
+
+    for where, message in spec_problems(spec, raw):
+        yield _Problem(where, message, show_value=where[-1] == "looks")
     for path, table in _secret_tables(spec):
         for key in table:
             if SECRET_KEY.search(key):
