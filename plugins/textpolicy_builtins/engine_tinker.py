@@ -10,22 +10,25 @@ from textpolicy.plugins import hookimpl
 
 
 def _make_tinker_engine(base_url: str | None = None, max_recoveries: int = 3,
-                        prefetch_sampler: bool = True, trusted_host: str | None = None) -> Any:
+                        prefetch_sampler: bool = True, trusted_host: str | None = None,
+                        sample_seeds: str = "per_sample") -> Any:
     """TinkerEngine with explicit options, so unknown options fail with a clear message."""
     from textpolicy.engines.tinker_engine import TinkerEngine
 
     return TinkerEngine(base_url=base_url, max_recoveries=int(max_recoveries),
                         prefetch_sampler=str(prefetch_sampler).lower() not in
                         ("0", "false", "no", "off"),
-                        trusted_host=None if trusted_host is None else str(trusted_host))
+                        trusted_host=None if trusted_host is None else str(trusted_host),
+                        sample_seeds=str(sample_seeds))
 
 
 def _check_tinker_engine(model: str, base_url: str | None = None, max_recoveries: int = 3,
-                         prefetch_sampler: bool = True) -> list[str]:
+                         prefetch_sampler: bool = True,
+                         sample_seeds: str = "per_sample") -> list[str]:
     """The dry run's check: option values, then notes on the API key and the service."""
     from textpolicy.engines.tinker_engine import readiness
 
-    return readiness(base_url, max_recoveries)
+    return readiness(base_url, max_recoveries, sample_seeds)
 
 
 @hookimpl
@@ -36,6 +39,7 @@ def textpolicy_register_engines() -> Iterable[records.EnginePlugin]:
         check=_check_tinker_engine,
         doc="The tinker SDK (pinned 0.38.0): LoRA training on Tinker, or on `tp serve`. "
             "Options: base_url, max_recoveries, prefetch_sampler, trusted_host (a base_url "
-            "host that is neither Tinker nor this machine, trusted with the key). "
+            "host that is neither Tinker nor this machine, trusted with the key), "
+            "sample_seeds (per_sample | none: how a group is sampled). "
             "API key from TINKER_API_KEY / SDK credentials.",
     )]

@@ -56,10 +56,15 @@ def _warm_imports() -> None:
 @click.option("--poison-request", multiple=True, metavar="[ENDPOINT:]N",
               help="Fault injection: accept the N-th request but fail its future; a training "
                    "model then fails every later request (a poisoned client). Repeatable.")
+@click.option("--duplicate-samples", type=click.Choice(["off", "seeded", "all"]),
+              default="off", show_default=True,
+              help="Fault injection: a sampler that collapses groups. 'seeded': a seeded "
+                   "request for N samples gets N copies of one sequence (Tinker's reported "
+                   "behaviour); 'all': every request gets copies of one seed-0 sequence.")
 @click.option("--verbose", is_flag=True, help="Log every HTTP request to stderr.")
 def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir: Path | None,
           delay_ms: float, fail_request: tuple[str, ...], poison_request: tuple[str, ...],
-          verbose: bool) -> None:
+          duplicate_samples: str, verbose: bool) -> None:
     """Serve the local engine over Tinker's wire protocol.
 
     \b
@@ -79,6 +84,7 @@ def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir:
         fail=[FaultRule.parse(t, flag="--fail-request") for t in fail_request],
         poison=[FaultRule.parse(t, flag="--poison-request") for t in poison_request],
         delay_s=delay_ms / 1000.0,
+        duplicate_samples=duplicate_samples,
     )
     served = served_models(models)
     root = (state_dir or cache_root() / "serve").expanduser()
