@@ -91,6 +91,52 @@ def test_kl_estimators_estimate_kl_sampler_to_learner() -> None:
         sampler_learner_kl([np.zeros(3)], [np.zeros(2)])
 
 
+# ------------------------------------------------------- learner logprobs from forward_backward
+def test_forward_backward_returns_learner_logprobs_per_datum(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The local engine's forward pass gives each datum's target logprobs (split correctly
+    across micro-batches): they equal compute_logprobs on the same weights."""
+    from textpolicy.engines.base import build_rl_datum
+    from textpolicy.engines.local import TINY_MODEL, LocalEngine
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TEXTPOLICY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tp-cache"))
+    try:
+        engine = LocalEngine(device="cpu", train_tokens_per_batch=16)  # several micro-batches
+        tc = engine.create_training_client(TINY_MODEL, lora_rank=None, seed=0)
+        tok = tc.get_tokenizer()
+        seqs = [[tok.bos_token_id, *tok.encode(f"{a}+{a * 7}=", add_special_tokens=False),
+                 4 + a, 5] for a in range(5)]
+        datums = [build_rl_datum(s[:-2], s[-2:], [-1.0, -1.0], [1.0, 1.0]) for s in seqs]
+        result = tc.forward_backward(datums, "importance_sampling").result()
+        reference = tc.sampling_client("ref").compute_logprobs(seqs).result()
+        assert result.logprobs is not None and len(result.logprobs) == len(datums)
+        for got, ref, datum in zip(result.logprobs, reference, datums, strict=True):
+            assert got.shape == (len(datum.model_input),)
+            np.testing.assert_allclose(got, ref[1:], atol=1e-5)
+        engine.close()
+    finally:
+        mp.undo()
+
+
+def test_learner_logprobs_cross_the_wire_as_tinker_sends_them() -> None:
+    from tinker.proto.response_conv import deserialize_forward_backward_output
+
+    from textpolicy.engines.tinker_engine import from_sdk_fb_output
+    from textpolicy.serve.wire import encode_forward_backward_output
+
+    arrays = [np.array([-0.5, -1.25], np.float32), np.array([-2.0], np.float32)]
+    out = deserialize_forward_backward_output(
+        encode_forward_backward_output({"loss:sum": 1.0}, 2, arrays))
+    assert [o["logprobs"].tolist() for o in out.loss_fn_outputs] == [[-0.5, -1.25], [-2.0]]
+    result = from_sdk_fb_output(out)
+    assert result.logprobs is not None
+    assert [a.tolist() for a in result.logprobs] == [[-0.5, -1.25], [-2.0]]
+    bare = from_sdk_fb_output(deserialize_forward_backward_output(
+        encode_forward_backward_output({"loss:sum": 1.0}, 2)))
+    assert bare.logprobs is None  # a service that returns none: the KL is logged as null
+
+
 # ------------------------------------------------------------------------- the local engine
 def _config(log_dir: Path, engine: str = "local", **settings: Any) -> Any:
     values: dict[str, Any] = {"max_steps": STEPS, "seed": 3, "eval_every": 0, "save_every": 0}
