@@ -23,7 +23,7 @@ def _make_tinker_engine(base_url: str | None = None, max_recoveries: int = 3,
 
 
 def _check_tinker_engine(model: str, base_url: str | None = None, max_recoveries: int = 3,
-                         prefetch_sampler: bool = True,
+                         prefetch_sampler: bool = True, trusted_host: str | None = None,
                          sample_seeds: str = "per_sample") -> list[str]:
     """The dry run's check: option values, then notes on the API key and the service."""
     from textpolicy.engines.tinker_engine import readiness

@@ -57,10 +57,11 @@ def _warm_imports() -> None:
               help="Fault injection: accept the N-th request but fail its future; a training "
                    "model then fails every later request (a poisoned client). Repeatable.")
 @click.option("--duplicate-samples", type=click.Choice(["off", "seeded", "all"]),
-              default="off", show_default=True,
-              help="Fault injection: a sampler that collapses groups. 'seeded': a seeded "
-                   "request for N samples gets N copies of one sequence (Tinker's reported "
-                   "behaviour); 'all': every request gets copies of one seed-0 sequence.")
+              default="off", show_default=True, metavar="MODE",
+              help="Fault injection: a sampler that collapses groups (MODE: off, seeded, "
+                   "all). 'seeded': a seeded request for N samples gets N copies of one "
+                   "sequence (Tinker's reported behaviour); 'all': every request gets copies "
+                   "of one seed-0 sequence.")
 @click.option("--verbose", is_flag=True, help="Log every HTTP request to stderr.")
 def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir: Path | None,
           delay_ms: float, fail_request: tuple[str, ...], poison_request: tuple[str, ...],
