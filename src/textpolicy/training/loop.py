@@ -445,6 +445,9 @@ class _Run:
             fb_result = fb.result()
             loss = float(fb_result.loss)
             learner_lp = fb_result.logprobs  # the forward pass's, on the sampler's weights
+            if learner_lp is not None and [len(a) for a in learner_lp] != [
+                    len(d.model_input) for d in datums]:
+                learner_lp = None  # not one logprob per target: the KL is logged as null
             opt.result()
         step_time = time.perf_counter() - t0
         rows_trained = np.flatnonzero(trainable)
