@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from scipy.stats import entropy as scipy_entropy
 
 from textpolicy.cli import main as cli_main
+from textpolicy.engines.local import TINY_MODEL
 from textpolicy.engines.tinker_engine import TinkerEngine, readiness
 from textpolicy.errors import ConfigError
 from textpolicy.serve import FaultPlan, TinkerServer, served_models
@@ -227,13 +228,36 @@ def test_tinker_groups_do_not_collapse_on_a_sampler_that_repeats_seeded_samples(
     """`--duplicate-samples seeded` answers a seeded request for N samples with N copies
     (Tinker's reported behaviour). The engine sends one seeded request per sample, so the run
     equals the local engine's (which draws sample j of a seeded request the same way)."""
+    import tinker
+    from tinker import types
+
     server = _server(tmp_path, "seeded")
     try:
+        # the fault is the reported bug: one seeded request for 4 samples, 4 copies
+        service = tinker.ServiceClient(base_url=server.url)
+        try:
+            tc = service.create_lora_training_client(TINY_MODEL, rank=0, seed=1).result()
+            sampler = tc.save_weights_and_get_sampling_client().result()
+            prompt = types.ModelInput.from_ints([1, 2, 3])
+            seeded = sampler.sample(prompt, 4, types.SamplingParams(max_tokens=8, seed=5))
+            assert len({tuple(q.tokens) for q in seeded.result().sequences}) == 1
+            unseeded = sampler.sample(prompt, 4, types.SamplingParams(max_tokens=8))
+            assert len({tuple(q.tokens) for q in unseeded.result().sequences}) > 1
+        finally:
+            service.close("success").result()
         log_dir = tmp_path / "run"
         run_training(_config(log_dir, "tinker", engine_options={"base_url": server.url}),
                      progress="off")
+        unseeded_dir = tmp_path / "unseeded"
+        run_training(_config(unseeded_dir, "tinker", engine_options={
+            "base_url": server.url, "sample_seeds": "none"}), progress="off")
     finally:
         server.stop()
+    # without seeds: one request per group, not collapsed either (Tinker's own randomness)
+    assert all(m["duplicate_completion_rate"] < 0.5
+               for m in rows(unseeded_dir / "metrics.jsonl"))
+    assert json.loads((unseeded_dir / "config.json").read_text())["engine"][
+        "sample_seeds"] == "none"
     metrics = rows(log_dir / "metrics.jsonl")
     _check_row_shapes(metrics, log_dir)
     for got, want in zip(metrics, local_t1, strict=True):
