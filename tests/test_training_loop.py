@@ -16,7 +16,9 @@ CONTRACT_METRICS = {
     "step", "loss", "mean_reward", "correct_rate", "running_correct_rate",
     "max_token_hit_rate", "sepa_lambda", "sepa_gate_open", "num_datums", "step_time_s",
     "condition", "lr", "mean_completion_tokens", "planning_token_share",
-    "credit_moved_share",
+    "credit_moved_share", "temperature", "duplicate_completion_rate", "expected_duplicate_rate",
+    "kl_sampler_learner_k1", "kl_sampler_learner_k3", "importance_ratio_mean", "kl_tokens",
+    "mean_token_entropy", "entropy_estimator",
 }
 STEP_KEYS = {"step", "mean_reward", "correct_count", "total_count", "condition"}
 GEN_KEYS = {"step", "prompt_id", "prompt", "completion", "reward", "num_tokens", "metadata"}

@@ -11,7 +11,8 @@ from textpolicy.plugins import hookimpl
 
 def _make_tinker_engine(base_url: str | None = None, max_recoveries: int = 3,
                         prefetch_sampler: bool = True, trusted_host: str | None = None,
-                        unreachable_timeout_s: float = 120.0) -> Any:
+                        unreachable_timeout_s: float = 120.0,
+                        sample_seeds: str = "per_sample") -> Any:
     """TinkerEngine with explicit options, so unknown options fail with a clear message."""
     from textpolicy.engines.tinker_engine import TinkerEngine
 
@@ -19,18 +20,20 @@ def _make_tinker_engine(base_url: str | None = None, max_recoveries: int = 3,
                         prefetch_sampler=str(prefetch_sampler).lower() not in
                         ("0", "false", "no", "off"),
                         trusted_host=None if trusted_host is None else str(trusted_host),
-                        unreachable_timeout_s=unreachable_timeout_s)
+                        unreachable_timeout_s=unreachable_timeout_s,
+                        sample_seeds=str(sample_seeds))
 
 
 def _check_tinker_engine(model: str, base_url: str | None = None, max_recoveries: int = 3,
                          prefetch_sampler: bool = True, trusted_host: str | None = None,
-                         unreachable_timeout_s: float = 120.0) -> list[str]:
+                         unreachable_timeout_s: float = 120.0,
+                         sample_seeds: str = "per_sample") -> list[str]:
     """The dry run's check: option values and where the API key may go (``ConfigError`` for a
     host neither Tinker's nor this machine's unless trusted), then notes on the API key and
     the service."""
     from textpolicy.engines.tinker_engine import check_key_destination, readiness, service_url
 
-    notes = readiness(base_url, max_recoveries)
+    notes = readiness(base_url, max_recoveries, sample_seeds)
     # refuses an untrusted foreign host; a trusted one's warning is the engine's to print
     check_key_destination(service_url(base_url),
                           None if trusted_host is None else str(trusted_host))
@@ -46,6 +49,6 @@ def textpolicy_register_engines() -> Iterable[records.EnginePlugin]:
         doc="The tinker SDK (pinned 0.38.0): LoRA training on Tinker, or on `tp serve`. "
             "Options: base_url, max_recoveries, prefetch_sampler, trusted_host (a base_url "
             "host that is neither Tinker nor this machine, trusted with the key), "
-            "unreachable_timeout_s. "
+            "unreachable_timeout_s, sample_seeds (per_sample | none: how a group is sampled). "
             "API key from TINKER_API_KEY / SDK credentials.",
     )]

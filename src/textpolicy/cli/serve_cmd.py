@@ -58,6 +58,12 @@ def _warm_imports() -> None:
 @click.option("--poison-request", multiple=True, metavar="[ENDPOINT:]N",
               help="Fault injection: accept the N-th request but fail its future; a training "
                    "model then fails every later request (a poisoned client). Repeatable.")
+@click.option("--duplicate-samples", type=click.Choice(["off", "seeded", "all"]),
+              default="off", show_default=True, metavar="MODE",
+              help="Fault injection: a sampler that collapses groups (MODE: off, seeded, "
+                   "all). 'seeded': a seeded request for N samples gets N copies of one "
+                   "sequence (Tinker's reported behaviour); 'all': every request gets copies "
+                   "of one seed-0 sequence.")
 @click.option("--max-body-mb", type=finite(min=0, min_open=True), default=64.0,
               show_default=True, help="Largest request body accepted (larger: HTTP 413).")
 @click.option("--max-threads", type=click.IntRange(min=1, max=4096), default=128,
@@ -65,7 +71,7 @@ def _warm_imports() -> None:
 @click.option("--verbose", is_flag=True, help="Log every HTTP request to stderr.")
 def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir: Path | None,
           delay_ms: float, fail_request: tuple[str, ...], poison_request: tuple[str, ...],
-          max_body_mb: float, max_threads: int, verbose: bool) -> None:
+          duplicate_samples: str, max_body_mb: float, max_threads: int, verbose: bool) -> None:
     """Serve the local engine over Tinker's wire protocol.
 
     \b
@@ -85,6 +91,7 @@ def serve(host: str, port: int, models: tuple[str, ...], device: str, state_dir:
         fail=[FaultRule.parse(t, flag="--fail-request") for t in fail_request],
         poison=[FaultRule.parse(t, flag="--poison-request") for t in poison_request],
         delay_s=delay_ms / 1000.0,
+        duplicate_samples=duplicate_samples,
     )
     served = served_models(models)
     root = (state_dir or cache_root() / "serve").expanduser()

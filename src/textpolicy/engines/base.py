@@ -53,6 +53,21 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = attrs.field(default=(), converter=tuple)
 
 
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample ``index`` of a request for several samples seeded ``seed``.
+
+    Every engine draws sample j of such a request as if it were a request for one sample
+    seeded ``sample_seed(seed, j)`` (``seed`` itself for j = 0), so a seeded request for N
+    samples and the N one-sample requests the Tinker engine sends for it (it does not rely on
+    one seed for a group's diversity) give the same sequences.
+    """
+    if index == 0:
+        return int(seed)
+    from textpolicy.training.seeds import derive_seed
+
+    return derive_seed(seed, "sample", index)
+
+
 @attrs.frozen
 class SampledSequence:
     """One sampled completion: token ids, the sampler's logprob of each, why it stopped.
@@ -103,10 +118,16 @@ class Datum:
 
 @attrs.frozen
 class ForwardBackwardResult:
-    """``loss`` is the summed loss (Tinker's ``metrics["loss:sum"]``)."""
+    """``loss`` is the summed loss (Tinker's ``metrics["loss:sum"]``).
+
+    ``logprobs``: per datum, the learner's logprob of each target token from the forward pass
+    (before the update; Tinker's ``loss_fn_outputs[i]["logprobs"]``), aligned with
+    ``target_tokens``; None when the engine did not return them.
+    """
 
     loss: float
     metrics: Mapping[str, float] = attrs.field(factory=dict)
+    logprobs: tuple[NDArray[np.float32], ...] | None = None
 
 
 def build_rl_datum(

@@ -50,6 +50,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
+import attrs
 import numpy as np
 
 from textpolicy.engines.base import (
@@ -58,6 +59,7 @@ from textpolicy.engines.base import (
     ForwardBackwardResult,
     SampledSequence,
     SamplingParams,
+    sample_seed,
 )
 from textpolicy.errors import ConfigError, EngineError, ServiceUnreachable
 from textpolicy.urls import is_loopback_host, is_tinker_host, redact_url, url_host
@@ -65,6 +67,9 @@ from textpolicy.urls import is_loopback_host, is_tinker_host, redact_url, url_ho
 log = logging.getLogger(__name__)
 
 PINNED_SDK_VERSION = "0.38.0"
+#: how a seeded request for G samples is sent (engine option ``sample_seeds``; see
+#: :class:`TinkerSamplingClient`).
+SAMPLE_SEEDS = ("per_sample", "none")
 
 
 def installed_sdk_version() -> str | None:
@@ -212,7 +217,8 @@ def service_url(base_url: str | None) -> str:
     return (base_url or os.environ.get("TINKER_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
 
 
-def readiness(base_url: str | None, max_recoveries: Any = 3) -> list[str]:
+def readiness(base_url: str | None, max_recoveries: Any = 3,
+              sample_seeds: Any = "per_sample") -> list[str]:
     """What a dry run checks without starting a session: ``ConfigError`` for option values
     the engine refuses; notes for what would stop a run on this machine (no SDK, no API key,
     nothing answering at the service URL)."""
@@ -223,6 +229,9 @@ def readiness(base_url: str | None, max_recoveries: Any = 3) -> list[str]:
     if recoveries < 0:
         raise ConfigError(f"engine option max_recoveries={max_recoveries!r}: must be a whole "
                           "number >= 0")
+    if sample_seeds not in SAMPLE_SEEDS:
+        raise ConfigError(f"engine option sample_seeds={sample_seeds!r}: allowed: "
+                          f"{', '.join(SAMPLE_SEEDS)}")
     from textpolicy.netcheck import unreachable
 
     url = service_url(base_url)
@@ -294,7 +303,12 @@ def from_sdk_fb_output(out: Any) -> ForwardBackwardResult:
     metrics = {str(k): float(v) for k, v in out.metrics.items()}
     if "loss:sum" not in metrics:
         raise EngineError(f"Tinker forward_backward returned no loss:sum (metrics: {metrics})")
-    return ForwardBackwardResult(loss=metrics["loss:sum"], metrics=metrics)
+    outputs = list(getattr(out, "loss_fn_outputs", None) or ())
+    logprobs = None
+    if outputs and all("logprobs" in o for o in outputs):
+        logprobs = tuple(np.asarray(o["logprobs"].to_numpy(), dtype=np.float32).reshape(-1)
+                         for o in outputs)
+    return ForwardBackwardResult(loss=metrics["loss:sum"], metrics=metrics, logprobs=logprobs)
 
 
 def _is_user_error(exc: BaseException) -> bool:
@@ -349,32 +363,60 @@ class _OpFuture:
 
 
 # ----------------------------------------------------------------------------- clients
+class _Gathered:
+    """Futures whose lists of sequences are concatenated on ``result()``."""
+
+    def __init__(self, futures: Sequence[Any]) -> None:
+        self._futures = list(futures)
+
+    def result(self, timeout: float | None = None) -> list[SampledSequence]:
+        return [seq for f in self._futures for seq in f.result(timeout)]
+
+
 class TinkerSamplingClient:
+    """``sample`` never relies on one sampling seed for the diversity of a group: Tinker's
+    ``SamplingParams(seed=X)`` with ``num_samples=N`` can return token-identical sequences
+    (tinker-feedback #79) and seeds may have no effect (tinker-cookbook #206). With
+    ``sample_seeds="per_sample"`` (default) a seeded request for N samples is sent as N
+    requests of one sample, seeded ``sample_seed(seed, j)`` (N round trips in flight at
+    once instead of one; the prompt is prefilled N times unless the service caches it); with
+    ``"none"`` it is one request for N samples with no seed (not reproducible). Unseeded
+    requests are always sent as one."""
+
     def __init__(self, sdk_client: Any, watch: _Watch | None = None,
-                 renew: Callable[[], Any] | None = None) -> None:
+                 renew: Callable[[], Any] | None = None,
+                 sample_seeds: str = "per_sample") -> None:
         self._sc = sdk_client
         self._watch = watch
         self._renew = renew  # a new SDK sampling client on the same weights
+        self._sample_seeds = sample_seeds
 
     def sample(self, prompt_ids: Sequence[int], num_samples: int, params: SamplingParams, *,
-               topk_logprobs: int = 0) -> _MappedFuture:
+               topk_logprobs: int = 0) -> Any:
         from tinker import types
 
         prompt = types.ModelInput.from_ints(list(prompt_ids))
-        sdk_params = to_sdk_sampling_params(params)
-
-        def submit(renew: bool = False) -> Any:
-            if renew and self._renew is not None:  # e.g. the session is gone (404)
-                self._sc = self._renew()
-            return self._sc.sample(prompt, num_samples, sdk_params,
-                                   topk_sample_logprobs=topk_logprobs)
-
-        first = submit()
 
         def convert(response: Any) -> list[SampledSequence]:
             return [from_sdk_sequence(s) for s in response.sequences]
 
-        return _MappedFuture(_RetryOnce(first, submit, self._watch), convert)
+        def request(n: int, seed: int | None) -> _MappedFuture:
+            sdk_params = to_sdk_sampling_params(attrs.evolve(params, seed=seed))
+
+            def submit(renew: bool = False) -> Any:
+                if renew and self._renew is not None:  # e.g. the session is gone (404)
+                    self._sc = self._renew()
+                return self._sc.sample(prompt, n, sdk_params,
+                                       topk_sample_logprobs=topk_logprobs)
+
+            return _MappedFuture(_RetryOnce(submit(), submit, self._watch), convert)
+
+        if params.seed is None or self._sample_seeds == "none":
+            return request(num_samples, None)
+        if num_samples == 1:
+            return request(1, params.seed)
+        return _Gathered([request(1, sample_seed(params.seed, j))
+                          for j in range(num_samples)])
 
     def compute_logprobs(self, sequences: Sequence[Sequence[int]]) -> Any:
         from tinker import types
@@ -520,7 +562,8 @@ class TinkerTrainingClient:
         if op is None:
             op = self._submit_sampler()
         return TinkerSamplingClient(self._await(op, None), self._engine.watch,
-                                    renew=lambda: self._await(self._submit_sampler(), None))
+                                    renew=lambda: self._await(self._submit_sampler(), None),
+                                    sample_seeds=self._engine.sample_seeds)
 
     def forward_backward(self, datums: Sequence[Datum], loss_fn: str,
                          loss_fn_config: Mapping[str, float] | None = None) -> _OpFuture:
@@ -570,6 +613,8 @@ class TinkerEngine:
     (request the next step's sampler right behind each optim_step; default true),
     ``unreachable_timeout_s`` (how long the service may be unreachable before the run stops;
     default 120).
+    and ``sample_seeds`` (``per_sample``, the default, or ``none``: how a group is sampled, see
+    :class:`TinkerSamplingClient`; recorded in config.json).
 
     ``lora_rank=None`` (a full fine-tune) is requested as LoRA rank 0, which `tp serve` runs as
     a full fine-tune and Tinker refuses (it trains LoRA adapters only)."""
@@ -579,7 +624,8 @@ class TinkerEngine:
 
     def __init__(self, base_url: str | None = None, max_recoveries: int = 3,
                  prefetch_sampler: bool = True, trusted_host: str | None = None,
-                 unreachable_timeout_s: float = 120.0) -> None:
+                 unreachable_timeout_s: float = 120.0,
+                 sample_seeds: str = "per_sample") -> None:
         check_sdk_version()
         if int(max_recoveries) < 0:
             raise ConfigError(f"engine option max_recoveries={max_recoveries!r}: must be >= 0")
@@ -590,6 +636,10 @@ class TinkerEngine:
         if not (budget > 0 and budget < float("inf")):
             raise ConfigError(f"engine option unreachable_timeout_s={unreachable_timeout_s!r}: "
                               "must be a finite number of seconds > 0")
+        if sample_seeds not in SAMPLE_SEEDS:
+            raise ConfigError(f"engine option sample_seeds={sample_seeds!r}: allowed: "
+                              f"{', '.join(SAMPLE_SEEDS)}")
+        self.sample_seeds = str(sample_seeds)
         self.max_recoveries = int(max_recoveries)
         self.prefetch_sampler = bool(prefetch_sampler)
         self.recoveries = 0  # training-client recoveries, all clients together
@@ -617,7 +667,8 @@ class TinkerEngine:
         return {"name": self.name, "base_url": redact_url(self.base_url),
                 "tinker_sdk": installed_sdk_version(), "max_recoveries": self.max_recoveries,
                 "prefetch_sampler": self.prefetch_sampler,
-                "unreachable_timeout_s": self.watch.budget_s}
+                "unreachable_timeout_s": self.watch.budget_s,
+                "sample_seeds": self.sample_seeds}
 
     @property
     def service_client(self) -> Any:

@@ -8,6 +8,10 @@ background ones whose number depends on timing (heartbeat, telemetry, dynamic co
   SDK retries).
 - ``poison``: the request is accepted, but its future fails; on a training model every later
   request of that model fails too (a poisoned training client).
+- ``duplicate_samples`` (a sampler that collapses groups): ``seeded`` answers a seeded request
+  for N samples with N copies of its first sequence (Tinker's reported behaviour,
+  tinker-feedback #79); ``all`` answers every request with copies of one sequence sampled
+  with seed 0, so every sample of a prompt on the same weights is identical; ``off``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import attrs
 from textpolicy.errors import ConfigError
 
 UNCOUNTED = frozenset({"session_heartbeat", "telemetry", "client/dynamic_config"})
+DUPLICATE_MODES = ("off", "seeded", "all")
 
 
 @attrs.frozen
@@ -50,10 +55,15 @@ class FaultPlan:
         fail: Iterable[FaultRule] = (),
         poison: Iterable[FaultRule] = (),
         delay_s: float = 0.0,
+        duplicate_samples: str = "off",
     ) -> None:
+        if duplicate_samples not in DUPLICATE_MODES:
+            raise ConfigError(f"--duplicate-samples {duplicate_samples!r}: allowed: "
+                              f"{', '.join(DUPLICATE_MODES)}")
         self.fail = tuple(fail)
         self.poison = tuple(poison)
         self.delay_s = float(delay_s)
+        self.duplicate_samples = duplicate_samples
         self._lock = threading.Lock()
         self._total = 0
         self._by_endpoint: Counter[str] = Counter()

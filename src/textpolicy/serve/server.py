@@ -211,7 +211,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif endpoint == "create_sampling_session":
             self._json(200, svc.create_sampling_session(body))
         elif endpoint == "asample":
-            fut, num = svc.asample(body, poison=poison)
+            fut, num = svc.asample(body, poison=poison,
+                                   duplicate=self.server.faults.duplicate_samples)
             self._future(fut, sample_sequence_ids=[f"{fut.request_id}:{i}" for i in range(num)])
         elif endpoint.startswith("sessions/") and endpoint.endswith("/finish"):
             self._json(200, svc.finish_session(endpoint.split("/")[1]))

@@ -381,7 +381,7 @@ class TinkerService:
             result = model.client.forward_backward(
                 datums, decoded["loss_fn"], decoded["loss_fn_config"]).result()
             return encode_forward_backward_output(
-                tinker_metrics(result.loss, result.metrics), len(datums))
+                tinker_metrics(result.loss, result.metrics), len(datums), result.logprobs)
 
         return self._enqueue_model_op(decoded["model_id"], decoded["seq_id"], work, poison=poison)
 
@@ -566,7 +566,10 @@ class TinkerService:
         return {"sampler_id": sampler_id, "base_model": sampler.base_model,
                 "model_path": sampler.model_path}
 
-    def asample(self, body: Mapping[str, Any], *, poison: bool) -> tuple[ServerFuture, int]:
+    def asample(self, body: Mapping[str, Any], *, poison: bool,
+                duplicate: str = "off") -> tuple[ServerFuture, int]:
+        """A sampling request; ``duplicate`` is the ``--duplicate-samples`` fault
+        (:mod:`textpolicy.serve.faults`)."""
         import tinker.types as tt
 
         request = tt.SampleRequest.model_validate(body)
@@ -586,6 +589,11 @@ class TinkerService:
         num = int(request.num_samples)
         topk = int(request.topk_sample_logprobs or 0)
         want_prompt_lp = bool(request.prompt_logprobs)
+        copies = 1
+        if duplicate == "all" or (duplicate == "seeded" and params.seed is not None):
+            copies, num = num, 1
+            if duplicate == "all":
+                params = attrs.evolve(params, seed=0)
         fut = self.futures.new()
 
         def submit() -> Callable[[], None]:
@@ -604,7 +612,7 @@ class TinkerService:
 
             def finish() -> None:
                 def work() -> bytes:
-                    seqs = pending.result()
+                    seqs = pending.result() * copies
                     prompt_lp = lp_pending.result()[0] if lp_pending is not None else None
                     return encode_sample_response(seqs, topk=topk, prompt_logprobs=prompt_lp)
 
@@ -613,4 +621,4 @@ class TinkerService:
             return finish
 
         session.worker.submit_sample(SampleJob((sampler_id, int(request.seq_id or 0)), submit))
-        return fut, num
+        return fut, num * copies

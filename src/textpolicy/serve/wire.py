@@ -130,14 +130,23 @@ def decode_forward_backward(body: bytes, content_encoding: str | None = None, *,
     }
 
 
-def encode_forward_backward_output(metrics: Mapping[str, float], num_datums: int) -> bytes:
-    """A ForwardBackwardOutput with the metrics (reduction-suffixed keys) and one empty
-    ArrayRecord carrying the datum count (the SDK weights ``:mean`` metrics by it)."""
+def encode_forward_backward_output(metrics: Mapping[str, float], num_datums: int,
+                                   logprobs: Sequence[Any] | None = None) -> bytes:
+    """A ForwardBackwardOutput with the metrics (reduction-suffixed keys) and one ArrayRecord
+    carrying the datum count (the SDK weights ``:mean`` metrics by it) and, when given, each
+    datum's learner ``logprobs`` (float32, as Tinker's ``loss_fn_outputs[i]["logprobs"]``)."""
     pb = _pb()
     out = pb.ForwardBackwardOutput(loss_fn_output_type="ArrayRecord")
     for key, value in metrics.items():
         out.metrics[key] = float(value)
-    out.loss_fn_outputs.add(type_tag="ArrayRecord", num_datums=int(num_datums))
+    record = out.loss_fn_outputs.add(type_tag="ArrayRecord", num_datums=int(num_datums))
+    if logprobs is not None:
+        arrays = [np.asarray(a, dtype=np.float32).reshape(-1) for a in logprobs]
+        sizes = np.array([0] + [a.size * 4 for a in arrays], dtype=np.int64)  # byte offsets
+        field = record.fields["logprobs"]
+        field.data = (np.concatenate(arrays) if arrays else np.zeros(0, np.float32)).tobytes()
+        field.offsets = np.cumsum(sizes).tobytes()
+        field.dtype = pb.DTYPE_FLOAT32
     data: bytes = out.SerializeToString()
     return data
 

@@ -54,6 +54,13 @@ from textpolicy.rollouts import Rollouts
 from textpolicy.tasks.base import Example, Task, held_out_examples
 from textpolicy.training.config import TrainConfig
 from textpolicy.training.data import DataOrder
+from textpolicy.training.diagnostics import (
+    DUPLICATE_WARN_EXCESS,
+    duplicate_completion_rate,
+    expected_duplicate_rate,
+    mean_token_entropy,
+    sampler_learner_kl,
+)
 from textpolicy.training.dirlock import DirLock
 from textpolicy.training.evaluation import EvalResult, result_from_rows, run_eval
 from textpolicy.training.integrity import (
@@ -103,7 +110,10 @@ METRIC_KEYS: tuple[str, ...] = (
     "step", "loss", "mean_reward", "correct_rate", "running_correct_rate",
     "max_token_hit_rate", "sepa_lambda", "sepa_gate_open", "num_datums", "step_time_s",
     "condition", "lr", "mean_completion_tokens", "planning_token_share",
-    "credit_moved_share",
+    "credit_moved_share", "temperature", "duplicate_completion_rate", "expected_duplicate_rate",
+    "kl_sampler_learner_k1",
+    "kl_sampler_learner_k3", "importance_ratio_mean", "kl_tokens", "mean_token_entropy",
+    "entropy_estimator",
 )
 
 
@@ -281,6 +291,13 @@ class _Run:
         self.correct_total = 0
         self.completions_total = 0
         self.sampler: SamplingClient | None = None  # a sampler on the current weights
+        try:
+            vocab_size: int | None = len(self.tok)  # type: ignore[arg-type]
+        except TypeError:
+            vocab_size = None
+        # top-k covering the vocabulary makes the logged entropy exact (else a lower bound)
+        self.topk_exact = self.topk > 0 and vocab_size is not None and self.topk >= vocab_size
+        self.warned_duplicates = False
 
     # -- helpers ------------------------------------------------------------------------------
     def prompt_ids(self, ex: Example) -> list[int]:
@@ -382,12 +399,34 @@ class _Run:
                         flat[i][2].logprobs, adv[i, : lengths[i]])
             for i in np.flatnonzero(trainable)]
         loss = 0.0
+        learner_lp: Sequence[NDArray[Any]] | None = None
         if datums:
             fb = self.tc.forward_backward(datums, cfg.loss)
             opt = self.tc.optim_step(AdamParams(learning_rate=cfg.lr))
-            loss = float(fb.result().loss)
+            fb_result = fb.result()
+            loss = float(fb_result.loss)
+            learner_lp = fb_result.logprobs  # the forward pass's, on the sampler's weights
+            if learner_lp is not None and [len(a) for a in learner_lp] != [
+                    len(d.model_input) for d in datums]:
+                learner_lp = None  # not one logprob per target: the KL is logged as null
             opt.result()
         step_time = time.perf_counter() - t0
+        rows_trained = np.flatnonzero(trainable)
+        # completion targets are each datum's last len(completion) positions
+        kl = sampler_learner_kl(
+            [np.asarray(flat[i][2].logprobs) for i in rows_trained] if learner_lp else [],
+            [np.asarray(lp)[len(lp) - lengths[i]:]
+             for i, lp in zip(rows_trained, learner_lp, strict=True)] if learner_lp else [])
+        entropy, entropy_estimator = mean_token_entropy(rollouts, exact=self.topk_exact)
+        duplicates = duplicate_completion_rate(rollouts.group_ids, rollouts.tokens, lengths)
+        by_chance = expected_duplicate_rate(rollouts.group_ids, rollouts.logprobs)
+        if duplicates - by_chance > DUPLICATE_WARN_EXCESS and not self.warned_duplicates:
+            self.warned_duplicates = True
+            self.reporter.note(
+                f"warning: step {step}: {duplicates:.0%} of completions are token-identical "
+                f"to another of their group, {by_chance:.0%} expected from the sampler's "
+                f"logprobs: the sampler is collapsing groups (see duplicate_completion_rate "
+                f"in metrics.jsonl; warned once per session)")
 
         n = rollouts.num_completions
         correct = rollouts.correct
@@ -413,6 +452,12 @@ class _Run:
             "mean_completion_tokens": float(lengths.mean()) if n else 0.0,
             "planning_token_share": float(diag.get("planning_token_share", 0.0)),
             "credit_moved_share": float(diag.get("credit_moved_share", 0.0)),
+            "temperature": cfg.temperature,
+            "duplicate_completion_rate": duplicates,
+            "expected_duplicate_rate": by_chance,
+            **kl,
+            "mean_token_entropy": entropy,
+            "entropy_estimator": entropy_estimator,
         }
         generations = [
             {"step": step, "prompt_id": batch[g].id, "prompt": batch[g].prompt,

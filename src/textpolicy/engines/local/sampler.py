@@ -12,8 +12,9 @@ What a ``SampledSequence`` holds (the local engine's definition, documented in d
 * ``stop_reason``: ``"stop"`` when an eos/stop token was sampled, else ``"length"``.
 
 Randomness: sequence j of a request draws its t-th uniform from a counter-based generator keyed
-by ``SamplingParams.seed`` (or, when it is None, by the training client's seed, the sampling
-client's name and the request's index on that client) and samples by inverse CDF, so a
+by ``sample_seed(SamplingParams.seed, j)`` (:func:`textpolicy.engines.base.sample_seed`; or,
+when the seed is None, by the training client's seed, the sampling client's name and the
+request's index on that client) and samples by inverse CDF, so a
 sequence's tokens depend only on the weights, its prompt, its parameters, the seed and j — not
 on which other requests share its batch. Two requests with the same explicit seed draw the same
 uniforms (callers vary the seed per prompt and step).

@@ -17,7 +17,9 @@ import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from textpolicy.engines.base import DoneFuture, SampledSequence, SamplingParams
+import numpy as np
+
+from textpolicy.engines.base import DoneFuture, SampledSequence, SamplingParams, sample_seed
 from textpolicy.engines.local.sampler import (
     DecodeJob,
     decode,
@@ -89,9 +91,11 @@ class LocalSamplingClient:
             self._requests += 1
             if params.seed is None:
                 base = [self._trainer.seed, self._seed_word, request]
-            else:
-                base = [params.seed]
-            uniforms = request_uniforms(base, num_samples, params.max_tokens)
+                uniforms = request_uniforms(base, num_samples, params.max_tokens)
+            else:  # sample j as a one-sample request seeded sample_seed(seed, j)
+                uniforms = np.concatenate([
+                    request_uniforms([sample_seed(params.seed, j)], 1, params.max_tokens)
+                    for j in range(num_samples)])
             jobs = [DecodeJob(prompt=prompt, params=params, uniforms=uniforms[j],
                               stop_ids=stop_ids, topk=topk_logprobs)
                     for j in range(num_samples)]

@@ -87,13 +87,15 @@ class LocalTrainingClient:
         with self._lock:
             self._check_open()
             total, tokens = 0.0, 0
+            logprobs: list[np.ndarray] = []
             for batch in self._micro_batches(datums):
-                loss, count = self._forward_backward_batch(batch, loss_fn, config)
+                loss, count = self._forward_backward_batch(batch, loss_fn, config, logprobs)
                 total += loss
                 tokens += count
         return DoneFuture(ForwardBackwardResult(
             loss=total, metrics={"loss:sum": total, "num_tokens": float(tokens),
-                                 "num_datums": float(len(datums))}))
+                                 "num_datums": float(len(datums))},
+            logprobs=tuple(logprobs)))
 
     def optim_step(self, params: AdamParams) -> DoneFuture:
         import torch
@@ -176,7 +178,10 @@ class LocalTrainingClient:
             yield batch
 
     def _forward_backward_batch(self, batch: Sequence[Datum], loss_fn: str,
-                                config: Mapping[str, float]) -> tuple[float, int]:
+                                config: Mapping[str, float],
+                                logprobs_out: list[np.ndarray]) -> tuple[float, int]:
+        """Forward + backward of one micro-batch; appends each datum's learner logprobs (from
+        this same forward pass: one device-to-host copy) to ``logprobs_out``."""
         import torch
 
         width = max(len(d.model_input) for d in batch)
@@ -206,4 +211,6 @@ class LocalTrainingClient:
         logp = token_logprobs(head, hidden[valid], targets)
         loss = token_losses(loss_fn, logp, inputs, config).sum()
         loss.backward()
+        flat = logp.detach().float().cpu().numpy()
+        logprobs_out.extend(np.split(flat, np.cumsum(lengths)[:-1]))
         return float(loss.detach()), int(valid_np.sum())
