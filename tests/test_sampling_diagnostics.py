@@ -282,7 +282,9 @@ def test_a_collapsing_sampler_is_measured_and_warned_about(
         server.stop()
     metrics = rows(log_dir / "metrics.jsonl")
     assert [m["duplicate_completion_rate"] for m in metrics] == [1.0] * STEPS
-    assert all(m["expected_duplicate_rate"] < 0.6 for m in metrics)
+    # far above what an honest sampler of this policy gives by chance: the warning's rule
+    assert all(m["duplicate_completion_rate"] - m["expected_duplicate_rate"] > 0.25
+               for m in metrics)
     assert all(m["num_datums"] == 0 for m in metrics)  # identical groups: nothing to learn
     assert all(m["kl_sampler_learner_k1"] is None for m in metrics)
     warnings = [line for line in capsys.readouterr().err.splitlines()

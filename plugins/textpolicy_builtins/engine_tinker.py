@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlparse
 
 from textpolicy import records
 from textpolicy.plugins import hookimpl
@@ -33,11 +34,13 @@ def _check_tinker_engine(model: str, base_url: str | None = None, max_recoveries
     the service."""
     from textpolicy.engines.tinker_engine import check_key_destination, readiness, service_url
 
-    notes = readiness(base_url, max_recoveries, sample_seeds)
-    # refuses an untrusted foreign host; a trusted one's warning is the engine's to print
-    check_key_destination(service_url(base_url),
-                          None if trusted_host is None else str(trusted_host))
-    return notes
+    # first (before readiness connects to it): refuses an untrusted foreign host; a trusted
+    # one's warning is the engine's to print
+    url = service_url(base_url)
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https") and parsed.hostname:  # else readiness says why
+        check_key_destination(url, None if trusted_host is None else str(trusted_host))
+    return readiness(base_url, max_recoveries, sample_seeds)
 
 
 @hookimpl

@@ -213,17 +213,19 @@ def z_of_p(p: float) -> float:
     return float(stats.norm.isf(p / 2)) if p > 0 else math.inf
 
 
-def decide(looks: Sequence[int], p_values: Sequence[float], *, alpha: float = 0.05,
+def decide(looks: Sequence[int], p_values: Sequence[float | None], *, alpha: float = 0.05,
            spending: str = "obrien-fleming", futility: str = "none") -> list[Look]:
     """Apply the design to the p values observed so far (one per look done, in order).
-    Stops at the first crossing; a NaN p (test undefined) never crosses."""
+    Stops at the first crossing; a NaN or None p (test undefined; a recorded NaN reads back
+    from strict JSON as null) never crosses."""
     if futility not in FUTILITY:
         raise ConfigError(f"futility: unknown rule {futility!r}; allowed: {', '.join(FUTILITY)}")
     c = z_boundaries(looks, alpha=alpha, spending=spending)
     thr = 2 * stats.norm.sf(c)
     t = information_fractions(looks)
     out: list[Look] = []
-    for k, p in enumerate(p_values):
+    for k, given in enumerate(p_values):
+        p = math.nan if given is None else float(given)
         if k >= len(looks):
             raise ValueError(f"{len(p_values)} p values for {len(looks)} looks")
         z = z_of_p(p) if math.isfinite(p) else 0.0

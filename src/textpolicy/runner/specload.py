@@ -244,7 +244,7 @@ def _render(source: str, raw: Mapping[str, Any], problems: Sequence[_Problem]) -
 
 
 #: the longest problem message shown (names and values inside it are cut)
-MAX_LINE = 400
+MAX_LINE = 800
 
 
 def _non_finite(raw: Any, path: tuple[str | int, ...] = ()) -> Iterator[_Problem]:
