@@ -9,7 +9,7 @@ import pytest
 
 from textpolicy.engines.local import TINY_MODEL, LocalEngine
 from textpolicy.serve import TinkerService
-from textpolicy.serve.service import ApiError
+from textpolicy.serve.errors import ApiError
 
 
 def test_idle_sessions_are_finished(tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ class _ThreadSlot(_Slot):
 
     def _main(self) -> None:
         from textpolicy.training import run_training
-        from textpolicy.training.loop import make_engine
+        from textpolicy.training.session import make_engine
 
         events = self.executor.events
         try:

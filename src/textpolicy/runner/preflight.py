@@ -45,7 +45,7 @@ def check_config(config: TrainConfig) -> list[str]:
 def _check_task(config: TrainConfig) -> str:
     """Make the task (its parameters and files are checked; data is not loaded); return the
     run's model."""
-    from textpolicy.training.loop import make_task
+    from textpolicy.training.session import make_task
 
     try:
         task = make_task(config)
@@ -63,7 +63,7 @@ def _check_task(config: TrainConfig) -> str:
 
 
 def _check_engine(config: TrainConfig, model: str) -> list[str]:
-    from textpolicy.training.loop import check_engine
+    from textpolicy.training.session import check_engine
 
     record = check_engine(config)
     check = getattr(record, "check", None)

@@ -40,7 +40,7 @@ def main() -> int:
     torch.set_num_threads(1)
     from textpolicy.errors import TextPolicyError
     from textpolicy.training import TrainConfig, run_training
-    from textpolicy.training.loop import make_engine
+    from textpolicy.training.session import make_engine
 
     engine: Any = None
     try:

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from textpolicy import strictjson
+from textpolicy.serve.errors import ApiError
 from textpolicy.serve.faults import FaultPlan
 from textpolicy.serve.futures import ServerFuture
-from textpolicy.serve.service import ApiError, EngineFactory, TinkerService
+from textpolicy.serve.service import TinkerService
+from textpolicy.serve.sessions import EngineFactory
 from textpolicy.serve.wire import (
     MAX_DECOMPRESSED_BYTES,
     PROTO_CONTENT_TYPE,

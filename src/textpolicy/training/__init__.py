@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from textpolicy.training.config import TrainConfig
 from textpolicy.training.defaults import make_config, task_defaults
-from textpolicy.training.loop import METRIC_KEYS, RunOutcome, run_training
+from textpolicy.training.loop import METRIC_KEYS, RunOutcome
+from textpolicy.training.session import run_training
 
 __all__ = [
     "METRIC_KEYS",

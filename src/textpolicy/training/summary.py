@@ -19,7 +19,7 @@ def effective_model(config: TrainConfig, registry: Registry | None = None) -> st
     """The model the run trains: ``config.model``, else its task's default model."""
     if config.model:
         return config.model
-    from textpolicy.training.loop import make_task
+    from textpolicy.training.session import make_task
 
     return str(make_task(config, registry).default_model)
 
