@@ -296,16 +296,15 @@ def strategic_grams_mask(tokens: NDArray[Any], lengths: NDArray[Any], vocab: Tok
     chosen[1:] += (v + 2) * tables.ends_sep[flat[:-1]]
     buf = "".join(tables.pieces[chosen].tolist()).encode("utf-8")
     starts, ends = _find_phrases(buf, _matcher(tuple(grams)))
-    marks = np.zeros(flat.size + 1, dtype=np.int64)
+    covered = np.zeros(flat.size, dtype=bool)
     if starts.size:
-        piece_len = tables.lengths[chosen]
-        tok_end = np.cumsum(piece_len)
-        tok_start = tok_end - piece_len
-        first = np.searchsorted(tok_end, starts, side="right")
-        last = np.searchsorted(tok_start, ends, side="left") - 1
-        np.add.at(marks, first, 1)
-        np.add.at(marks, last + 1, -1)
-    covered = np.cumsum(marks[:-1]) > 0
+        tok_end = np.cumsum(tables.lengths[chosen])
+        first = np.searchsorted(tok_end, starts, side="right")  # token holding the first byte
+        last = np.searchsorted(tok_end, ends - 1, side="right")  # ... and the last byte
+        count = last - first + 1
+        # every token index first..last of every span (ragged ranges, no per-span loop)
+        covered[np.repeat(first - np.cumsum(count) + count, count)
+                + np.arange(int(count.sum()))] = True
     return covered.reshape(n, t + 1)[:, :t] & real
 
 

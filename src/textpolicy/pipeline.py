@@ -508,6 +508,8 @@ class Pipeline:
 
 def _first_bad(values: FloatArray, where: BoolArray | None = None) -> tuple[int, ...] | None:
     """Index of the first non-finite value (only where ``where`` is True), or None."""
+    if math.isfinite(float(np.add.reduce(values, axis=None))):
+        return None  # a sum is finite only when every term is: one pass, no temporary array
     bad = ~np.isfinite(values)
     if where is not None:
         bad &= where
