@@ -237,3 +237,20 @@ def test_shipped_math_list_marks_phrases_in_smollm2_tokens() -> None:
     vocab = TokenVocab.from_tokenizer(tokenizer)
     ids = tokenizer(COT, add_special_tokens=False)["input_ids"]
     _check_shipped_list_on(vocab, ids)
+
+
+def test_detector_short_phrases_edges_and_completion_boundaries() -> None:
+    vocab = TokenVocab.from_words(["<pad>", "a", "b", "ab", "so", "let", "me", "think"])
+
+    def mask(rows: list[list[int]], grams: list[str]) -> list[list[int]]:
+        width = max(map(len, rows))
+        tokens = np.asarray([r + [0] * (width - len(r)) for r in rows])
+        lengths = np.asarray([len(r) for r in rows])
+        return strategic_grams_mask(tokens, lengths, vocab, grams).astype(int).tolist()
+
+    # one-letter phrase (a one-byte key): whole words only, first and last token included
+    assert mask([[1, 2, 3, 1]], ["a"]) == [[1, 0, 0, 1]]
+    # a phrase at the very end of the batch, and overlapping phrases of different lengths
+    assert mask([[4, 5, 6, 7]], ["so let me think", "me"]) == [[1, 1, 1, 1]]
+    # never across completions: "ab ab" needs both words in one completion
+    assert mask([[3], [3, 3]], ["ab ab"]) == [[0, 0], [1, 1]]

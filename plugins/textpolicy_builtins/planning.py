@@ -182,21 +182,14 @@ def _lookup_tables(vocab: TokenVocab) -> _Tables:
 @attrs.frozen(eq=False)
 class _Matcher:
     """Phrases as bytes, keyed by their first ``k`` bytes (read as one little-endian integer):
-    ``keys`` sorted, ``members[i]`` the phrases whose key is ``keys[i]``; ``buckets`` marks the
-    hash buckets (:func:`_bucket`) that hold a key, a cheap first filter."""
+    ``keys`` sorted, ``members[i]`` the phrases whose key is ``keys[i]``; ``prefix[b]`` is True
+    when some phrase starts with the ``min(k, 2)`` bytes whose little-endian value is ``b`` (a
+    cheap first filter)."""
 
     k: int
     keys: NDArray[np.uint64]
     members: tuple[tuple[bytes, ...], ...]
-    buckets: NDArray[np.bool_]
-
-
-_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the top bits of key × 2^64/φ
-_HASH_SHIFT = np.uint64(64 - 14)
-
-
-def _bucket(key: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    return (key * _HASH_MUL) >> _HASH_SHIFT
+    prefix: NDArray[np.bool_]
 
 
 @functools.lru_cache(maxsize=32)
@@ -207,10 +200,10 @@ def _matcher(phrases: tuple[str, ...]) -> _Matcher:
     for e in encoded:
         by_key.setdefault(int.from_bytes(e[:k], "little"), []).append(e)
     keys = np.asarray(sorted(by_key), dtype=np.uint64)
-    buckets = np.zeros(1 << 14, dtype=bool)
-    buckets[_bucket(keys)] = True
+    prefix = np.zeros(1 << (8 * min(k, 2)), dtype=bool)
+    prefix[[int.from_bytes(e[: min(k, 2)], "little") for e in encoded]] = True
     return _Matcher(k=k, keys=keys, members=tuple(tuple(by_key[int(key)]) for key in keys),
-                    buckets=buckets)
+                    prefix=prefix)
 
 
 def _find_phrases(buf: bytes, matcher: _Matcher) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -218,8 +211,9 @@ def _find_phrases(buf: bytes, matcher: _Matcher) -> tuple[NDArray[np.int64], NDA
     in ``buf``, a canonical text where every byte is a word byte, a space or ``\\x00``.
 
     Vectorised over word starts (hand-written: no numpy/stdlib routine searches many literals
-    at once): each word start's first ``k`` bytes, read as one integer, are looked up among the
-    phrases' keys; only those hits are compared in full, one phrase at a time."""
+    at once): word starts whose first two bytes begin no phrase are dropped, the others' first
+    ``k`` bytes, read as one integer, are looked up among the phrases' keys, and only those hits
+    are compared in full, one phrase at a time."""
     n = len(buf)
     k = matcher.k
     if n < k or not matcher.members:
@@ -230,13 +224,15 @@ def _find_phrases(buf: bytes, matcher: _Matcher) -> tuple[NDArray[np.int64], NDA
     word_start = ~sep[:n]
     word_start[1:] &= sep[: n - 1]
     starts = np.flatnonzero(word_start[: n - k + 1])
-    # every position's next 8 bytes as one unaligned little-endian integer (no copy)
+    # first filter: the word's first one or two bytes begin some phrase
+    narrow = np.ndarray(shape=(n,), dtype="<u2" if k >= 2 else "u1", buffer=padded,
+                        strides=(1,))
+    starts = starts[matcher.prefix[narrow[starts]]]
+    # then every remaining word start's next 8 bytes as one unaligned little-endian integer
     wide = np.ndarray(shape=(n,), dtype="<u8", buffer=padded, strides=(1,))
     key = wide[starts]
     if k < 8:
         key &= np.uint64((1 << (8 * k)) - 1)
-    maybe = matcher.buckets[_bucket(key)]
-    starts, key = starts[maybe], key[maybe]
     slot = np.searchsorted(matcher.keys, key)
     np.minimum(slot, matcher.keys.size - 1, out=slot)
     hit = matcher.keys[slot] == key
