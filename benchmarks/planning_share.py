@@ -133,7 +133,7 @@ def main() -> None:
                                          "math (shipped)": shipped_grams("math")}
     for f in args.grams_file:
         lists[f.name] = read_grams_file(f)
-    report = {"responses": len(texts), "correct": int(correct.sum()),
+    report: dict[str, Any] = {"responses": len(texts), "correct": int(correct.sum()),
               "real_tokens": int(roll.lengths.sum()), "characters": sum(map(len, texts)),
               "tokenizer": "SmolLM2-135M-Instruct", "vocab_size": len(vocab),
               "lists": {name: measure(roll, vocab, g) for name, g in lists.items()}}

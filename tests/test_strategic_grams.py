@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from textpolicy.cli import main as tp_main
 from textpolicy.errors import ConfigError
 from textpolicy.rollouts import Rollouts
 from textpolicy.vocab import TokenVocab
+
+MATH_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "math"
 
 # a chain-of-thought in the style of MATH solutions and model responses
 COT = (
@@ -95,7 +98,7 @@ def test_background_subject_and_redundancy_filters() -> None:
 # ---- tp mine-grams and grams_file ------------------------------------------------------------
 
 
-def _jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+def _jsonl(path: Path, rows: Sequence[Mapping[str, object]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -218,7 +221,7 @@ def test_shipped_math_list_marks_phrases_in_bpe_text() -> None:
     trainer = trainers.BpeTrainer(vocab_size=300, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator([COT.lower(), "numbers and letters"] * 5, trainer=trainer)
-    vocab = TokenVocab.from_pieces([tok.id_to_token(i) for i in range(tok.get_vocab_size())])
+    vocab = TokenVocab.from_pieces([str(tok.id_to_token(i)) for i in range(tok.get_vocab_size())])
     ids = tok.encode(COT).ids
     assert len(ids) > len(COT.split())  # words arrive split into sub-word pieces
     _check_shipped_list_on(vocab, ids)
@@ -237,6 +240,20 @@ def test_shipped_math_list_marks_phrases_in_smollm2_tokens() -> None:
     vocab = TokenVocab.from_tokenizer(tokenizer)
     ids = tokenizer(COT, add_special_tokens=False)["input_ids"]
     _check_shipped_list_on(vocab, ids)
+    cot = MATH_DATA / "qwen25math_cot_100.jsonl"
+    if not cot.is_file():  # the shared MATH data is optional (benchmarks/planning_share.py)
+        return
+    with open(cot, encoding="utf-8") as fh:
+        texts = [t for _, line in zip(range(10), fh, strict=False)
+                 for t in json.loads(line)["code"]]
+    enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    width = max(map(len, enc))
+    tokens = np.asarray([e + [0] * (width - len(e)) for e in enc])
+    lengths = np.asarray([len(e) for e in enc])
+    mined = strategic_grams_mask(tokens, lengths, vocab, shipped_grams("math"))
+    share = mined.sum() / lengths.sum()
+    default = strategic_grams_mask(tokens, lengths, vocab).sum() / lengths.sum()
+    assert share > 0.005 and share > 20 * default, (share, default)
 
 
 def test_detector_short_phrases_edges_and_completion_boundaries() -> None:
