@@ -2,17 +2,22 @@
 
 How it works (one pass per batch, no per-token Python):
 
-1. every completion's token ids are mapped to normalised piece text through a
-   :class:`~textpolicy.vocab.TokenVocab` and the whole batch is joined into one string, with a
-   ``\\x00`` sentinel after each completion so no phrase crosses completions;
-2. one compiled regular expression holding all phrases finds every (possibly overlapping)
-   occurrence — case-insensitive (pieces are lower-cased), whole words only (``\\b`` at word
-   edges, so ``key insight`` does not fire inside ``monkey insight``), words separated by any run
-   of spaces, newlines or punctuation (``Wait, let me`` matches ``wait let me``), apostrophes
-   literal (``that's``; typographic ``’`` is folded to ``'``);
-3. each character span is mapped back to the tokens whose pieces overlap it (cumulative piece
-   lengths + ``searchsorted``), marked with a difference array. A word split into sub-tokens
+1. every completion's token ids are mapped to canonical piece text through a
+   :class:`~textpolicy.vocab.TokenVocab` (lower-cased, typographic ``’`` folded to ``'``, every
+   run of spaces, newlines or punctuation one space) and the whole batch is joined into one
+   string and encoded as UTF-8 once, with a ``\\x00`` sentinel after each completion so no
+   phrase crosses completions;
+2. phrases are found at word starts only, whole words only (``key insight`` does not fire
+   inside ``monkey insight``; ``Wait, let me`` matches ``wait let me``), every overlapping
+   occurrence: word starts whose first two bytes begin no phrase are dropped, the rest are
+   looked up by their next 8 bytes (one integer) among the phrases' first 8 bytes, and only
+   those hits are compared in full — all vectorised, so many phrases cost about as few;
+3. each byte span is mapped back to the tokens whose pieces overlap it (cumulative piece
+   lengths + ``searchsorted``, then ragged index ranges). A word split into sub-tokens
    (``Ġan`` + ``other``) is covered in full; tokens before the phrase are never marked.
+
+Phrases: ``grams`` (a list, or ``"default"`` / ``"math"`` for a shipped list) or ``grams_file``
+(what ``tp mine-grams`` writes; see :mod:`textpolicy_builtins.gram_mining`).
 """
 
 from __future__ import annotations
