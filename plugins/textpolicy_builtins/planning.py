@@ -2,24 +2,32 @@
 
 How it works (one pass per batch, no per-token Python):
 
-1. every completion's token ids are mapped to normalised piece text through a
-   :class:`~textpolicy.vocab.TokenVocab` and the whole batch is joined into one string, with a
-   ``\\x00`` sentinel after each completion so no phrase crosses completions;
-2. one compiled regular expression holding all phrases finds every (possibly overlapping)
-   occurrence — case-insensitive (pieces are lower-cased), whole words only (``\\b`` at word
-   edges, so ``key insight`` does not fire inside ``monkey insight``), words separated by any run
-   of spaces, newlines or punctuation (``Wait, let me`` matches ``wait let me``), apostrophes
-   literal (``that's``; typographic ``’`` is folded to ``'``);
-3. each character span is mapped back to the tokens whose pieces overlap it (cumulative piece
-   lengths + ``searchsorted``), marked with a difference array. A word split into sub-tokens
+1. every completion's token ids are mapped to canonical piece text through a
+   :class:`~textpolicy.vocab.TokenVocab` (lower-cased, typographic ``’`` folded to ``'``, every
+   run of spaces, newlines or punctuation one space) and the whole batch is joined into one
+   string and encoded as UTF-8 once, with a ``\\x00`` sentinel after each completion so no
+   phrase crosses completions;
+2. phrases are found at word starts only, whole words only (``key insight`` does not fire
+   inside ``monkey insight``; ``Wait, let me`` matches ``wait let me``), every overlapping
+   occurrence: word starts whose first two bytes begin no phrase are dropped, the rest are
+   looked up by their next 8 bytes (one integer) among the phrases' first 8 bytes, and only
+   those hits are compared in full — all vectorised, so many phrases cost about as few;
+3. each byte span is mapped back to the tokens whose pieces overlap it (cumulative piece
+   lengths + ``searchsorted``, then ragged index ranges). A word split into sub-tokens
    (``Ġan`` + ``other``) is covered in full; tokens before the phrase are never marked.
+
+Phrases: ``grams`` (a list, or ``"default"`` / ``"math"`` for a shipped list) or ``grams_file``
+(what ``tp mine-grams`` writes; see :mod:`textpolicy_builtins.gram_mining`).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.resources
+import os
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -50,8 +58,20 @@ DEFAULT_GRAMS: tuple[str, ...] = (
 _SEP_RUN = re.compile(r"[^\w'\x00]+")  # whitespace/punctuation between words (not the sentinel)
 
 
+#: phrase lists shipped with the package, by the name ``grams`` accepts instead of a list
+SHIPPED_GRAMS = {"math": "grams_math.txt"}
+
+
 def _to_grams(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, Sequence):
+    if isinstance(value, str):
+        if value == "default":
+            return DEFAULT_GRAMS
+        if value in SHIPPED_GRAMS:
+            return shipped_grams(value)
+        raise ValueError(
+            f"grams must be a list of phrases or the name of a shipped list (default, "
+            f"{', '.join(SHIPPED_GRAMS)}), got {value!r}")
+    if not isinstance(value, Sequence):
         raise ValueError(f"grams must be a list of phrases, got {value!r}")
     out = []
     for g in value:
@@ -63,11 +83,71 @@ def _to_grams(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def parse_grams_text(text: str, where: str) -> tuple[str, ...]:
+    """The phrases of a phrase file: one a line, ``#`` starts a comment, blank lines skipped.
+
+    ``ValueError`` naming ``where`` (file and line) for a line with no word in it, or a file
+    with no phrase."""
+    out: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        phrase = " ".join(line.split("#", 1)[0].split())
+        if not phrase:
+            continue
+        if not re.search(r"\w", phrase):
+            raise ValueError(f"{where}:{lineno}: a phrase needs a word in it, got {phrase!r}")
+        out.append(phrase)
+    if not out:
+        raise ValueError(f"{where}: no phrase in the file (one phrase a line, # comments)")
+    return tuple(out)
+
+
+def read_grams_file(path: str | Path) -> tuple[str, ...]:
+    """The phrases of the phrase file at ``path`` (``ValueError`` naming it when unusable)."""
+    p = str(path)
+    try:
+        raw = Path(p).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"grams_file {p!r}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"grams_file {p!r}: not UTF-8 text") from None
+    return parse_grams_text(text, p)
+
+
+def shipped_grams(name: str) -> tuple[str, ...]:
+    """A phrase list shipped with the package (``"math"``: mined from MATH train solutions)."""
+    resource = importlib.resources.files("textpolicy_builtins") / SHIPPED_GRAMS[name]
+    return parse_grams_text(resource.read_text(encoding="utf-8"), SHIPPED_GRAMS[name])
+
+
+def _grams_file(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        raise ValueError(f"grams_file must be a path to a phrase file, got {value!r}")
+    return str(value)
+
+
 @attrs.frozen
 class StrategicGramsParams:
-    """``grams``: phrases to mark (default: the 18 strategic grams of the HICRA paper)."""
+    """``grams``: phrases to mark — a list, or a shipped list by name: ``"default"`` (the 18
+    strategic grams of the HICRA paper) or ``"math"`` (mined from MATH solutions).
+    ``grams_file``: a phrase file instead (one phrase a line, ``#`` comments; what
+    ``tp mine-grams`` writes), read once when the pipeline is built; ``grams`` then holds its
+    phrases (so a run's config.json records them)."""
 
     grams: tuple[str, ...] = attrs.field(default=DEFAULT_GRAMS, converter=_to_grams)
+    grams_file: str | None = attrs.field(default=None, converter=_grams_file)
+
+    def __attrs_post_init__(self) -> None:
+        if self.grams_file is None:
+            return
+        loaded = read_grams_file(self.grams_file)  # once: a run's phrases never change
+        if self.grams not in (DEFAULT_GRAMS, loaded):
+            raise ValueError(f"grams_file {self.grams_file!r} holds other phrases than grams; "
+                             "give one of them")
+        object.__setattr__(self, "grams", loaded)  # recorded in config.json with the path
 
 
 def canonical_phrase(gram: str) -> str:
@@ -76,16 +156,14 @@ def canonical_phrase(gram: str) -> str:
     return " ".join(w for w in _SEP_RUN.split(norm) if w)
 
 
-def _is_word_char(ch: str) -> bool:
-    return ch.isalnum() or ch in "_'"
-
-
 @attrs.frozen(eq=False)
 class _Tables:
     """Per-vocabulary lookup tables (ids ``V`` = empty/padding, ``V+1`` = sentinel).
 
     ``pieces[id]`` is the canonical piece (separator runs collapsed to one space) and
-    ``pieces[id + V + 2]`` the same without its leading space (used after a separator)."""
+    ``pieces[id + V + 2]`` the same without its leading space (used after a separator);
+    ``lengths`` are their lengths in UTF-8 bytes (the batch is searched as UTF-8: joining
+    ``str`` pieces and encoding once is faster than joining ``bytes``)."""
 
     pieces: NDArray[np.object_]
     lengths: NDArray[np.int64]
@@ -99,51 +177,98 @@ def _lookup_tables(vocab: TokenVocab) -> _Tables:
     canon = [_SEP_RUN.sub(" ", p) for p in vocab.normalized.tolist()] + ["", "\x00"]
     stripped = [c[1:] if c.startswith(" ") else c for c in canon]
     pieces = np.empty(2 * (v + 2), dtype=object)
-    pieces[: v + 2] = canon
-    pieces[v + 2:] = stripped
-    lengths = np.fromiter((len(c) for c in pieces.tolist()), dtype=np.int64,
+    pieces[:] = canon + stripped
+    lengths = np.fromiter((len(c.encode("utf-8")) for c in pieces.tolist()), dtype=np.int64,
                           count=pieces.size)
     ends_sep = np.fromiter((c.endswith(" ") for c in canon), dtype=bool, count=v + 2)
     return _Tables(pieces=pieces, lengths=lengths, ends_sep=ends_sep, size=v)
 
 
+@attrs.frozen(eq=False)
+class _Matcher:
+    """Phrases as bytes, keyed by their first ``k`` bytes (read as one little-endian integer):
+    ``keys`` sorted, ``members[i]`` the phrases whose key is ``keys[i]``; ``prefix[b]`` is True
+    when some phrase starts with the ``min(k, 2)`` bytes whose little-endian value is ``b`` (a
+    cheap first filter)."""
+
+    k: int
+    keys: NDArray[np.uint64]
+    members: tuple[tuple[bytes, ...], ...]
+    prefix: NDArray[np.bool_]
+
+
 @functools.lru_cache(maxsize=32)
-def _anchor_groups(phrases: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """Group phrases that share their first word under their common prefix (one text scan per
-    group instead of one per phrase): "let me think|check|verify" → anchor "let me "."""
-    by_word: dict[str, list[str]] = {}
-    for phrase in sorted(set(phrases)):
-        by_word.setdefault(phrase.split(" ")[0], []).append(phrase)
-    groups = []
-    for members in by_word.values():
-        anchor = members[0]
-        for other in members[1:]:
-            k = 0
-            while k < min(len(anchor), len(other)) and anchor[k] == other[k]:
-                k += 1
-            anchor = anchor[:k]
-        groups.append((anchor, tuple(members)))
-    return tuple(groups)
+def _matcher(phrases: tuple[str, ...]) -> _Matcher:
+    encoded = sorted({canonical_phrase(g).encode("utf-8") for g in phrases} - {b""})
+    k = min([8, *(len(e) for e in encoded)])
+    by_key: dict[int, list[bytes]] = {}
+    for e in encoded:
+        by_key.setdefault(int.from_bytes(e[:k], "little"), []).append(e)
+    keys = np.asarray(sorted(by_key), dtype=np.uint64)
+    prefix = np.zeros(1 << (8 * min(k, 2)), dtype=bool)
+    prefix[[int.from_bytes(e[: min(k, 2)], "little") for e in encoded]] = True
+    return _Matcher(k=k, keys=keys, members=tuple(tuple(by_key[int(key)]) for key in keys),
+                    prefix=prefix)
 
 
-def _find_all(text: str, anchor: str, phrases: tuple[str, ...]) -> tuple[list[int], list[int]]:
-    """Spans of every (possibly overlapping) whole-word occurrence of ``phrases``, all of which
-    start with ``anchor``."""
-    starts: list[int] = []
-    ends: list[int] = []
-    n = len(text)
-    single = len(phrases) == 1
-    i = text.find(anchor)
-    while i >= 0:
-        if not (i > 0 and _is_word_char(text[i - 1])):
-            for phrase in phrases:
-                if single or text.startswith(phrase, i):
-                    j = i + len(phrase)
-                    if not (j < n and _is_word_char(text[j])):
-                        starts.append(i)
-                        ends.append(j)
-        i = text.find(anchor, i + 1)
-    return starts, ends
+def _find_phrases(buf: bytes, matcher: _Matcher) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Byte spans of every (possibly overlapping) whole-word occurrence of the matcher's phrases
+    in ``buf``, a canonical text where every byte is a word byte, a space or ``\\x00``.
+
+    Vectorised over word starts (hand-written: no numpy/stdlib routine searches many literals
+    at once): word starts whose first two bytes begin no phrase are dropped, the others' first
+    ``k`` bytes, read as one integer, are looked up among the phrases' keys, and only those hits
+    are compared in full, one phrase at a time."""
+    n = len(buf)
+    k = matcher.k
+    if n < k or not matcher.members:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    padded = np.frombuffer(buf + bytes(8), dtype=np.uint8)
+    sep = padded <= 32  # canonical text: every byte <= 32 is a space or the sentinel
+    word_start = ~sep[:n]
+    word_start[1:] &= sep[: n - 1]
+    starts = np.flatnonzero(word_start[: n - k + 1])
+    # first filter: the word's first one or two bytes begin some phrase
+    narrow = np.ndarray(shape=(n,), dtype="<u2" if k >= 2 else "u1", buffer=padded,
+                        strides=(1,))
+    starts = starts[matcher.prefix[narrow[starts]]]
+    # then every remaining word start's next 8 bytes as one unaligned little-endian integer
+    wide = np.ndarray(shape=(n,), dtype="<u8", buffer=padded, strides=(1,))
+    key = wide[starts]
+    if k < 8:
+        key &= np.uint64((1 << (8 * k)) - 1)
+    slot = np.searchsorted(matcher.keys, key)
+    np.minimum(slot, matcher.keys.size - 1, out=slot)
+    hit = matcher.keys[slot] == key
+    cand, cand_slot = starts[hit], slot[hit]
+    if cand.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    order = np.argsort(cand_slot, kind="stable")
+    cand, cand_slot = cand[order], cand_slot[order]
+    bounds = np.searchsorted(cand_slot, np.arange(len(matcher.members) + 1))
+    out_s: list[NDArray[np.int64]] = []
+    out_e: list[NDArray[np.int64]] = []
+    for i, phrases in enumerate(matcher.members):
+        pos = cand[bounds[i]:bounds[i + 1]]
+        if pos.size == 0:
+            continue
+        for phrase in phrases:
+            length = len(phrase)
+            ok = pos[pos + length <= n]
+            if length > k and ok.size:
+                rest = np.frombuffer(phrase, dtype=np.uint8)[k:]
+                window = padded[ok[:, None] + np.arange(k, length)]
+                ok = ok[(window == rest).all(axis=1)]
+            ok = ok[sep[ok + length]]  # the padding past the end reads as a separator
+            out_s.append(ok)
+            out_e.append(ok + length)
+    if not out_s:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    return (np.concatenate(out_s).astype(np.int64, copy=False),
+            np.concatenate(out_e).astype(np.int64, copy=False))
 
 
 def strategic_grams_mask(tokens: NDArray[Any], lengths: NDArray[Any], vocab: TokenVocab,
@@ -170,23 +295,17 @@ def strategic_grams_mask(tokens: NDArray[Any], lengths: NDArray[Any], vocab: Tok
     # separator run spanning two tokens ("," + " let") still reads as one space
     chosen = flat.copy()
     chosen[1:] += (v + 2) * tables.ends_sep[flat[:-1]]
-    text = "".join(tables.pieces[chosen].tolist())
-    starts_l: list[int] = []
-    ends_l: list[int] = []
-    for anchor, phrases in _anchor_groups(tuple(canonical_phrase(g) for g in grams)):
-        found_starts, found_ends = _find_all(text, anchor, phrases)
-        starts_l.extend(found_starts)
-        ends_l.extend(found_ends)
-    marks = np.zeros(flat.size + 1, dtype=np.int64)
-    if starts_l:
-        piece_len = tables.lengths[chosen]
-        tok_end = np.cumsum(piece_len)
-        tok_start = tok_end - piece_len
-        first = np.searchsorted(tok_end, np.asarray(starts_l), side="right")
-        last = np.searchsorted(tok_start, np.asarray(ends_l), side="left") - 1
-        np.add.at(marks, first, 1)
-        np.add.at(marks, last + 1, -1)
-    covered = np.cumsum(marks[:-1]) > 0
+    buf = "".join(tables.pieces[chosen].tolist()).encode("utf-8")
+    starts, ends = _find_phrases(buf, _matcher(tuple(grams)))
+    covered = np.zeros(flat.size, dtype=bool)
+    if starts.size:
+        tok_end = np.cumsum(tables.lengths[chosen])
+        first = np.searchsorted(tok_end, starts, side="right")  # token holding the first byte
+        last = np.searchsorted(tok_end, ends - 1, side="right")  # ... and the last byte
+        count = last - first + 1
+        # every token index first..last of every span (ragged ranges, no per-span loop)
+        covered[np.repeat(first - np.cumsum(count) + count, count)
+                + np.arange(int(count.sum()))] = True
     return covered.reshape(n, t + 1)[:, :t] & real
 
 
@@ -199,7 +318,7 @@ def _detect(tokens: NDArray[Any], lengths: NDArray[Any], vocab: Any,
 
 DETECTORS: tuple[PlanningDetector, ...] = (
     PlanningDetector(name="strategic_grams", fn=_detect, params=StrategicGramsParams,
-                     doc="tokens in one of 18 strategic phrases (or your own list)"),
+                     doc="tokens in a strategic phrase (18 default, a mined list, or your own)"),
 )
 
 

@@ -254,7 +254,9 @@ def token_signal(rollouts: Rollouts, kind: str, mask: BoolArray | None = None) -
     if mask is None:
         mask = rollouts.mask
     if kind == "surprisal":
-        return np.where(mask, -rollouts.logprobs, 0.0)
+        out = np.negative(rollouts.logprobs, dtype=np.float64)
+        out[~mask] = 0.0  # (faster than np.where on a batch that is mostly real tokens)
+        return out
     if kind == "entropy":
         topk = rollouts.topk_logprobs
         if topk is None or topk.shape[-1] == 0:
@@ -500,10 +502,12 @@ class Pipeline:
         for stage in rest:
             credit = _token_output(stage, stage.record.fn(credit, rollouts, ctx, stage.params),
                                    mask, step)
-        token_adv = np.where(mask, credit.advantages, 0.0)
+        token_adv = np.array(credit.advantages, dtype=np.float64)
+        token_adv[~mask] = 0.0
 
         denom = float(np.abs(start).sum())
-        moved = float(np.abs(token_adv - start).sum()) / denom if denom > 0 else 0.0
+        diff = token_adv - start
+        moved = float(np.abs(diff, out=diff).sum()) / denom if denom > 0 else 0.0
         real = int(mask.sum())
         share = float(plan.sum()) / real if (plan is not None and real) else 0.0
         diagnostics = {
@@ -518,6 +522,8 @@ class Pipeline:
 
 def _first_bad(values: FloatArray, where: BoolArray | None = None) -> tuple[int, ...] | None:
     """Index of the first non-finite value (only where ``where`` is True), or None."""
+    if math.isfinite(float(np.add.reduce(values, axis=None))):
+        return None  # a sum is finite only when every term is: one pass, no temporary array
     bad = ~np.isfinite(values)
     if where is not None:
         bad &= where

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve_cmd:serve",
     "plugins": "plugins_cmd:plugins",
     "pipelines": "plugins_cmd:pipelines",
+    "mine-grams": "mine_grams_cmd:mine_grams",
     "new-plugin": "new_plugin_cmd:new_plugin",
 }
 
