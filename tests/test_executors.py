@@ -79,9 +79,11 @@ def statuses(root: Path) -> dict[str, str]:
 
 
 # Written by the run, not by what it trained: the wall clock (started_at, saved_at, step
-# times) and the process-wide torch RNG snapshot of a checkpoint, which depends on what the
-# process did before the run (a thread slot's earlier runs, a fresh Ray worker); training
-# draws from its own seeded generators, so the weights and samples are unaffected.
+# times, and so the digest of the last metrics row a checkpoint records, which a resume
+# checks against the row itself) and a checkpoint's snapshot of the process-wide python,
+# numpy and torch RNGs, which depends on what the process ran before (with `local`, a thread
+# slot's earlier runs; with Ray or Slurm, a fresh worker): training draws from its own
+# generators seeded by the run, so weights, samples, metrics and data order are unaffected.
 def _normalized(path: Path) -> bytes:
     if path.name == "metrics.jsonl":
         rows = [{k: v for k, v in r.items() if k != "step_time_s"} for r in iter_jsonl(path)]
@@ -89,9 +91,8 @@ def _normalized(path: Path) -> bytes:
     if path.name == "checkpoints.jsonl":
         rows = []
         for r in iter_jsonl(path):
-            r = {k: v for k, v in r.items() if k != "saved_at"}
-            r["rng_state"] = {k: v for k, v in r["rng_state"].items() if k != "torch"}
-            rows.append(r)
+            rows.append({k: v for k, v in r.items()
+                         if k not in ("saved_at", "row_sha256", "rng_state")})
         return json.dumps(rows).encode()
     if path.name == "config.json" and path.parent.name.startswith("seed"):
         data = json.loads(path.read_text())
