@@ -16,6 +16,7 @@ from textpolicy.runner.spec import (
     ArmSpec,
     EngineSpec,
     EvalSpec,
+    ExecutorSpec,
     Spec,
     SweepSpec,
     TaskSpec,
@@ -33,6 +34,7 @@ SECTIONS: tuple[tuple[str, type], ...] = (
     ("[sweep]", SweepSpec),
     ("[analysis]", AnalysisSpec),
     ("[wandb]", WandbSpec),
+    ("[executor]", ExecutorSpec),
 )
 
 INTRO = """\
@@ -76,12 +78,13 @@ An arm's learning rate: its own `lr`, else the LR the sweep tuned for it (experi
 Every problem of a spec is reported at once, one line each —
 `FILE: key.path: value: problem; allowed: ...` — with "did you mean" for misspelt keys and
 names; the exit code is 2 and nothing is written. Plugin names (engine, task, pipeline,
-stage) and plugin parameters (`[task.params]`, `[stage_params.<stage>]`,
-`[[arms]] params`) are checked against the plugin registry and each plugin's own parameter
+stage, executor) and plugin parameters (`[task.params]`, `[stage_params.<stage>]`,
+`[[arms]] params`, `[executor.options]`) are checked against the plugin registry and each plugin's own parameter
 class. Secrets (API keys) are refused: set them in the environment.
 
 Short forms: `engine = "local"` means `[engine] name = "local"`; `task = "math"` means
-`[task] name = "math"`.
+`[task] name = "math"`; `executor = "ray"` means `[executor] name = "ray"`
+(docs/executors.md).
 
 This reference is generated from the spec classes (`python -m textpolicy.runner.reference`);
 a test keeps it current.
