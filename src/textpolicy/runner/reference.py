@@ -79,8 +79,8 @@ Every problem of a spec is reported at once, one line each —
 `FILE: key.path: value: problem; allowed: ...` — with "did you mean" for misspelt keys and
 names; the exit code is 2 and nothing is written. Plugin names (engine, task, pipeline,
 stage, executor) and plugin parameters (`[task.params]`, `[stage_params.<stage>]`,
-`[[arms]] params`, `[executor.options]`) are checked against the plugin registry and each plugin's own parameter
-class. Secrets (API keys) are refused: set them in the environment.
+`[[arms]] params`, `[executor.options]`) are checked against the plugin registry and each
+plugin's own parameter class. Secrets (API keys) are refused: set them in the environment.
 
 Short forms: `engine = "local"` means `[engine] name = "local"`; `task = "math"` means
 `[task] name = "math"`; `executor = "ray"` means `[executor] name = "ray"`
