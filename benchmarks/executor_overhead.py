@@ -37,6 +37,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--max-steps", type=int, default=4)
     ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--only", nargs="*", choices=list(EXECUTORS), default=list(EXECUTORS),
+                    help="executors to time (local is the reference)")
     args = ap.parse_args()
 
     from textpolicy.runner import Options, run_spec
@@ -45,6 +47,8 @@ def main() -> None:
     walls: dict[str, float] = {}
     home = os.getcwd()
     for name, table in EXECUTORS.items():
+        if name not in args.only:
+            continue
         if name in MODULES and importlib.util.find_spec(MODULES[name]) is None:
             print(f"{name}: skipped ({MODULES[name]} is not installed)")
             continue

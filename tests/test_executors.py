@@ -325,3 +325,17 @@ def test_dry_run_says_what_would_be_submitted_where(tmp_path: Path) -> None:
             + ", ".join(RUNS)) in result.output
     assert (tmp_path / "out/manifest.json").is_file()  # a dry run writes the plan, as ever
     assert not list((tmp_path / "out").glob("*/seed*/.executor"))  # and submits nothing
+
+
+def test_campaign_command_takes_the_executor_flags(tmp_path: Path) -> None:
+    base = ["campaign", "--engine", "local", "--task", "arithmetic", "--campaign-root",
+            str(tmp_path / "c"), "--seeds", "0-1", "--max-steps", "2", "--eval-every", "0",
+            "--progress", "off"]
+    bad = CliRunner().invoke(main, [*base, "--executor", "ray", "--executor-option",
+                                    "local_cpus=0.5", "--execute"])
+    assert bad.exit_code == 2, bad.output
+    assert "--executor-option local_cpus: 0.5: must be an integer > 0" in bad.output
+    assert not (tmp_path / "c").exists()
+    malformed = CliRunner().invoke(main, [*base, "--executor-option", "num_gpus"])
+    assert malformed.exit_code == 2
+    assert "--executor-option: 'num_gpus': expected KEY=VALUE" in malformed.output
