@@ -180,24 +180,33 @@ def _break_run(root: Path) -> None:
     pytest.param(RAY_LOCAL, marks=needs_ray, id="ray"),
     pytest.param(SLURM_LOCAL, marks=needs_submitit, id="slurm")])
 def test_failed_worker_is_that_runs_failure_and_rerun_resumes(
-        tmp_path: Path, executor: dict[str, Any], ray_instance: None) -> None:
+        tmp_path: Path, executor: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    from textpolicy.training.dirlock import DirLock
+
+    if executor["name"] == "ray":
+        request.getfixturevalue("ray_instance")
     with inside(tmp_path) as here:
         root = here / "out"
         _break_run(root)
-        assert run(campaign_raw(executor, continue_on_error=True)) == 1
+        # another writer holds candidate/seed1: the worker must not write it (one writer)
+        with DirLock(root / "candidate/seed1", what="run"):
+            assert run(campaign_raw(executor, continue_on_error=True)) == 1
         state = statuses(root)
         assert state.pop("baseline/seed0") == "failed"
+        assert state.pop("candidate/seed1") == "failed"
         assert set(state.values()) == {"finished"}
-        error = next(r["error"] for a in manifest(root)["arms"] for r in a["runs"]
-                     if r["log_dir"] == "baseline/seed0")
-        assert "\n" not in error and error
-        # without --continue-on-error nothing after the failure is submitted
+        errors = {r["log_dir"]: r["error"] for a in manifest(root)["arms"] for r in a["runs"]
+                  if "error" in r}
+        assert "\n" not in errors["baseline/seed0"] and errors["baseline/seed0"]
+        assert "one writer at a time" in errors["candidate/seed1"], errors
+        assert not (root / "candidate/seed1/metrics.jsonl").exists()
         (root / "baseline/seed0/metrics.jsonl").unlink()
-        assert run(campaign_raw(executor)) == 0  # the fixed run runs, the others are skipped
+        assert run(campaign_raw(executor)) == 0  # the fixed runs run, the others are skipped
         state = statuses(root)
-        assert state["baseline/seed0"] == "finished"
-        assert {v for k, v in state.items() if k != "baseline/seed0"} == {"skipped"}
+        assert state["baseline/seed0"] == state["candidate/seed1"] == "finished"
+        assert {state["candidate/seed0"], state["baseline/seed1"]} == {"skipped"}
         assert _steps(root, "baseline/seed0") == [0, 1]
+        assert _steps(root, "candidate/seed1") == [0, 1]
 
 
 @needs_ray
