@@ -8,18 +8,18 @@ run gets its own training client), so imports and engine start-up are paid once 
   each with its own engine. Remote engines (``tinker``) mostly wait on the network; the local
   engine's torch kernels release the GIL, and the threads share one import of torch and
   transformers.
-* an executor plugin (``[executor] name = "ray" | "slurm" | ...``,
-  :mod:`textpolicy.runner.executors`): each run is submitted as its own task or job and
-  waited on as a future; ``parallel`` caps the runs submitted at once.
 * ``parallel > 1``, ``workers="process"``: N long-lived worker processes
   (``python -m textpolicy.runner.worker``), each paying its own imports and engine start-up.
   Measured on the 2-core machine (docs/performance.md, "Runner parallelism") threads were at
   least as fast and used less CPU, so ``auto`` means threads.
+* an executor plugin (``[executor] name = "ray" | "slurm" | ...``,
+  :mod:`textpolicy.runner.executors`): each run is submitted as its own task or job and
+  waited on as a future; ``parallel`` caps the runs submitted at once.
 
 Training always happens off the main thread; the main thread only waits, so Ctrl-C sets the
-stop event (and forwards SIGINT to worker processes): every running run ends after its current
-step with a checkpoint, and re-running the same command resumes it. A run whose metrics hold
-every step and whose final checkpoint exists is skipped.
+stop event (forwards SIGINT to worker processes, asks an executor's runs to stop): every
+running run ends after its current step with a checkpoint, and re-running the same command
+resumes it. A run whose metrics hold every step and whose final checkpoint exists is skipped.
 """
 
 from __future__ import annotations
