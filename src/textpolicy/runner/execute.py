@@ -44,7 +44,7 @@ from textpolicy.runner import executors as ex
 from textpolicy.runner.follow import Follower, FollowerThread, describe_error
 from textpolicy.runner.plan import Plan, PlannedRun
 from textpolicy.runner.progress import Display
-from textpolicy.runner.results import completed_steps, is_finished
+from textpolicy.runner.results import completed_steps, is_finished, iter_jsonl
 from textpolicy.runner.spec import WandbSpec
 from textpolicy.urls import redact_url
 
@@ -256,7 +256,9 @@ class _RemoteSlot(_Slot):
                 done = _steps(run)
                 if done > seen:
                     seen = done
-                    self.executor.events.put(("step", (run.key, {"step": done - 1})))
+                    rows = list(iter_jsonl(Path(run.config.log_dir) / "metrics.jsonl"))
+                    row = rows[-1] if rows else {}
+                    self.executor.events.put(("step", (run.key, {**row, "step": done - 1})))
                 continue
             except concurrent.futures.CancelledError:
                 outcome = {"status": "stopped", "steps_done": None, "error": "cancelled"}
