@@ -280,6 +280,7 @@ def test_missing_package_names_the_install_command() -> None:
 
 
 def _cli(tmp_path: Path, raw: dict[str, Any], *args: str) -> Any:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "spec.toml").write_text(dumps(raw))
     with inside(tmp_path):
         return CliRunner().invoke(main, ["run", "spec.toml", *args])
@@ -348,3 +349,16 @@ def test_campaign_command_takes_the_executor_flags(tmp_path: Path) -> None:
     malformed = CliRunner().invoke(main, [*base, "--executor-option", "num_gpus"])
     assert malformed.exit_code == 2
     assert "--executor-option: 'num_gpus': expected KEY=VALUE" in malformed.output
+
+
+@needs_submitit
+def test_executor_option_flags_override_the_specs_options(tmp_path: Path) -> None:
+    raw = campaign_raw({"name": "slurm", "options": {"partition": "a100", "timeout_min": 30}})
+    result = _cli(tmp_path, raw, "--dry-run", "--executor-option", "gpus_per_node=2")
+    assert result.exit_code == 0, result.output
+    assert ("to Slurm partition a100, one job per run (gpus_per_node=2, cpus_per_task=1, "
+            "timeout_min=30)") in result.output
+    # another executor on the command line takes none of the spec's options
+    other = _cli(tmp_path / "other", raw, "--dry-run", "--executor", "ray")
+    assert other.exit_code == 0, other.output
+    assert "to a local Ray instance, one task per run (num_cpus=1, num_gpus=0)" in other.output
