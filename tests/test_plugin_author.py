@@ -443,8 +443,8 @@ def test_docs_plugin_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
     blocks = _docs_blocks("python")
-    assert len(blocks) == 8  # episode, token + pipeline, detector, scheduler, reward + task,
-    #                          engine, significance test, a test with check_stage
+    assert len(blocks) == 9  # episode, token + pipeline, detector, scheduler, reward + task,
+    #                          engine, executor, significance test, a test with check_stage
     kinds = set()
     for i, code in enumerate(blocks):
         module = types.ModuleType(f"docs_plugins_example_{i}")

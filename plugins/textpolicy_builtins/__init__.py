@@ -12,6 +12,7 @@ from textpolicy_builtins import (
     advantages,
     engine_local,
     engine_tinker,
+    executors,
     pipelines,
     planning,
     schedulers,
@@ -30,4 +31,5 @@ BUILTIN_PLUGINS: tuple[ModuleType, ...] = (
     engine_tinker,
     task_arithmetic,
     task_math,
+    executors,
 )

@@ -106,3 +106,18 @@ def textpolicy_register_tasks() -> Iterable[records.TaskPlugin]:
     Called once when the registry is built.
     """
     raise NotImplementedError
+
+
+@hookspec
+def textpolicy_register_executors() -> Iterable[records.ExecutorPlugin]:
+    """Return executors: where the planned runs of a sweep or campaign execute.
+
+    Called once when the registry is built. An executor takes planned runs and returns
+    futures (``concurrent.futures.Future``) of their results, one remote task or job per run
+    (:class:`textpolicy.runner.executors.RunExecutor`); the runner keeps the rest —
+    skip-if-done, resume, the manifest, ``--continue-on-error``, Ctrl-C — the same for every
+    executor. Built-ins: ``local`` (this machine's threads or processes, the default),
+    ``ray`` and ``slurm`` (submitit). Workers must see the output directory (a shared
+    filesystem). Contract and examples: docs/executors.md.
+    """
+    raise NotImplementedError

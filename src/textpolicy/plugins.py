@@ -41,6 +41,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "pipelines": ("textpolicy_register_pipelines", "pipeline"),
     "engines": ("textpolicy_register_engines", "engine"),
     "tasks": ("textpolicy_register_tasks", "task"),
+    "executors": ("textpolicy_register_executors", "executor"),
 }
 
 
@@ -254,6 +255,10 @@ class Registry:
     @property
     def tasks(self) -> ComponentTable[records.TaskPlugin]:
         return self._tables["tasks"]
+
+    @property
+    def executors(self) -> ComponentTable[records.ExecutorPlugin]:
+        return self._tables["executors"]
 
 
 def _dist_version(dist_name: str | None) -> str | None:

@@ -185,3 +185,25 @@ class TaskPlugin:
     factory: Callable[..., Any]
     params: type = NoParams
     doc: str = ""
+
+
+@attrs.frozen
+class ExecutorPlugin:
+    """Where the runs of a sweep or campaign execute (``local``, ``ray``, ``slurm``, ...).
+
+    ``factory(params, root) -> textpolicy.runner.executors.RunExecutor | None``: ``params``
+    is an instance of ``params`` (the spec's ``[executor.options]``, validated like stage
+    parameters), ``root`` the plan's output directory. ``None`` means the runner's own slots
+    (threads or worker processes of this machine); only ``local`` returns it. The factory
+    makes and connects nothing: ``RunExecutor.start()`` does, so a dry run can describe an
+    executor without reaching it.
+
+    ``check(params) -> None`` (optional) raises ``ConfigError`` with one line naming the
+    install command when a package the executor needs is missing; a spec naming the executor
+    is refused with it before anything is written."""
+
+    name: str = attrs.field(validator=_check_name)
+    factory: Callable[..., Any]
+    params: type = NoParams
+    doc: str = ""
+    check: Callable[..., None] | None = None

@@ -62,8 +62,45 @@ def timestamp() -> str:
     return _dt.datetime.now().strftime("%Y%m%d_%H%M%S")
 
 
+def parse_executor_options(values: Sequence[str]) -> dict[str, Any]:
+    """``--executor-option K=V`` (repeatable): V is read as a TOML value (``2``, ``0.5``,
+    ``true``, ``"x"``), else taken as a string (``address=auto``)."""
+    import tomllib
+
+    options: dict[str, Any] = {}
+    for item in values:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--executor-option: {item!r}: expected KEY=VALUE, e.g. "
+                              "num_gpus=1")
+        try:
+            options[key] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            options[key] = text.strip()
+    return options
+
+
+def executor_table(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``[executor]`` table the --executor flags give (None: no flag given)."""
+    name, values = params.get("executor"), params.get("executor_option") or ()
+    if name is None and not values:
+        return None
+    table: dict[str, Any] = {"name": name} if name else {}
+    if values:
+        table["options"] = parse_executor_options(values)
+    return table
+
+
 def execution_options(f: F) -> F:
-    """--parallel, --continue-on-error, --workers, --progress (shared by run/sweep/campaign)."""
+    """--parallel, --continue-on-error, --workers, --executor, --executor-option, --progress
+    (shared by run/sweep/campaign)."""
+    f = click.option("--executor-option", "executor_option", multiple=True, metavar="K=V",
+                     help="An option of the executor (repeatable), e.g. address=auto, "
+                          "num_gpus=1, partition=gpu; see docs/executors.md.")(f)
+    f = click.option("--executor", default=None, metavar="NAME",
+                     help="Where runs execute: local, ray, slurm or a plugin's. [default: "
+                          "the spec's, local]")(f)
     f = click.option("--progress", type=click.Choice(["auto", "rich", "plain", "off"]),
                      default="auto",
                      help="Progress display on stderr (auto: rich on a terminal, else plain "
@@ -106,6 +143,8 @@ COMMON_FLAGS: dict[str, str] = {
     "engine.options.base_url": "--base-url", "engine.options.trusted_host": "--trust-host",
     "parallel": "--parallel",
     "continue_on_error": "--continue-on-error",
+    "executor": "--executor", "executor.name": "--executor",
+    "executor.options": "--executor-option",
     **{f"training.{key}": "--" + key.replace("_", "-")
        for key in ("batch_size", "group_size", "max_tokens", "temperature", "lora_rank",
                    "max_steps", "save_every", "max_examples", "lr")},
@@ -123,6 +162,10 @@ def flag_problems(problems: Sequence[str], source: str, flags: Mapping[str, str]
     for line in problems:
         text = line.removeprefix(f"{source}: ")
         path = text.split(": ", 1)[0]
+        if path.startswith("executor.options."):
+            out.append(f"--executor-option {path.removeprefix('executor.options.')}"
+                       + text[len(path):])
+            continue
         out.append(flags[path] + text[len(path):] if path in flags else text)
     return out
 
@@ -155,6 +198,9 @@ def common_table(params: dict[str, Any]) -> dict[str, Any]:
     for key in ("parallel", "continue_on_error"):
         if params.get(key) is not None:
             raw[key] = params[key]
+    executor = executor_table(params)
+    if executor is not None:
+        raw["executor"] = {"name": "local", **executor}
     return raw
 
 
@@ -249,12 +295,36 @@ def run(spec_file: str, dry_run: bool, output: str | None, **params: Any) -> Non
     spec = Spec.from_toml(spec_file)
     if output is not None:
         spec = attrs.evolve(spec, output=output)
+    executor = executor_table(params)
+    if executor is not None:
+        spec = _with_executor(spec, executor, source=spec_file)
     opts = Options(execute=not dry_run, parallel=params["parallel"],
                    continue_on_error=params["continue_on_error"], workers=params["workers"],
                    progress=params["progress"], execute_hint="run it without --dry-run")
     outcome = run_spec(spec, opts, echo=click.echo)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)
+
+
+def _with_executor(spec: Any, table: dict[str, Any], *, source: str) -> Any:
+    """``spec`` with the executor the flags name (a flag's option over the spec's when the
+    flags keep its executor), checked as the spec's would be; problems name the flag."""
+    import attrs
+
+    from textpolicy.runner.spec import ExecutorSpec, SpecError
+    from textpolicy.runner.specload import check_executor
+
+    name = table.get("name", spec.executor.name)
+    options = dict(table.get("options", {}))
+    if name == spec.executor.name:
+        options = {**spec.executor.options, **options}
+    executor = ExecutorSpec(name=name, options=options)
+    try:
+        check_executor(executor, source)
+    except SpecError as exc:
+        raise ConfigError("; ".join(flag_problems(exc.problems, source, COMMON_FLAGS))
+                          ) from None
+    return attrs.evolve(spec, executor=executor)
 
 
 #: width of the help text in docs/cli.md (so the page does not depend on a terminal)

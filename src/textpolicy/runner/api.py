@@ -23,6 +23,7 @@ from textpolicy.runner import manifest as mf
 from textpolicy.runner import sequential
 from textpolicy.runner import sweep as swp
 from textpolicy.runner.execute import Executor, RunResult, WandbTarget
+from textpolicy.runner.executors import RunExecutor, make_executor
 from textpolicy.runner.follow import wandb_problem
 from textpolicy.runner.plan import (
     Plan,
@@ -83,15 +84,50 @@ def _wandb_settings(spec: Spec, echo: Echo) -> WandbSpec | None:
     return attrs.evolve(spec.wandb, mode="offline")
 
 
+def _parallel(spec: Spec, opts: Options) -> int:
+    return opts.parallel if opts.parallel is not None else spec.parallel
+
+
+def _backend(spec: Spec, plan: Plan, opts: Options, echo: Echo) -> RunExecutor | None:
+    """The spec's executor (None: ``local``). A dry run says what would be submitted where;
+    a real run connects now, before any plan file is written (an unreachable cluster is
+    refused with nothing written)."""
+    backend = make_executor(spec.executor.name, dict(spec.executor.options), plan.root)
+    if backend is None:
+        return None
+    if not opts.execute:
+        todo = [r.key for r in plan.runs
+                if not is_finished(Path(r.config.log_dir), r.config.max_steps)]
+        echo(f"Executor {spec.executor.name}: would submit {plural(len(todo), 'run')} to "
+             f"{backend.where()}, at most {_parallel(spec, opts)} at a time"
+             + (f": {', '.join(todo)}" if todo else ""))
+        return None
+    backend.start()
+    echo(f"Executor {spec.executor.name}: {backend.where()}")
+    return backend
+
+
+def _execute(spec: Spec, plan: Plan, opts: Options, stop: threading.Event, title: str,
+             wandb_settings: WandbSpec | None, backend: RunExecutor | None
+             ) -> list[RunResult]:
+    try:
+        return _executor(spec, plan, opts, stop, title, wandb_settings, backend).run()
+    finally:
+        if backend is not None:
+            backend.close()
+
+
 def _executor(spec: Spec, plan: Plan, opts: Options, stop: threading.Event,
-              title: str, wandb_settings: WandbSpec | None) -> Executor:
-    parallel = opts.parallel if opts.parallel is not None else spec.parallel
+              title: str, wandb_settings: WandbSpec | None,
+              backend: RunExecutor | None = None) -> Executor:
+    parallel = _parallel(spec, opts)
     cont = (opts.continue_on_error if opts.continue_on_error is not None
             else spec.continue_on_error)
     wandb = (WandbTarget(wandb_settings, group=spec.name or plan.root.name)
              if wandb_settings is not None else None)
     return Executor(plan, parallel=parallel, continue_on_error=cont, workers=opts.workers,
-                    display=Display(title, mode=opts.progress), wandb=wandb, stop=stop)
+                    display=Display(title, mode=opts.progress), wandb=wandb, stop=stop,
+                    backend=backend)
 
 
 def _check(results: list[RunResult], stop: threading.Event, echo: Echo) -> int:
@@ -199,11 +235,12 @@ def sweep(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo: Ec
     echo(f"LR sweep: {plural(len(plan.runs), 'probe')} ({plural(plan.total_steps, 'step')}) "
          f"in {root}")
     _echo_settings(plan, echo)
+    backend = _backend(spec, plan, opts, echo)
     if not opts.execute:
         _dry_run(spec, plan, notes, echo, lambda: swp.write_plan(spec, plan))
         return EXIT_OK, None
     swp.write_plan(spec, plan)
-    results = _executor(spec, plan, opts, stop, f"sweep {spec.name}", wandb_settings).run()
+    results = _execute(spec, plan, opts, stop, f"sweep {spec.name}", wandb_settings, backend)
     code = _check(results, stop, echo)
     if code == EXIT_STOPPED:
         return code, None
@@ -237,19 +274,26 @@ def campaign(spec: Spec, root: Path, opts: Options, stop: threading.Event, echo:
         echo(note)
     if spec.sequential is not None:
         echo(sequential.describe(spec))
+    backend = _backend(spec, plan, opts, echo)
     if not opts.execute:
         _dry_run(spec, plan, notes, echo,
                  lambda: cmp.write_plan(spec, plan, tuned, selection), f"; {opts.execute_hint}")
         return EXIT_OK, "planned", None
     if spec.sequential is not None:  # waves of seeds, a look after each
-        code, status, _ = sequential.campaign(
-            spec, plan, tuned, selection, echo=echo, check=lambda r: _check(r, stop, echo),
-            run_wave=lambda wave: _executor(spec, wave, opts, stop, f"campaign {spec.name}",
-                                            wandb_settings).run())
+        try:
+            code, status, _ = sequential.campaign(
+                spec, plan, tuned, selection, echo=echo,
+                check=lambda r: _check(r, stop, echo),
+                run_wave=lambda wave: _executor(spec, wave, opts, stop,
+                                                f"campaign {spec.name}", wandb_settings,
+                                                backend).run())
+        finally:
+            if backend is not None:
+                backend.close()
     else:
         cmp.write_plan(spec, plan, tuned, selection)
-        results = _executor(spec, plan, opts, stop, f"campaign {spec.name}",
-                            wandb_settings).run()
+        results = _execute(spec, plan, opts, stop, f"campaign {spec.name}", wandb_settings,
+                           backend)
         status = cmp.update_manifest(spec, plan, results, tuned, selection)
         code = _check(results, stop, echo)
     if code != EXIT_OK:

@@ -12,15 +12,19 @@ run gets its own training client), so imports and engine start-up are paid once 
   (``python -m textpolicy.runner.worker``), each paying its own imports and engine start-up.
   Measured on the 2-core machine (docs/performance.md, "Runner parallelism") threads were at
   least as fast and used less CPU, so ``auto`` means threads.
+* an executor plugin (``[executor] name = "ray" | "slurm" | ...``,
+  :mod:`textpolicy.runner.executors`): each run is submitted as its own task or job and
+  waited on as a future; ``parallel`` caps the runs submitted at once.
 
 Training always happens off the main thread; the main thread only waits, so Ctrl-C sets the
-stop event (and forwards SIGINT to worker processes): every running run ends after its current
-step with a checkpoint, and re-running the same command resumes it. A run whose metrics hold
-every step and whose final checkpoint exists is skipped.
+stop event (forwards SIGINT to worker processes, asks an executor's runs to stop): every
+running run ends after its current step with a checkpoint, and re-running the same command
+resumes it. A run whose metrics hold every step and whose final checkpoint exists is skipped.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -36,10 +40,11 @@ from typing import Any
 import attrs
 
 from textpolicy.errors import Aborted, TextPolicyError
+from textpolicy.runner import executors as ex
 from textpolicy.runner.follow import Follower, FollowerThread, describe_error
 from textpolicy.runner.plan import Plan, PlannedRun
 from textpolicy.runner.progress import Display
-from textpolicy.runner.results import completed_steps, is_finished
+from textpolicy.runner.results import completed_steps, is_finished, iter_jsonl
 from textpolicy.runner.spec import WandbSpec
 from textpolicy.urls import redact_url
 
@@ -214,6 +219,80 @@ class _ProcessSlot(_Slot):
         events.put(("dead", self.index))
 
 
+class _RemoteSlot(_Slot):
+    """A run submitted to an executor plugin (Ray task, Slurm job, ...): its future is waited
+    on by a thread that also reports each new metrics row (the files are shared)."""
+
+    def __init__(self, executor: Executor, index: int, backend: ex.RunExecutor) -> None:
+        super().__init__(executor, index)
+        self.backend = backend
+        self._job: ex.RunJob | None = None
+        self._future: Any = None
+
+    def assign(self, run: PlannedRun) -> None:
+        self.current = run.key
+        job = ex.make_job(run.key, run.config.to_dict(), self.executor.plan.root)
+        ex.clear_stop(job)
+        self._job = job
+        try:
+            self._future = self.backend.submit(job)
+        except Exception as exc:  # a refused submission is that run's failure
+            self._finish(run, {"status": "failed", "steps_done": None,
+                               "error": f"submission failed: {type(exc).__name__}: {exc}"})
+            return
+        threading.Thread(target=self._watch, args=(run, self._future), daemon=True,
+                         name=f"remote slot {self.index}").start()
+
+    def _watch(self, run: PlannedRun, future: Any) -> None:
+        seen = _steps(run)
+        asked = False
+        while True:
+            try:
+                outcome = future.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                if self.executor.stop.is_set() and not asked:  # stopped without Ctrl-C
+                    asked = True
+                    self.interrupt()
+                done = _steps(run)
+                if done > seen:
+                    seen = done
+                    rows = list(iter_jsonl(Path(run.config.log_dir) / "metrics.jsonl"))
+                    row = rows[-1] if rows else {}
+                    self.executor.events.put(("step", (run.key, {**row, "step": done - 1})))
+                continue
+            except concurrent.futures.CancelledError:
+                outcome = {"status": "stopped", "steps_done": None, "error": "cancelled"}
+            except Exception as exc:  # the task or job died: that run's failure
+                stopping = self.executor.stop.is_set()
+                outcome = {"status": "stopped" if stopping else "failed", "steps_done": None,
+                           "error": f"{type(exc).__name__}: {_first_line(exc)}"}
+            self._finish(run, outcome)
+            return
+
+    def _finish(self, run: PlannedRun, outcome: dict[str, Any]) -> None:
+        steps = outcome.get("steps_done")
+        result = RunResult(run.key, str(outcome.get("status") or "failed"),
+                           int(steps) if steps is not None else _steps(run),
+                           error=outcome.get("error"))
+        self.current = None
+        self.executor.events.put(("done", (self.index, result)))
+
+    def interrupt(self) -> None:
+        if self._job is not None and self.current is not None:
+            ex.request_stop(self._job)
+            if self._future is not None:
+                self.backend.cancel(self._future, force=False)
+
+    def kill(self) -> None:
+        if self._future is not None and self.current is not None:
+            self.backend.cancel(self._future, force=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def _steps(run: PlannedRun) -> int:
     return completed_steps(Path(run.config.log_dir))
 
@@ -221,13 +300,17 @@ def _steps(run: PlannedRun) -> int:
 class Executor:
     def __init__(self, plan: Plan, *, parallel: int = 1, continue_on_error: bool = False,
                  workers: str = "auto", display: Display | None = None,
-                 wandb: WandbTarget | None = None, stop: threading.Event | None = None) -> None:
+                 wandb: WandbTarget | None = None, stop: threading.Event | None = None,
+                 backend: ex.RunExecutor | None = None) -> None:
         self.plan = plan
+        self.backend = backend  # an executor plugin's (None: this machine's slots)
         self.parallel = max(1, parallel)
         self.continue_on_error = continue_on_error
         if workers == "auto":
             workers = "thread"
         self.workers = workers if self.parallel > 1 else "thread"
+        if backend is not None:
+            self.workers = "remote"
         self.display = display or Display(plan.kind, mode="off")
         self.wandb = wandb
         self.stop = stop or threading.Event()
@@ -236,6 +319,8 @@ class Executor:
         self._wandb_errors: dict[str, str] = {}  # run key → why its follower did not start
 
     def _make_slot(self, index: int) -> _Slot:
+        if self.backend is not None:
+            return _RemoteSlot(self, index, self.backend)
         if self.workers == "process":
             return _ProcessSlot(self, index)
         return _ThreadSlot(self, index, engine=self.engine)
@@ -298,7 +383,7 @@ class Executor:
                 except KeyboardInterrupt:
                     if interrupted:  # a second Ctrl-C / SIGTERM: stop now
                         for slot in slots.values():
-                            if isinstance(slot, _ProcessSlot):
+                            if isinstance(slot, (_ProcessSlot, _RemoteSlot)):
                                 slot.kill()
                         aborted = True
                         raise Aborted("aborted by a second interrupt; run the same command "

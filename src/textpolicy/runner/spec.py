@@ -14,6 +14,7 @@ Three kinds of spec share one schema (``kind = "sweep" | "campaign" | "experimen
     [analysis]   alpha, resamples, seed, mde
     [wandb]      project, entity, group
     [sequential] looks, spending, futility
+    [executor]   name = "local" | "ray" | "slurm" + [executor.options]
 
 ``Spec.from_toml`` loads and validates a file (``textpolicy.runner.specload``): every problem
 — unknown keys, wrong types, values out of range, unknown plugin names, plugin parameters
@@ -172,6 +173,19 @@ class EngineSpec:
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_map, metadata=_doc(
         "keyword options of the engine factory (local: device; tinker: base_url); never "
         "secrets — the Tinker key comes from TINKER_API_KEY", "the engine factory's keywords"))
+
+
+@attrs.frozen
+class ExecutorSpec:
+    """Where the runs execute (docs/executors.md). ``executor = "ray"`` is short for
+    ``[executor] name = "ray"``."""
+
+    name: str = attrs.field(default="local", metadata=_doc(
+        "executor name", "a registered executor (`tp plugins`): local, ray, slurm"))
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_map, metadata=_doc(
+        "the executor's options (ray: address, num_cpus, num_gpus, local_cpus; slurm: "
+        "partition, gpus_per_node, timeout_min, cpus_per_task, mem_gb, account, qos, "
+        "constraint, cluster)", "the executor's parameter class"))
 
 
 @attrs.frozen
@@ -388,6 +402,9 @@ class Spec:
         "runs executed at the same time", "> 0"))
     continue_on_error: bool = attrs.field(default=False, metadata=_doc(
         "keep going when a run fails", "true, false"))
+    executor: ExecutorSpec = attrs.field(factory=ExecutorSpec, metadata=_doc(
+        "executor name, or a table with name and options (where runs execute; `parallel` "
+        "caps the runs submitted at once)", "see [executor]"))
     baseline: str | None = attrs.field(default=None, metadata=_doc(
         "name of the baseline arm (omit: the first arm)", "an arm name"))
     lr_sweep: str | None = attrs.field(default=None, metadata=_doc(

@@ -31,6 +31,7 @@ from textpolicy.runner.spec import (
     SWEEP_SEED_BASE,
     ArmSpec,
     EngineSpec,
+    ExecutorSpec,
     Spec,
     SpecError,
     TaskSpec,
@@ -112,6 +113,16 @@ def _make_converter() -> cattrs.Converter:
             raise TypeError("expected a task name or a table")
         return base_task(value, t)
 
+    base_executor = conv.get_structure_hook(ExecutorSpec)
+
+    def executor_hook(value: Any, t: type) -> ExecutorSpec:
+        if isinstance(value, str):
+            return ExecutorSpec(name=value)
+        if not isinstance(value, Mapping):
+            raise TypeError("expected an executor name or a table")
+        return base_executor(value, t)
+
+    conv.register_structure_hook(ExecutorSpec, executor_hook)
     conv.register_structure_hook(EngineSpec, engine_hook)
     conv.register_structure_hook(TaskSpec, task_hook)
     for t in (tuple[int, ...], tuple[float, ...], tuple[ArmSpec, ...]):
@@ -397,6 +408,7 @@ def _sweep_results_path(value: str) -> Path:
 
 def _secret_tables(spec: Spec) -> Iterator[tuple[tuple[str | int, ...], Mapping[str, Any]]]:
     yield ("engine", "options"), spec.engine.options
+    yield ("executor", "options"), spec.executor.options
     yield ("task", "params"), spec.task.params
 
 
@@ -415,6 +427,7 @@ def _resolve(spec: Spec, raw: Mapping[str, Any], base_dir: Path | None
     else:
         factory = engines.get(spec.engine.name).factory
         yield from _check_kwargs(factory, spec.engine.options, ("engine", "options"))
+    yield from executor_problems(spec.executor, raw)
     tasks = registry.tasks
     if spec.task.name not in tasks:
         path = ("task",) if isinstance(raw.get("task"), str) else ("task", "name")
@@ -460,6 +473,36 @@ def _resolve(spec: Spec, raw: Mapping[str, Any], base_dir: Path | None
         except TextPolicyError as exc:
             yield _Problem(("arms", i), f"pipeline {arm.pipeline!r} rejects its parameters: "
                            f"{exc}", show_value=False)
+
+
+def executor_problems(executor: ExecutorSpec, raw: Mapping[str, Any]) -> Iterator[_Problem]:
+    """An unknown executor, options its parameter class rejects, its package missing."""
+    from textpolicy.plugins import get_registry, structure_params
+
+    executors = get_registry().executors
+    name_path: tuple[str | int, ...] = (
+        ("executor",) if isinstance(raw.get("executor"), str) else ("executor", "name"))
+    if executor.name not in executors:
+        yield _unknown(name_path, "executor", executor.name, executors.names(),
+                       executors.failed)
+        return
+    record = executors.get(executor.name)
+    bad = list(_param_problems(record.params, executor.options, ("executor", "options")))
+    yield from bad
+    if bad or record.check is None:
+        return
+    try:
+        record.check(structure_params(record.params, executor.options, where="x"))
+    except ConfigError as exc:
+        yield _Problem(name_path, str(exc))
+
+
+def check_executor(executor: ExecutorSpec, source: str) -> None:
+    """``SpecError`` for what :func:`executor_problems` finds (an executor set by flags)."""
+    raw = {"executor": {"name": executor.name, "options": dict(executor.options)}}
+    problems = list(executor_problems(executor, raw))
+    if problems:
+        raise SpecError(source, _render(source, raw, problems))
 
 
 def _looks_like_path(model: str) -> bool:
