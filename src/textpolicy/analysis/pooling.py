@@ -12,6 +12,9 @@ over those looks (``textpolicy.analysis.sequential``) — never at the fixed-des
 earlier look already crosses its boundary the procedure stops there. The pooled report gives
 every look and the stage-wise ordering p. Valid when no earlier campaign was itself declared at
 the fixed α (that would have spent all of α); plan the campaigns as looks from the start.
+
+``tp analyze A B ...`` and a ``kind = "pool"`` spec (``tp run pool.toml``) both call
+:func:`analyze_pooled`; ``spending`` is ``"obrien-fleming"`` (default) or ``"pocock"``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ import attrs
 from textpolicy.analysis.campaign import discover_arms
 from textpolicy.analysis.jsonl import read_json
 from textpolicy.errors import ConfigError
+
+#: the rule, stated where the user meets it (tp analyze --help, the pooled report's first lines)
+LOOK_RULE = ("A campaign added after looking at an earlier result counts as a look: each "
+             "campaign is a look, in the order given (the order they were run), and the pooled "
+             "result is judged at its look's group-sequential boundary, never at the "
+             "fixed-design alpha. Valid only if no earlier campaign was itself declared "
+             "significant at the fixed alpha.")
 
 #: TrainConfig settings that must agree for runs to be pooled (seed and log_dir may differ)
 SETTINGS = ("model", "task", "task_params", "engine", "max_tokens", "temperature", "pipeline",
@@ -147,3 +157,28 @@ def pooled_looks(pooled: Pooled, *, alpha: float, num_resamples: int, seed: int,
     return {"design": design, "looks": looks, "status": status,
             "stopped_at_look": final["look"] if final else None, "final": final,
             "pooled": True}
+
+
+def analyze_pooled(dirs: Sequence[str | os.PathLike[str]], *, alpha: float = 0.05,
+                   num_resamples: int = 20000, seed: int = 0,
+                   spending: str = "obrien-fleming", mde: float | None = None,
+                   paired: bool | None = None, partial: bool = False,
+                   margin_pp: float | None = None) -> tuple[Any, dict[str, Any]]:
+    """Pool ``dirs`` (refused: ``ConfigError``, one line per mismatch), judge each campaign
+    as a look and analyse the seeds of the campaigns up to the look the procedure stopped at.
+    Returns the significance report of those seeds and the ``"sequential"`` record."""
+    from textpolicy.analysis import evaluate_significance
+    from textpolicy.analysis.sequential import spending_function
+
+    spending_function(0.5, alpha=alpha, spending=spending)  # an unknown name: ConfigError
+    pooled = pool_campaigns(dirs)
+    seq = pooled_looks(pooled, alpha=alpha, num_resamples=num_resamples, seed=seed,
+                       spending=spending)
+    seq["rule"] = LOOK_RULE
+    used = set(seq["looks"][-1]["seeds"])  # the campaigns up to the look it stopped at
+    arms = {name: [r for r in runs if run_seed(r) in used]
+            for name, runs in pooled.arms.items()}
+    report = evaluate_significance(arms, baseline=pooled.baseline, alpha=alpha,
+                                   num_resamples=num_resamples, seed=seed, mde=mde,
+                                   paired=paired, partial=partial, margin_pp=margin_pp)
+    return report, seq

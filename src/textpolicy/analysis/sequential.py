@@ -335,7 +335,13 @@ def used_runs(arms: Mapping[str, list[Path]], manifest: Mapping[str, Any],
 def report_markdown(state: Mapping[str, Any]) -> str:
     """Every look (statistic, boundary, nominal α, decision) and the design-adjusted p."""
     d = state["design"]
-    lines = ["## Sequential design", "",
+    lines = []
+    if state.get("pooled"):  # the rule first: it is what keeps "run another campaign" valid
+        from textpolicy.analysis.pooling import LOOK_RULE
+
+        lines += ["## Pooled campaigns: each campaign is a look", "",
+                  f"Rule: {state.get('rule') or LOOK_RULE}", ""]
+    lines += ["## Sequential design", "",
              f"Lan–DeMets {d['spending']} alpha-spending, two-sided alpha = {d['alpha']}, looks "
              f"at {d['looks']} seed pairs, futility: {d['futility']}"
              + (f" ({d['futility_rule']})" if d.get("futility_rule") else "") + "."

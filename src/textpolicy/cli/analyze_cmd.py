@@ -36,6 +36,10 @@ from textpolicy.training.seeds import MAX_SEED
               show_default="manifest or none",
               help="Non-inferiority/equivalence margin (pp): adds a one-sided non-inferiority "
                    "test and a TOST equivalence test.")
+@click.option("--spending", type=click.Choice(["obrien-fleming", "pocock"]), default=None,
+              show_default="obrien-fleming",
+              help="Pooled campaigns only: the Lan–DeMets alpha-spending function of the "
+                   "looks (recorded in sequential.json).")
 @click.option("--unpaired", is_flag=True, help="Do not pair runs by seed (Welch t primary).")
 @click.option("--json", "as_json", is_flag=True, help="Print significance.json to stdout.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
@@ -47,12 +51,16 @@ from textpolicy.training.seeds import MAX_SEED
                    "incomplete runs stop the analysis (exit 3).")
 def analyze(campaign_dirs: tuple[Path, ...], baseline_dirs: tuple[Path, ...],
             candidate_dirs: tuple[Path, ...], alpha: float | None, resamples: int | None,
-            seed: int | None, mde: float | None, margin_pp: float | None, unpaired: bool,
-            as_json: bool, out_dir: Path | None, no_plots: bool, partial: bool) -> None:
+            seed: int | None, mde: float | None, margin_pp: float | None,
+            spending: str | None, unpaired: bool, as_json: bool, out_dir: Path | None, no_plots: bool, partial: bool) -> None:
     """Seed-level significance analysis of an A/B campaign.
 
     Several campaign directories of the same arms and settings are pooled, each campaign a
-    look of a group-sequential design (docs/statistics.md, "Pooling campaigns").
+    look of a group-sequential design (docs/statistics.md, "Pooling campaigns"). A campaign
+    added after looking at an earlier result counts as a look: give the campaigns in the
+    order they were run; the pooled result is judged at its look's boundary (--spending),
+    never at the fixed-design alpha, and is valid only if no earlier campaign was itself
+    declared significant at the fixed alpha. Mismatched settings are refused, one line each.
 
     \b
     tp analyze results/my_campaign
@@ -78,14 +86,22 @@ def analyze(campaign_dirs: tuple[Path, ...], baseline_dirs: tuple[Path, ...],
         if len(campaign_dirs) > 1:  # pooled: each campaign a look (analysis.pooling)
             if baseline_dirs or candidate_dirs:
                 raise ConfigError("give either CAMPAIGN_DIRs or --baseline/--candidate, not both")
-            report, seq = _pooled(campaign_dirs, alpha=alpha, resamples=resamples, seed=seed,
-                                  mde=mde, paired=paired, partial=partial)
+            from textpolicy.analysis.pooling import analyze_pooled
+
+            report, seq = analyze_pooled(
+                campaign_dirs, alpha=0.05 if alpha is None else alpha,
+                num_resamples=20000 if resamples is None else resamples,
+                seed=0 if seed is None else seed, spending=spending or "obrien-fleming",
+                mde=mde, paired=paired, partial=partial, margin_pp=margin_pp)
             written_to = out_dir
             if out_dir is not None:
                 from textpolicy.analysis.sequential import write_report
 
                 write_outputs(report, out_dir, plots=not no_plots)
                 write_report(seq, out_dir, plots=not no_plots)
+        elif spending is not None:
+            raise ConfigError("--spending: only for pooled campaigns (two or more "
+                              "CAMPAIGN_DIRs); a [sequential] campaign records its own")
         elif campaign_dir is not None:
             if baseline_dirs or candidate_dirs:
                 raise ConfigError("give either CAMPAIGN_DIR or --baseline/--candidate, not both")
@@ -124,22 +140,3 @@ def analyze(campaign_dirs: tuple[Path, ...], baseline_dirs: tuple[Path, ...],
     if written_to is not None:
         click.echo(f"analysis written to {written_to}", err=True)
     sys.stdout.flush()
-
-
-def _pooled(dirs: tuple[Path, ...], *, alpha: float | None, resamples: int | None,
-            seed: int | None, mde: float | None, paired: bool | None, partial: bool
-            ) -> tuple[Any, dict[str, Any]]:
-    from textpolicy.analysis import evaluate_significance
-    from textpolicy.analysis.pooling import pool_campaigns, pooled_looks, run_seed
-
-    pooled = pool_campaigns(dirs)
-    a = 0.05 if alpha is None else alpha
-    n = 20000 if resamples is None else resamples
-    s = 0 if seed is None else seed
-    seq = pooled_looks(pooled, alpha=a, num_resamples=n, seed=s)
-    used = set(seq["looks"][-1]["seeds"])  # the campaigns up to the look it stopped at
-    arms = {name: [r for r in runs if run_seed(r) in used]
-            for name, runs in pooled.arms.items()}
-    report = evaluate_significance(arms, baseline=pooled.baseline, alpha=a, num_resamples=n,
-                                   seed=s, mde=mde, paired=paired, partial=partial)
-    return report, seq

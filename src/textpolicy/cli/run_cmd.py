@@ -275,9 +275,11 @@ def execute_spec(raw: dict[str, Any], *, source: str, params: dict[str, Any],
               help="Output directory. [default: the spec's `output`, else results/<name>]")
 @execution_options
 def run(spec_file: str, dry_run: bool, output: str | None, **params: Any) -> None:
-    """Run a spec file: a sweep, a campaign or an experiment.
+    """Run a spec file: a sweep, a campaign, an experiment or a pool.
 
-    An experiment is an LR sweep, then a campaign at the tuned LRs, then the analysis.
+    An experiment is an LR sweep, then a campaign at the tuned LRs, then the analysis. A pool
+    analyses finished campaigns as one, each campaign a look (a campaign added after looking
+    at an earlier result counts as a look).
 
     Re-running the same spec resumes: finished runs are skipped and interrupted runs continue
     from their last checkpoint. Ctrl-C stops every run cleanly after its current step.

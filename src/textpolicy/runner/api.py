@@ -332,6 +332,12 @@ def run_spec(spec: Spec, opts: Options | None = None, *, echo: Echo = print,
     opts = opts or Options()
     stop = stop or threading.Event()
     root = spec.output_dir()
+    if spec.kind == "pool":  # trains nothing; analyses, then locks and writes (runner.pool)
+        from textpolicy.runner.pool import run_pool
+
+        return Outcome(run_pool(spec, execute=opts.execute, echo=echo,
+                                hint=f"; {opts.execute_hint}"), root,
+                       analysis_dir=root if opts.execute else None)
     with contextlib.ExitStack() as locks:
         locks.enter_context(DirLock(root, what="output directory"))
         if spec.kind == "experiment":  # its parts are outputs of their own too

@@ -17,6 +17,7 @@ from textpolicy.runner.spec import (
     EngineSpec,
     EvalSpec,
     ExecutorSpec,
+    PoolSpec,
     SequentialSpec,
     Spec,
     SweepSpec,
@@ -37,6 +38,7 @@ SECTIONS: tuple[tuple[str, type], ...] = (
     ("[wandb]", WandbSpec),
     ("[sequential]", SequentialSpec),
     ("[executor]", ExecutorSpec),
+    ("[pool]", PoolSpec),
 )
 
 INTRO = """\
@@ -66,6 +68,25 @@ run is reported when the run ends, training goes on.
   the analysis: `<output>/sweep/`, `<output>/campaign/` (+ `analysis/`), `experiment.json`.
   Its `--dry-run` writes the sweep's plan; the campaign is planned once the sweep has chosen
   each arm's LR.
+- `pool` — analyse finished campaigns of the same arms and settings as one, each campaign a
+  look of a group-sequential design (docs/statistics.md, "Pooling campaigns"): what
+  `tp analyze A B ... --spending S --out OUTPUT` writes (significance and sequential reports,
+  every look and the design-adjusted p) plus a `manifest.json`. It uses only `kind`, `name`,
+  `output`, `[pool]` and `[analysis]`; other keys are refused. The campaigns must exist and
+  pool: settings that differ (model, task, max tokens, temperature, pipelines and their
+  parameters, LRs, ...) and repeated seeds are refused one line each, exit 2, nothing
+  written. **A campaign added after looking at an earlier result counts as a look**: list the
+  campaigns in the order they were run. `--dry-run` checks all that and writes nothing.
+
+  ```toml
+  kind = "pool"
+  output = "results/pooled"
+  [pool]
+  campaigns = ["results/run1/campaign", "results/run2/campaign"]
+  spending = "obrien-fleming"   # or "pocock"
+  [analysis]
+  alpha = 0.05
+  ```
 
 Outputs are resumable: running a spec again skips finished runs and resumes interrupted ones
 from their last checkpoint. Sweep probes live in `<arm>_lr<lr>/` (the seed document's

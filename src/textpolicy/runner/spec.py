@@ -1,6 +1,7 @@
 """Spec files: TOML → frozen attrs classes, validated with every problem reported at once.
 
-Three kinds of spec share one schema (``kind = "sweep" | "campaign" | "experiment"``)::
+Four kinds of spec share one schema (``kind = "sweep" | "campaign" | "experiment" |
+"pool"``)::
 
     kind = "experiment"
     engine = "local"                 # or [engine] name = "tinker" + [engine.options]
@@ -15,6 +16,7 @@ Three kinds of spec share one schema (``kind = "sweep" | "campaign" | "experimen
     [wandb]      project, entity, group
     [sequential] looks, spending, futility
     [executor]   name = "local" | "ray" | "slurm" + [executor.options]
+    [pool]       campaigns, spending   # kind = "pool": finished campaigns analysed as one
 
 ``Spec.from_toml`` loads and validates a file (``textpolicy.runner.specload``): every problem
 — unknown keys, wrong types, values out of range, unknown plugin names, plugin parameters
@@ -40,7 +42,9 @@ from textpolicy.plugins import did_you_mean
 from textpolicy.training.config import TrainConfig
 from textpolicy.training.seeds import MAX_SEED
 
-KINDS = ("sweep", "campaign", "experiment")
+KINDS = ("sweep", "campaign", "experiment", "pool")
+#: the top-level keys a ``kind = "pool"`` spec uses (it trains nothing)
+POOL_KEYS = ("kind", "name", "output", "pool", "analysis")
 SELECT_METRICS = ("auto", "eval", "running_correct_rate")
 LOSSES = ("importance_sampling", "ppo", "cross_entropy")
 LOSS_AGGREGATIONS = ("token-sum", "token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
@@ -360,6 +364,32 @@ class SequentialSpec:
         "below 0.10 (the efficacy boundaries ignore it, so alpha holds)", "none, non-binding"))
 
 
+def _at_least(n: int) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    def check(_i: object, a: attrs.Attribute[Any], v: Any) -> None:
+        if len(v) < n:
+            raise ValueError(f"{len(v)} value{'s' if len(v) != 1 else ''}; allowed: at least "
+                             f"{n}")
+
+    return check
+
+
+@attrs.frozen
+class PoolSpec:
+    """`kind = "pool"`: finished campaigns of the same arms and settings analysed as one,
+    each campaign a look of a group-sequential design (docs/statistics.md, "Pooling
+    campaigns"). A campaign added after looking at an earlier result counts as a look."""
+
+    campaigns: tuple[str, ...] = attrs.field(
+        converter=tuple, validator=[_at_least(2), _max_len(MAX_SEEDS), _unique],
+        metadata=_doc("campaign directories, relative to the current directory, in the order "
+                      "they were run (look k pools campaigns 1..k); same arms and settings, "
+                      "disjoint seeds", "at least two existing campaign directories"))
+    spending: str = attrs.field(default="obrien-fleming",
+                                validator=_one_of("obrien-fleming", "pocock"), metadata=_doc(
+        "Lan–DeMets alpha-spending function over the looks (two-sided, at analysis.alpha)",
+        "obrien-fleming, pocock"))
+
+
 @attrs.frozen
 class WandbSpec:
     """Direct logging of every run to Weights & Biases (the section's presence enables it)."""
@@ -380,7 +410,8 @@ class Spec:
 
     kind: str = attrs.field(validator=_one_of(*KINDS), metadata=_doc(
         "sweep: LR probes; campaign: arms × seeds + analysis; experiment: sweep, then a "
-        "campaign at the tuned LRs, then the analysis", ", ".join(KINDS)))
+        "campaign at the tuned LRs, then the analysis; pool: the pooled analysis of finished "
+        "campaigns ([pool])", ", ".join(KINDS)))
     name: str | None = attrs.field(default=None, validator=_safe_name, metadata=_doc(
         "experiment name: W&B group and default output directory (omit: the file's stem)",
         "letters, digits, _ . -"))
@@ -431,6 +462,9 @@ class Spec:
     sequential: SequentialSpec | None = attrs.field(default=None, metadata=_doc(
         "see [sequential]; omit the section for a fixed design (every seed, one analysis)",
         ""))
+    pool: PoolSpec | None = attrs.field(default=None, metadata=_doc(
+        "see [pool]; kind = \"pool\" only (which then uses only kind, name, output, pool and "
+        "analysis)", ""))
 
     # ------------------------------------------------------------------ derived values
     @property

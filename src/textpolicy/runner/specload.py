@@ -27,6 +27,7 @@ from textpolicy.errors import ConfigError, TextPolicyError
 from textpolicy.plugins import did_you_mean
 from textpolicy.runner.spec import (
     KINDS,
+    POOL_KEYS,
     SECRET_KEY,
     SWEEP_SEED_BASE,
     ArmSpec,
@@ -309,7 +310,7 @@ def load_spec(raw: Mapping[str, Any], *, source: str = "<spec>",
     if spec is not None:
         problems.extend(_run_validators(spec, ()))
         problems.extend(_check_structure(spec, raw))
-        if resolve:  # names and plugin parameters too, so every problem shows at once
+        if resolve and spec.kind != "pool":  # names and plugin parameters too, at once
             seen = {problem.path for problem in problems}
             problems.extend(p for p in _resolve(spec, raw, base_dir) if p.path not in seen)
     if problems:
@@ -345,6 +346,9 @@ def _prune(raw: Any, problem: _Problem) -> None:
 
 def _check_structure(spec: Spec, raw: Mapping[str, Any]) -> Iterator[_Problem]:
     """Cross-field rules that need no registry."""
+    if spec.kind == "pool" or spec.pool is not None:
+        yield from _pool_problems(spec, raw)
+        return
     labels = [arm.label for arm in spec.arms]
     folded = [label.casefold() for label in labels]  # directories: X and x collide on macOS
     for i, label in enumerate(labels):
@@ -399,6 +403,44 @@ def _check_structure(spec: Spec, raw: Mapping[str, Any]) -> Iterator[_Problem]:
                 yield _Problem((*path, key), "secrets do not belong in spec files; allowed: "
                                "set them in the environment (e.g. TINKER_API_KEY)",
                                show_value=False)
+
+
+def _pool_problems(spec: Spec, raw: Mapping[str, Any]) -> Iterator[_Problem]:
+    """``kind = "pool"``: only its keys, the [pool] table, existing campaign directories
+    that can be pooled (``analysis.pooling``'s check, one line per mismatch)."""
+    if spec.kind != "pool":
+        yield _Problem(("pool",), f"not used by kind {spec.kind!r}; allowed: kind = 'pool'",
+                       show_value=False)
+        return
+    for key in raw:
+        if key not in POOL_KEYS:
+            yield _Problem((key,), "not used by kind 'pool' (it trains nothing: the "
+                           "campaigns' own settings are pooled); allowed: "
+                           + ", ".join(POOL_KEYS), show_value=False)
+    if spec.pool is None:
+        if "pool" not in raw:
+            yield _Problem(("pool",), "required for kind 'pool'; allowed: a [pool] table with "
+                           "campaigns = [\"DIR\", \"DIR\", ...]", show_value=False)
+        return
+    if isinstance(raw.get("analysis"), Mapping) and raw["analysis"].get("enabled") is False:
+        yield _Problem(("analysis", "enabled"), "a pool spec is its analysis; allowed: true")
+    missing = False
+    for i, campaign in enumerate(spec.pool.campaigns):
+        if not Path(campaign).is_dir():
+            missing = True
+            yield _Problem(("pool", "campaigns", i), "no such directory (relative to the "
+                           "current directory); allowed: a campaign directory")
+    if missing or len(spec.pool.campaigns) < 2 or len(set(spec.pool.campaigns)) != len(
+            spec.pool.campaigns):
+        return
+    from textpolicy.analysis.pooling import pool_campaigns
+
+    try:
+        pool_campaigns(spec.pool.campaigns)
+    except TextPolicyError as exc:
+        lines = str(exc).splitlines()
+        for line in lines[1:] if len(lines) > 1 else lines:
+            yield _Problem(("pool", "campaigns"), line, show_value=False)
 
 
 def _sweep_results_path(value: str) -> Path:
