@@ -37,9 +37,9 @@ from textpolicy.training.seeds import MAX_SEED
               help="Non-inferiority/equivalence margin (pp): adds a one-sided non-inferiority "
                    "test and a TOST equivalence test.")
 @click.option("--spending", type=click.Choice(["obrien-fleming", "pocock"]), default=None,
-              show_default="obrien-fleming",
+              metavar="NAME", show_default="obrien-fleming",
               help="Pooled campaigns only: the Lan–DeMets alpha-spending function of the "
-                   "looks (recorded in sequential.json).")
+                   "looks, obrien-fleming or pocock (recorded in sequential.json).")
 @click.option("--unpaired", is_flag=True, help="Do not pair runs by seed (Welch t primary).")
 @click.option("--json", "as_json", is_flag=True, help="Print significance.json to stdout.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
