@@ -52,7 +52,8 @@ from textpolicy.training.seeds import MAX_SEED
 def analyze(campaign_dirs: tuple[Path, ...], baseline_dirs: tuple[Path, ...],
             candidate_dirs: tuple[Path, ...], alpha: float | None, resamples: int | None,
             seed: int | None, mde: float | None, margin_pp: float | None,
-            spending: str | None, unpaired: bool, as_json: bool, out_dir: Path | None, no_plots: bool, partial: bool) -> None:
+            spending: str | None, unpaired: bool, as_json: bool, out_dir: Path | None,
+            no_plots: bool, partial: bool) -> None:
     """Seed-level significance analysis of an A/B campaign.
 
     Several campaign directories of the same arms and settings are pooled, each campaign a

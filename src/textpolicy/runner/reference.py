@@ -114,11 +114,11 @@ names; the exit code is 2 and nothing is written. Plugin names (engine, task, pi
 stage, executor) and plugin parameters (`[task.params]`, `[stage_params.<stage>]`,
 `[[arms]] params`, `[executor.options]`) are checked against the plugin registry and each
 plugin's own parameter class. Secrets (API keys) are refused: set them in the environment.
-`nan`, `inf` and `-inf` are refused everywhere (TOML allows them; no setting means one). Sizes are bounded: a spec
-file of at most 1 MiB, UTF-8 without a byte-order mark, arrays and inline tables nested at
-most 32 deep, at most 1000 seeds (each at most 2147483647), 64 arms, 64 sweep LRs and
-10,000,000 resamples, names of at most 100 characters; arm names must differ ignoring case
-(they are directory names); long names and values are cut in messages.
+`nan`, `inf` and `-inf` are refused everywhere (TOML allows them; no setting means one). Sizes
+are bounded: a spec file of at most 1 MiB, UTF-8 without a byte-order mark, arrays and inline
+tables nested at most 32 deep, at most 1000 seeds (each at most 2147483647), 64 arms, 64 sweep
+LRs and 10,000,000 resamples, names of at most 100 characters; arm names must differ ignoring
+case (they are directory names); long names and values are cut in messages.
 
 Short forms: `engine = "local"` means `[engine] name = "local"`; `task = "math"` means
 `[task] name = "math"`; `executor = "ray"` means `[executor] name = "ray"`
