@@ -152,7 +152,7 @@ def test_wrong_types_and_out_of_range_all_reported(tmp_path: Path) -> None:
     assert "eval.every: 2.5: expected an integer" in lines
     assert "analysis.alpha: 1.5: must be strictly between 0 and 1" in lines
     assert ("kind: 'experimnt': not allowed (did you mean 'experiment'?); allowed: sweep, "
-            "campaign, experiment") in lines
+            "campaign, experiment, pool") in lines
 
 
 def test_unknown_plugin_names(tmp_path: Path) -> None:
