@@ -201,3 +201,39 @@ def test_statistics_docs_pool_spec_loads(campaigns: Path) -> None:
     spec = Spec.from_dict(raw, source="statistics.md")
     assert spec.kind == "pool" and spec.pool is not None
     assert spec.pool.spending == "obrien-fleming" and spec.output_dir() == Path(raw["output"])
+
+
+def test_pool_spec_never_overwrites_a_campaign(campaigns: Path) -> None:
+    before = {name: (campaigns / name / "manifest.json").read_bytes() for name in "ABC"}
+    spec = _spec(campaigns / "pool.toml", POOL.replace('output = "pooled"', 'output = "A"'))
+    for extra in ([], ["--dry-run"]):
+        result = CliRunner().invoke(main, ["run", str(spec), *extra])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.splitlines() == [
+            "Error: output: 'A': is the pooled campaign 'A'; allowed: a directory of its own"]
+    result = CliRunner().invoke(main, ["run", str(spec), "--output", "C"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "Error: output: 'C': holds the manifest.json of a campaign output, which a pool "
+        "would overwrite; allowed: a new directory or an earlier pool's output"]
+    assert {name: (campaigns / name / "manifest.json").read_bytes() for name in "ABC"} == before
+    assert not (campaigns / "A" / "sequential.json").exists()
+    assert not (campaigns / "C" / "significance.json").exists()
+    # an earlier pool's output is rewritten (the same analysis again)
+    again = _spec(campaigns / "again.toml", POOL)
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["run", str(again)])
+        assert result.exit_code == 0, result.output + result.stderr
+    manifest = json.loads((campaigns / "pooled" / "manifest.json").read_text())
+    assert set(manifest["spec"]) <= {"kind", "name", "output", "pool", "analysis"}
+
+
+def test_pool_spec_names_an_experiment_root(campaigns: Path) -> None:
+    (campaigns / "exp" / "campaign").mkdir(parents=True)
+    (campaigns / "exp" / "experiment.json").write_text('{"kind": "experiment"}\n')
+    spec = _spec(campaigns / "exp.toml", 'kind = "pool"\n[pool]\ncampaigns = ["A", "exp"]\n')
+    with pytest.raises(SpecError) as exc:
+        Spec.from_toml(spec)
+    assert len(exc.value.problems) == 1
+    assert exc.value.problems[0].startswith(f"{spec}: pool.campaigns: exp is an experiment; "
+                                            "its campaign is exp/campaign")

@@ -10,11 +10,13 @@ computed before the output directory is touched, so a failed analysis writes not
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from textpolicy.errors import ConfigError
 from textpolicy.runner import manifest as mf
-from textpolicy.runner.spec import Spec
+from textpolicy.runner.spec import POOL_KEYS, Spec
 from textpolicy.training.dirlock import DirLock
 
 EXIT_OK = 0
@@ -29,6 +31,7 @@ def run_pool(spec: Spec, *, execute: bool, echo: Callable[..., Any], hint: str) 
     assert spec.pool is not None  # specload requires [pool] for kind "pool"
     root = spec.output_dir()
     pool, a = spec.pool, spec.analysis
+    _check_output(root, pool.campaigns)
     if not execute:  # the spec (and that the campaigns pool) was checked when it was loaded
         echo(f"Pool of {len(pool.campaigns)} campaigns, each a look ({pool.spending} "
              f"alpha-spending, alpha = {a.alpha}): {', '.join(pool.campaigns)}; nothing "
@@ -45,8 +48,29 @@ def run_pool(spec: Spec, *, execute: bool, echo: Callable[..., Any], hint: str) 
             "spending": pool.spending, "alpha": a.alpha, "resamples": a.resamples,
             "analysis_seed": a.seed, "rule": seq["rule"], "status": seq["status"],
             "stopped_at_look": seq["stopped_at_look"], "final": seq["final"],
-            "design": seq["design"], "versions": mf.versions(), "spec": spec.to_dict()})
+            "design": seq["design"], "versions": mf.versions(),
+            "spec": {k: v for k, v in spec.to_dict().items() if k in POOL_KEYS}})
     echo(report_markdown(seq))
     echo(build_sepa_significance_markdown(report))
     echo(f"pooled analysis written to {root}")
     return EXIT_OK
+
+
+def _check_output(root: Path, campaigns: Sequence[str]) -> None:
+    """``ConfigError`` (one line) for an output that would overwrite what a pool must not:
+    one of its campaigns, or a directory whose manifest.json is not an earlier pool's."""
+    from textpolicy.analysis.jsonl import read_json
+
+    here = root.resolve()
+    for campaign in campaigns:
+        if Path(campaign).resolve() == here:
+            raise ConfigError(f"output: {str(root)!r}: is the pooled campaign {campaign!r}; "
+                              "allowed: a directory of its own")
+    manifest = root / "manifest.json"
+    if manifest.is_file():
+        data = read_json(manifest)
+        kind = data.get("kind") if isinstance(data, Mapping) else None
+        if kind != "pool":
+            raise ConfigError(f"output: {str(root)!r}: holds the manifest.json of a "
+                              f"{kind or 'non-pool'} output, which a pool would overwrite; "
+                              "allowed: a new directory or an earlier pool's output")
