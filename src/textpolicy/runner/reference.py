@@ -76,7 +76,9 @@ run is reported when the run ends, training goes on.
   pool: settings that differ (model, task, max tokens, temperature, pipelines and their
   parameters, LRs, ...) and repeated seeds are refused one line each, exit 2, nothing
   written. **A campaign added after looking at an earlier result counts as a look**: list the
-  campaigns in the order they were run. `--dry-run` checks all that and writes nothing.
+  campaigns in the order they were run. An `output` that is one of the campaigns, or holds
+  the `manifest.json` of anything but an earlier pool, is refused (one line, exit 2).
+  `--dry-run` checks all that and writes nothing.
 
   ```toml
   kind = "pool"
