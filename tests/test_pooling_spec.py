@@ -75,6 +75,17 @@ def test_pool_spec_writes_the_pooled_report(campaigns: Path) -> None:
     sig = json.loads((out / "significance.json").read_text())
     assert sig["primary"]["n_pairs"] == state["looks"][-1]["seed_pairs"]
     assert sig["alpha"] == 0.05 and sig["num_resamples"] == 200 and sig["seed"] == 3
+    # the verdict is the design's, never the fixed-design one that ignores the looks
+    from textpolicy.analysis.sequential import sequential_recommendation
+
+    assert sig["recommendation"] == sequential_recommendation(state, sig["primary"]["delta"])
+    assert sig["fixed_design_recommendation"] in ("significant_improvement",
+                                                  "significant_regression", "not_significant",
+                                                  "insufficient_seeds")
+    md = (out / "significance.md").read_text()
+    assert md.startswith(f"**Sequential design — recommendation: `{sig['recommendation']}`**")
+    assert "**Recommendation" not in md  # the fixed-design line is labelled as such
+    assert "**Fixed-design recommendation (ignores the looks)" in md
 
     # the spec and `tp analyze A B --spending pocock` are the same analysis
     cli = CliRunner().invoke(main, ["analyze", "A", "B", "--spending", "pocock",

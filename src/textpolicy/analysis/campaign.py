@@ -174,16 +174,26 @@ def _uses_sepa_lambda(runs: Sequence[RunData]) -> bool | None:
 
 
 def write_outputs(report: SignificanceReport, out_dir: str | os.PathLike[str], *,
-                  plots: bool = True) -> dict[str, Path]:
-    """Write comparison/significance .json/.md (+ PNG plots) into ``out_dir``."""
+                  plots: bool = True, sequential_state: Mapping[str, Any] | None = None
+                  ) -> dict[str, Path]:
+    """Write comparison/significance .json/.md (+ PNG plots) into ``out_dir``.
+
+    With ``sequential_state`` (a ``[sequential]`` campaign or pooled campaigns) the verdict
+    is the design's: significance.json's ``recommendation`` is the sequential decision (the
+    fixed-design one is kept as ``fixed_design_recommendation``) and significance.md opens
+    with it and labels the fixed-design recommendation as ignoring the looks."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     comp = comparison_dict(report)
+    data = report.to_dict()
+    text = build_sepa_significance_markdown(report)
+    if sequential_state is not None:
+        data, text = sequential.override_verdict(data, text, sequential_state)
     files = {
         "comparison.json": strictjson.dumps(comp, indent=2) + "\n",
         "comparison.md": comparison_markdown(comp),
-        "significance.json": strictjson.dumps(report.to_dict(), indent=2) + "\n",
-        "significance.md": build_sepa_significance_markdown(report),
+        "significance.json": strictjson.dumps(data, indent=2) + "\n",
+        "significance.md": text,
     }
     written: dict[str, Path] = {}
     for name, text in files.items():
@@ -244,7 +254,7 @@ def analyze_campaign(campaign_dir: str | os.PathLike[str], *, alpha: float | Non
                                    manifest=manifest, margin_pp=margin_pp)
     report = _with_lr_selection(report, manifest)
     out = Path(out_dir) if out_dir is not None else Path(campaign_dir) / "analysis"
-    write_outputs(report, out, plots=plots)
+    write_outputs(report, out, plots=plots, sequential_state=seq_state)
     if seq_state is not None:
         sequential.write_report(seq_state, out, plots=plots)
     return report

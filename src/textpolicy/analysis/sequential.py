@@ -374,6 +374,57 @@ def report_markdown(state: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sequential_recommendation(state: Mapping[str, Any], delta: float | None) -> str:
+    """The recommendation a sequential procedure supports: a crossed boundary is significant
+    in the direction of Δ; a futility stop or the last look without a crossing is not; a
+    procedure that has not stopped supports none yet."""
+    final = state.get("final")
+    if not final:
+        return "sequential_in_progress"
+    if final.get("decision") != "reject":
+        return "not_significant"
+    return "significant_regression" if delta is not None and delta < 0 else \
+        "significant_improvement"
+
+
+def override_verdict(data: Mapping[str, Any], markdown: str, state: Mapping[str, Any]
+                     ) -> tuple[dict[str, Any], str]:
+    """significance.json/.md of a sequential design: the design decides, the fixed-design
+    recommendation (which ignores the looks) is kept beside it, labelled."""
+    delta = None
+    head = data.get("primary")
+    if isinstance(head, Mapping) and head.get("delta") is not None:
+        delta = float(head["delta"])
+    for comp in [] if delta is not None else data.get("comparisons") or []:
+        primary = comp.get("primary") if isinstance(comp, Mapping) else None
+        if isinstance(primary, Mapping) and primary.get("delta") is not None:
+            delta = float(primary["delta"])
+            break
+    verdict = sequential_recommendation(state, delta)
+    final = state.get("final")
+    out = {**data, "recommendation": verdict,
+           "fixed_design_recommendation": data.get("recommendation"),
+           "sequential": {"status": state.get("status"), "final": final,
+                          "design": state.get("design"),
+                          "note": "the recommendation is the sequential design's; the "
+                                  "fixed-design p values and recommendation ignore the looks"}}
+    if final:
+        how = (f"stopped at look {final['look']} ({final['seed_pairs']} seed pairs), "
+               f"decision {final['decision']}, design-adjusted p (stage-wise) "
+               f"{final['p_value_stagewise']:.4g}")
+    else:
+        how = "in progress: no final inference until the procedure stops"
+    banner = [f"**Sequential design — recommendation: `{verdict}`** ({how}; "
+              "sequential.md has every look). Everything below is the fixed-design analysis "
+              "of the seeds used: its p values and recommendation ignore the looks and are "
+              "descriptive only.", ""]
+    lines = markdown.splitlines()
+    lines = [line.replace("**Recommendation", "**Fixed-design recommendation (ignores the "
+                          "looks)", 1) if line.startswith("**Recommendation") else line
+             for line in lines]
+    return out, "\n".join(banner + lines) + "\n"
+
+
 def write_report(state: Mapping[str, Any], out_dir: Path, *, plots: bool = True
                  ) -> dict[str, Path]:
     """sequential.json, sequential.md and (``plots``) sequential.png into ``out_dir``."""

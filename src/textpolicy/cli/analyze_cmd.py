@@ -98,7 +98,7 @@ def analyze(campaign_dirs: tuple[Path, ...], baseline_dirs: tuple[Path, ...],
             if out_dir is not None:
                 from textpolicy.analysis.sequential import write_report
 
-                write_outputs(report, out_dir, plots=not no_plots)
+                write_outputs(report, out_dir, plots=not no_plots, sequential_state=seq)
                 write_report(seq, out_dir, plots=not no_plots)
         elif spending is not None:
             raise ConfigError("--spending: only for pooled campaigns (two or more "

@@ -41,7 +41,7 @@ def run_pool(spec: Spec, *, execute: bool, echo: Callable[..., Any], hint: str) 
                                  seed=a.seed, spending=pool.spending, mde=a.mde,
                                  margin_pp=a.margin_pp)
     with DirLock(root, what="output directory"):
-        write_outputs(report, root)
+        write_outputs(report, root, sequential_state=seq)
         write_report(seq, root)
         mf.write_json(root / "manifest.json", {
             "kind": "pool", "name": spec.name, "campaigns": list(pool.campaigns),
