@@ -28,6 +28,9 @@ from textpolicy.training import make_config, run_training
 
 #: metrics that measure time, not the run
 TIMING = re.compile(r"(^|_)(time|seconds|sec|wall|elapsed)|_s$|_ms$|per_s")
+EXACT = frozenset({"step", "mean_reward", "correct_rate", "running_correct_rate",
+                   "max_token_hit_rate", "num_datums", "mean_completion_tokens",
+                   "duplicate_completion_rate", "lr"})
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +76,9 @@ def _run(log_dir: Path, url: str, **options: Any) -> list[dict[str, Any]]:
 
 
 def test_backoff_is_full_jitter_from_its_own_seeded_generator() -> None:
-    state = np.random.get_state()
+    np.random.seed(123)
+    expected = np.random.random()
+    np.random.seed(123)
     a, b = Backoff([0, 1]), Backoff([0, 1])
     draws = [a.delay(k) for k in range(12)]
     assert draws == [b.delay(k) for k in range(12)]  # the seed decides every draw
@@ -81,7 +86,7 @@ def test_backoff_is_full_jitter_from_its_own_seeded_generator() -> None:
     for k, d in enumerate(draws):
         assert 0.0 <= d <= min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**k)
     assert max(draws[6:]) > BACKOFF_BASE_S * 2  # the ceiling grows
-    assert np.all(np.random.get_state()[1] == state[1])  # the global generator is untouched
+    assert np.random.random() == expected  # the global generator was not used
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "1.5", "four"])
@@ -104,7 +109,16 @@ def test_run_survives_busy_statuses_with_identical_files(serve: Any, tmp_path: P
     t0 = time.monotonic()
     rows = _run(tmp_path / "faulty", faulty.url)
     elapsed = time.monotonic() - t0
-    assert rows == clean
+    # the same samples, rewards and updates: counts and rates exactly; values computed from
+    # sampler logprobs (losses, KL, entropy) may move in the last float32 digits, because the
+    # server batches concurrent samples as they arrive (clean runs differ the same way)
+    assert [sorted(r) for r in rows] == [sorted(r) for r in clean]
+    for got, want in zip(rows, clean, strict=True):
+        for key, value in want.items():
+            if key in EXACT or not isinstance(value, float):
+                assert got[key] == value, key
+            else:
+                assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
     # every injected status was answered, and the SDK waited (>= 1 s) before each retry
     # (they may overlap, so only one wait is a sure lower bound)
     assert elapsed >= 1.0

@@ -117,7 +117,11 @@ class Limiter:
             self._check()
         try:
             fut = send()
-            inner = fut if isinstance(fut, concurrent.futures.Future) else fut.future()
+            # the SDK's APIFuture gives its concurrent.futures.Future by .future() (some of
+            # its futures also subclass Future, with a deprecated add_done_callback)
+            inner = fut.future() if hasattr(fut, "future") else fut
+            if not isinstance(inner, concurrent.futures.Future):
+                raise TypeError(f"not a future: {type(fut).__name__}")
         except BaseException:
             slots.release()
             raise
