@@ -23,6 +23,7 @@ from textpolicy.engines.base import SamplingParams
 from textpolicy.engines.local import TINY_MODEL
 from textpolicy.engines.tinker_engine import TinkerEngine
 from textpolicy.engines.tinker_limits import BACKOFF_BASE_S, BACKOFF_CAP_S, Backoff
+from textpolicy.runner.toml_out import dumps as toml_dumps
 from textpolicy.serve import FaultPlan, FaultRule, TinkerServer, served_models
 from textpolicy.training import make_config, run_training
 
@@ -99,6 +100,23 @@ def test_bad_max_concurrent_is_one_line_exit_2(tmp_path: Path, value: str) -> No
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "max_concurrent" in lines[0] and value in lines[0], lines
     assert "Traceback" not in result.output and not log_dir.exists()
+
+
+def test_bad_max_concurrent_in_a_spec_is_one_line_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    spec = tmp_path / "spec.toml"
+    spec.write_text(toml_dumps({
+        "kind": "campaign", "name": "cap", "output": str(out), "task": "arithmetic",
+        "seeds": [0], "training": {"max_steps": 2},
+        "engine": {"name": "tinker", "options": {"base_url": "http://127.0.0.1:9",
+                                                 "max_concurrent": 0}},
+        "arms": [{"name": "grpo", "pipeline": "grpo"}, {"name": "full", "pipeline": "full"}],
+        "analysis": {"enabled": False}}))
+    result = CliRunner().invoke(main, ["run", str(spec), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "max_concurrent=0" in lines[0], lines
+    assert not out.exists()
 
 
 def test_run_survives_busy_statuses_with_identical_files(serve: Any, tmp_path: Path) -> None:
