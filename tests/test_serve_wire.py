@@ -84,8 +84,16 @@ def test_fault_rules_count_per_endpoint_and_overall() -> None:
     seen = [plan.count(e) for e in ("create_model", "session_heartbeat", "optim_step",
                                     "telemetry", "retrieve_future", "optim_step")]
     # heartbeat and telemetry are not counted (their number depends on timing)
-    assert seen == [(False, False), (False, False), (False, False), (False, False),
-                    (True, False), (False, True)]
+    assert seen == [(0, False), (0, False), (0, False), (0, False), (500, False), (0, True)]
+
+
+def test_fault_rules_carry_an_http_status() -> None:
+    plan = FaultPlan(fail=[FaultRule.parse(t, flag="--fail-request")
+                           for t in ("forward_backward:2:503", "1:429")])
+    assert [plan.count("forward_backward") for _ in range(2)] == [(429, False), (503, False)]
+    for bad in ("forward_backward:2:404", "forward_backward:2:x", "a:b:2:503"):
+        with pytest.raises(ConfigError, match="--fail-request"):
+            FaultRule.parse(bad, flag="--fail-request")
 
 
 @pytest.mark.parametrize("text", ["0", "x", "forward_backward:", "forward_backward:-1", ""])

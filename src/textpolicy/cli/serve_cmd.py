@@ -52,9 +52,10 @@ def _warm_imports() -> None:
                    "[default: <textpolicy cache>/serve].")
 @click.option("--delay-ms", type=finite(min=0), default=0.0, show_default=True,
               help="Fault injection: delay every request by this many milliseconds.")
-@click.option("--fail-request", multiple=True, metavar="[ENDPOINT:]N",
-              help="Fault injection: answer HTTP 500 to the N-th request (or the N-th request "
-                   "to ENDPOINT, e.g. forward_backward:2). Repeatable.")
+@click.option("--fail-request", multiple=True, metavar="RULE",
+              help="Fault injection, RULE = [ENDPOINT:]N[:STATUS]: answer HTTP STATUS (429, "
+                   "500, 502, 503 or 504; default 500) to the N-th request (or the N-th "
+                   "request to ENDPOINT, e.g. forward_backward:2:503). Repeatable.")
 @click.option("--poison-request", multiple=True, metavar="[ENDPOINT:]N",
               help="Fault injection: accept the N-th request but fail its future; a training "
                    "model then fails every later request (a poisoned client). Repeatable.")

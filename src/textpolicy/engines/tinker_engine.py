@@ -20,6 +20,13 @@
   ``ServiceUnreachable`` instead of waiting out the SDK's own retries (minutes, or forever for
   a request that was accepted by a server that then died); the training loop then stops with
   one line naming the service, how long it was unreachable and the last checkpoint.
+- Concurrency and backoff (:mod:`textpolicy.engines.tinker_limits`): with the engine option
+  ``max_concurrent = N`` at most N requests of this process are in flight per base URL (a slot
+  is held from submission until the SDK's future is done); every retry textpolicy makes (a
+  sampling request resubmitted, a training client recreated) first waits a full-jitter
+  exponential backoff drawn from the engine's own generator (engine option ``backoff_seed``).
+  The SDK retries 408/409/429/5xx and dropped connections itself first (1, 2, 4, ... 30 s, up
+  to 5 minutes); textpolicy's layer acts only on what the SDK gave up on.
 - A session the service no longer knows (``404 unknown ... session``, after a `tp serve`
   restart) is a failed request like any other: the training client is recreated from the
   last saved state and the logged requests are replayed; a sampling request gets a sampler
@@ -60,6 +67,15 @@ from textpolicy.engines.base import (
     SampledSequence,
     SamplingParams,
     sample_seed,
+)
+from textpolicy.engines.tinker_limits import (
+    BACKOFF_MAX_ATTEMPTS,
+    Backoff,
+    Limiter,
+    is_retryable,
+    next_engine_index,
+    parse_max_concurrent,
+    shared_slots,
 )
 from textpolicy.errors import ConfigError, EngineError, ServiceUnreachable
 from textpolicy.urls import is_loopback_host, is_tinker_host, redact_url, url_host
@@ -385,11 +401,14 @@ class TinkerSamplingClient:
 
     def __init__(self, sdk_client: Any, watch: _Watch | None = None,
                  renew: Callable[[], Any] | None = None,
-                 sample_seeds: str = "per_sample") -> None:
+                 sample_seeds: str = "per_sample", limiter: Limiter | None = None,
+                 backoff: Backoff | None = None) -> None:
         self._sc = sdk_client
         self._watch = watch
         self._renew = renew  # a new SDK sampling client on the same weights
         self._sample_seeds = sample_seeds
+        self._limiter = limiter or Limiter(None, lambda: None)
+        self._backoff = backoff
 
     def sample(self, prompt_ids: Sequence[int], num_samples: int, params: SamplingParams, *,
                topk_logprobs: int = 0) -> Any:
@@ -406,10 +425,12 @@ class TinkerSamplingClient:
             def submit(renew: bool = False) -> Any:
                 if renew and self._renew is not None:  # e.g. the session is gone (404)
                     self._sc = self._renew()
-                return self._sc.sample(prompt, n, sdk_params,
-                                       topk_sample_logprobs=topk_logprobs)
+                sc = self._sc
+                return self._limiter.submit(lambda: sc.sample(
+                    prompt, n, sdk_params, topk_sample_logprobs=topk_logprobs))
 
-            return _MappedFuture(_RetryOnce(submit(), submit, self._watch), convert)
+            return _MappedFuture(_Retrying(submit(), submit, self._watch, self._backoff),
+                                 convert)
 
         if params.seed is None or self._sample_seeds == "none":
             return request(num_samples, None)
@@ -421,8 +442,12 @@ class TinkerSamplingClient:
     def compute_logprobs(self, sequences: Sequence[Sequence[int]]) -> Any:
         from tinker import types
 
-        futures = [self._sc.compute_logprobs(types.ModelInput.from_ints(list(s)))
-                   for s in sequences]
+        sc = self._sc
+
+        def send(tokens: Sequence[int]) -> Callable[[], Any]:
+            return lambda: sc.compute_logprobs(types.ModelInput.from_ints(list(tokens)))
+
+        futures = [self._limiter.submit(send(s)) for s in sequences]
 
         class _All:
             def result(self, timeout: float | None = None) -> list[list[float]]:
@@ -432,14 +457,17 @@ class TinkerSamplingClient:
         return _All()
 
 
-class _RetryOnce:
-    """A sampling future resubmitted once when its request failed server-side (a sampling
-    client is not poisoned by a failed sample)."""
+class _Retrying:
+    """A sampling future resubmitted when its request failed server-side (a sampling client is
+    not poisoned by a failed sample): once, or up to ``BACKOFF_MAX_ATTEMPTS`` times for a busy
+    service (429/502/503/504) or a dropped connection, each after a backoff wait."""
 
-    def __init__(self, fut: Any, submit: Callable[[bool], Any], watch: _Watch | None) -> None:
+    def __init__(self, fut: Any, submit: Callable[[bool], Any], watch: _Watch | None,
+                 backoff: Backoff | None = None) -> None:
         self._fut = fut
         self._submit = submit
         self._watch = watch
+        self._backoff = backoff
 
     def _wait(self, timeout: float | None) -> Any:
         if self._watch is None:
@@ -447,21 +475,33 @@ class _RetryOnce:
         return self._watch.wait(self._fut, timeout)
 
     def result(self, timeout: float | None = None) -> Any:
-        try:
-            return self._wait(timeout)
-        except (TimeoutError, ServiceUnreachable):
-            raise
-        except Exception as exc:
-            if _is_user_error(exc) and not _is_lost_session(exc):
-                raise EngineError(f"Tinker rejected a sampling request: {exc}") from None
-            log.warning("tinker: a sampling request failed (%s); retrying it once", exc)
-            self._fut = self._submit(True)
+        attempt = 0
+        while True:
             try:
                 return self._wait(timeout)
             except (TimeoutError, ServiceUnreachable):
                 raise
-            except Exception as again:
-                raise EngineError(f"Tinker sampling failed twice: {again}") from None
+            except Exception as exc:
+                if _is_user_error(exc) and not _is_lost_session(exc):
+                    raise EngineError(f"Tinker rejected a sampling request: {exc}") from None
+                # once for a failed request; up to BACKOFF_MAX_ATTEMPTS times while the
+                # service says it is busy (429/502/503/504) or drops the connection
+                limit = BACKOFF_MAX_ATTEMPTS if is_retryable(exc) else 1
+                if attempt >= limit:
+                    raise EngineError(f"Tinker sampling failed {attempt + 1} times: "
+                                      f"{exc}") from None
+                _back_off(self._backoff, self._watch, attempt, "a sampling request", exc)
+                attempt += 1
+                self._fut = self._submit(True)
+
+
+def _back_off(backoff: Backoff | None, watch: _Watch | None, attempt: int, what: str,
+              exc: BaseException) -> None:
+    """Wait before retry ``attempt`` (0-based) of ``what``, watching the service meanwhile."""
+    delay = backoff.delay(attempt) if backoff is not None else 0.0
+    log.warning("tinker: %s failed (%s); retrying in %.2f s (retry %d)", what, exc, delay,
+                attempt + 1)
+    Backoff.sleep(delay, watch.check if watch is not None else (lambda: None))
 
 
 class TinkerTrainingClient:
@@ -504,9 +544,13 @@ class TinkerTrainingClient:
         with self._lock:
             if op.logged:
                 self._log.append(op)
-            op.future = op.send(self._tc)
+            op.future = self._send(op)
             op.generation = self._generation
         return op
+
+    def _send(self, op: _Op) -> Any:
+        tc = self._tc
+        return self._engine.limiter.submit(lambda: op.send(tc))
 
     def _await(self, op: _Op, timeout: float | None) -> Any:
         attempts = 0
@@ -522,12 +566,15 @@ class TinkerTrainingClient:
                 if attempts >= self._engine.max_recoveries:
                     raise EngineError(f"Tinker {op.kind} failed after {attempts} "
                                       f"recoveries: {exc}") from None
+                if generation == self._generation:  # not recovered by another wait yet
+                    _back_off(self._engine.backoff, self._engine.watch, attempts,
+                              f"{op.kind} of training client {self.model_id}", exc)
                 attempts += 1
                 self._recover(generation, exc)
                 if not op.logged:
                     with self._lock:
                         if op.generation != self._generation:
-                            op.future = op.send(self._tc)
+                            op.future = self._send(op)
                             op.generation = self._generation
 
     def _recover(self, failed_generation: int, exc: BaseException) -> None:
@@ -544,7 +591,7 @@ class TinkerTrainingClient:
             self.recoveries += 1
             self._engine.recoveries += 1
             for op in self._log:
-                op.future = op.send(self._tc)
+                op.future = self._send(op)
                 op.generation = self._generation
 
     # -- the engine interface ------------------------------------------------------------
@@ -563,7 +610,9 @@ class TinkerTrainingClient:
             op = self._submit_sampler()
         return TinkerSamplingClient(self._await(op, None), self._engine.watch,
                                     renew=lambda: self._await(self._submit_sampler(), None),
-                                    sample_seeds=self._engine.sample_seeds)
+                                    sample_seeds=self._engine.sample_seeds,
+                                    limiter=self._engine.limiter,
+                                    backoff=self._engine.backoff)
 
     def forward_backward(self, datums: Sequence[Datum], loss_fn: str,
                          loss_fn_config: Mapping[str, float] | None = None) -> _OpFuture:
@@ -612,9 +661,10 @@ class TinkerEngine:
     production URL), ``max_recoveries`` (per request, default 3), ``prefetch_sampler``
     (request the next step's sampler right behind each optim_step; default true),
     ``unreachable_timeout_s`` (how long the service may be unreachable before the run stops;
-    default 120).
-    and ``sample_seeds`` (``per_sample``, the default, or ``none``: how a group is sampled, see
-    :class:`TinkerSamplingClient`; recorded in config.json).
+    default 120), ``max_concurrent`` (requests in flight at once per base URL, shared by all
+    engines of the process; default: no cap), ``backoff_seed`` (seed of the retry jitter;
+    default 0) and ``sample_seeds`` (``per_sample``, the default, or ``none``: how a group is
+    sampled, see :class:`TinkerSamplingClient`; recorded in config.json).
 
     ``lora_rank=None`` (a full fine-tune) is requested as LoRA rank 0, which `tp serve` runs as
     a full fine-tune and Tinker refuses (it trains LoRA adapters only)."""
@@ -625,8 +675,14 @@ class TinkerEngine:
     def __init__(self, base_url: str | None = None, max_recoveries: int = 3,
                  prefetch_sampler: bool = True, trusted_host: str | None = None,
                  unreachable_timeout_s: float = 120.0,
-                 sample_seeds: str = "per_sample") -> None:
+                 sample_seeds: str = "per_sample", max_concurrent: Any = None,
+                 backoff_seed: Any = 0) -> None:
         check_sdk_version()
+        self.max_concurrent = parse_max_concurrent(max_concurrent)
+        if isinstance(backoff_seed, bool) or not str(backoff_seed).isdigit():
+            raise ConfigError(f"engine option backoff_seed={backoff_seed!r}: must be a whole "
+                              "number >= 0")
+        self.backoff_seed = int(str(backoff_seed))
         if int(max_recoveries) < 0:
             raise ConfigError(f"engine option max_recoveries={max_recoveries!r}: must be >= 0")
         try:
@@ -657,6 +713,11 @@ class TinkerEngine:
             sys.stderr.flush()
         _check_reachable(self.base_url)
         self.watch = _Watch(self.base_url, budget)
+        slots = (shared_slots(self.base_url, self.max_concurrent)
+                 if self.max_concurrent is not None else None)
+        self.limiter = Limiter(slots, self.watch.check, poll_s=POLL_S)
+        # each engine of the process draws its own jitter (same seed, distinct streams)
+        self.backoff = Backoff([self.backoff_seed, next_engine_index()])
         import tinker
 
         self._service = tinker.ServiceClient(base_url=self.base_url)
@@ -668,7 +729,7 @@ class TinkerEngine:
                 "tinker_sdk": installed_sdk_version(), "max_recoveries": self.max_recoveries,
                 "prefetch_sampler": self.prefetch_sampler,
                 "unreachable_timeout_s": self.watch.budget_s,
-                "sample_seeds": self.sample_seeds}
+                "sample_seeds": self.sample_seeds, "max_concurrent": self.max_concurrent}
 
     @property
     def service_client(self) -> Any:
@@ -700,11 +761,13 @@ class TinkerEngine:
     def _create_sdk_client(self, state_path: str | None, *, base_model: str, lora_rank: int,
                            seed: int) -> Any:
         try:
+            service = self._service
             if state_path is not None:
-                return self._service.create_training_client_from_state_with_optimizer(
-                    state_path).result()
-            return self._service.create_lora_training_client(
-                base_model, rank=lora_rank, seed=seed).result()
+                return self.limiter.submit(
+                    lambda: service.create_training_client_from_state_with_optimizer(
+                        state_path)).result()
+            return self.limiter.submit(lambda: service.create_lora_training_client(
+                base_model, rank=lora_rank, seed=seed)).result()
         except EngineError:
             raise
         except Exception as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Literal
 
 Category = Literal["User", "Server", "Unknown"]
@@ -18,9 +19,10 @@ _KEEP_RETRIEVED = 1024  # finished futures kept after retrieval (a lost response
 
 
 class ServerFuture:
-    def __init__(self, request_id: str) -> None:
+    def __init__(self, request_id: str, on_done: Callable[[], None] | None = None) -> None:
         self.request_id = request_id
         self._event = threading.Event()
+        self._on_done = on_done
         self.json: dict[str, Any] | None = None
         self.proto: bytes | None = None
         self.error: tuple[str, Category] | None = None
@@ -32,32 +34,49 @@ class ServerFuture:
     def wait(self, timeout: float | None) -> bool:
         return self._event.wait(timeout)
 
+    def _finish(self) -> None:
+        if not self._event.is_set() and self._on_done is not None:
+            self._on_done()  # before the result is visible to a poll
+        self._event.set()
+
     def set_json(self, value: dict[str, Any]) -> None:
         self.json = value
-        self._event.set()
+        self._finish()
 
     def set_proto(self, value: bytes) -> None:
         self.proto = value
-        self._event.set()
+        self._finish()
 
     def set_error(self, message: str, category: Category = "Server") -> None:
         self.error = (message, category)
-        self._event.set()
+        self._finish()
 
 
 class FutureTable:
-    """All futures of the server, by request id (ids are unique across sessions)."""
+    """All futures of the server, by request id (ids are unique across sessions).
+
+    ``in_flight`` counts the futures accepted and not yet finished, ``high_water`` the most
+    there ever were at once (what a client-side cap such as the tinker engine's
+    ``max_concurrent`` bounds; read by tests)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: dict[str, ServerFuture] = {}
         self._counter = itertools.count(1)
         self._retrieved: deque[str] = deque()
+        self.in_flight = 0
+        self.high_water = 0
+
+    def _done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def new(self) -> ServerFuture:
         with self._lock:
-            fut = ServerFuture(f"req-{next(self._counter)}")
+            fut = ServerFuture(f"req-{next(self._counter)}", on_done=self._done)
             self._items[fut.request_id] = fut
+            self.in_flight += 1
+            self.high_water = max(self.high_water, self.in_flight)
             return fut
 
     def get(self, request_id: str) -> ServerFuture | None:

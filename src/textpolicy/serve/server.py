@@ -147,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
         counted = endpoint.split("/")[0] if endpoint.startswith("sessions/") else endpoint
         fail, poison = faults.count(counted)
         if fail:
-            self._json(500, {"error": f"injected HTTP 500 for {endpoint} "
+            self._json(fail, {"error": f"injected HTTP {fail} for {endpoint} "
                                       "(tp serve --fail-request)"})
             return
         try:
