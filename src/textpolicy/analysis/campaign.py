@@ -19,6 +19,7 @@ import numpy as np
 
 from textpolicy import strictjson
 from textpolicy.analysis import sequential
+from textpolicy.analysis.files import write_texts
 from textpolicy.analysis.jsonl import read_json
 from textpolicy.analysis.markdown import build_sepa_significance_markdown, comparison_markdown
 from textpolicy.analysis.records import _jsonable
@@ -195,13 +196,7 @@ def write_outputs(report: SignificanceReport, out_dir: str | os.PathLike[str], *
         "significance.json": strictjson.dumps(data, indent=2) + "\n",
         "significance.md": text,
     }
-    written: dict[str, Path] = {}
-    for name, text in files.items():
-        path = out / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        written[name] = path
+    written = write_texts(out, files)
     if plots:
         from textpolicy.analysis.plots import forest_plot, learning_curves
 

@@ -427,19 +427,14 @@ def override_verdict(data: Mapping[str, Any], markdown: str, state: Mapping[str,
 
 def write_report(state: Mapping[str, Any], out_dir: Path, *, plots: bool = True
                  ) -> dict[str, Path]:
-    """sequential.json, sequential.md and (``plots``) sequential.png into ``out_dir``."""
-    import json
-    import os
+    """sequential.json (strict JSON: an undefined p is null), sequential.md and (``plots``)
+    sequential.png into ``out_dir``."""
+    from textpolicy import strictjson
+    from textpolicy.analysis.files import write_texts
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, text in (("sequential.json", json.dumps(state, indent=2, default=str) + "\n"),
-                       ("sequential.md", report_markdown(state))):
-        path = out_dir / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        written[name] = path
+    written = write_texts(out_dir, {
+        "sequential.json": strictjson.dumps(state, indent=2, default=str) + "\n",
+        "sequential.md": report_markdown(state)})
     if plots:
         written["sequential.png"] = plot(state, out_dir / "sequential.png")
     return written
