@@ -483,3 +483,36 @@ def test_top_p_restricts_to_the_nucleus(tc: LocalTrainingClient) -> None:
         assert s.tokens[0] in nucleus
         assert s.logprobs[0] == pytest.approx(
             float(full[full[:, 0] == s.tokens[0], 1][0]) - np.log(mass), abs=1e-5)
+
+
+def test_threads_loading_at_once_get_the_checkpoint(engine: LocalEngine) -> None:
+    """A thread-worker campaign loads one model per run at the same moment; transformers'
+    loading is process-global state (it failed 33 of 40 tries unguarded: ImportError or "Cannot
+    copy out of meta tensor", or a silently re-initialised lm_head)."""
+    import threading
+
+    reference = engine.create_training_client(TINY_MODEL, lora_rank=None, seed=0)
+    expected = {n: p.detach().clone() for n, p in reference.model.state_dict().items()}
+    results: list[object] = []
+
+    def load(rank: int | None) -> None:
+        try:
+            results.append(engine.create_training_client(TINY_MODEL, lora_rank=rank, seed=0))
+        except Exception as exc:  # recorded, asserted below
+            results.append(exc)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=load, args=(rank,)) for rank in (None, None, 4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, errors
+    for client in results:
+        assert isinstance(client, LocalTrainingClient)
+        if client.lora_rank is None:
+            got = client.model.state_dict()
+            assert got.keys() == expected.keys()
+            for name, tensor in expected.items():
+                assert torch.equal(got[name], tensor), name

@@ -30,7 +30,13 @@ from textpolicy.engines.local.gguf import (
     gguf_checkpoint_path,
     smollm2_gguf_path,
 )
-from textpolicy.engines.local.hf import DEVICES, load_causal_lm, load_tokenizer, resolve_device
+from textpolicy.engines.local.hf import (
+    DEVICES,
+    LOAD_LOCK,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+)
 from textpolicy.engines.local.state import load_optimizer, read_state_meta
 from textpolicy.engines.local.tiny import TINY_MODEL, tiny_model_path
 from textpolicy.engines.local.training_client import LocalTrainingClient
@@ -131,9 +137,11 @@ class LocalEngine:
                                seed: int) -> LocalTrainingClient:
         if lora_rank is not None and lora_rank < 0:
             raise ConfigError(f"lora_rank={lora_rank}: must be >= 0 (0 or None: full fine-tune)")
-        path = resolve_model(base_model)
-        model = self._load(path, lora_rank or None, seed, adapter=None)
-        return self._client(model, load_tokenizer(path), base_model, lora_rank or None, seed)
+        with LOAD_LOCK:  # one model built/loaded at a time per process (hf.LOAD_LOCK)
+            path = resolve_model(base_model)
+            model = self._load(path, lora_rank or None, seed, adapter=None)
+            tokenizer = load_tokenizer(path)
+        return self._client(model, tokenizer, base_model, lora_rank or None, seed)
 
     def resume_training_client(self, state_path: str) -> LocalTrainingClient:
         path = Path(state_path).expanduser().resolve()
@@ -142,14 +150,15 @@ class LocalEngine:
         base_model = str(meta["base_model"])
         rank = meta.get("lora_rank") or None
         seed = int(meta.get("seed", 0))
-        if rank:
-            base_path = resolve_model(base_model)
-            model = self._load(base_path, int(rank), seed, adapter=path / "adapter",
-                               alpha=int(meta.get("lora_alpha", self.lora_alpha)))
-            tokenizer = load_tokenizer(base_path)
-        else:
-            model = self._load(path / "model", None, seed, adapter=None)
-            tokenizer = load_tokenizer(path / "model")
+        with LOAD_LOCK:
+            if rank:
+                base_path = resolve_model(base_model)
+                model = self._load(base_path, int(rank), seed, adapter=path / "adapter",
+                                   alpha=int(meta.get("lora_alpha", self.lora_alpha)))
+                tokenizer = load_tokenizer(base_path)
+            else:
+                model = self._load(path / "model", None, seed, adapter=None)
+                tokenizer = load_tokenizer(path / "model")
         client = self._client(model, tokenizer, base_model, rank, seed,
                               alpha=int(meta.get("lora_alpha", self.lora_alpha)))
         load_optimizer(client, path)

@@ -9,17 +9,25 @@
 * ``token_logprobs``: log p(target | prefix) from hidden states, computing the vocabulary
   projection and log-softmax in fp32 chunk by chunk (a real vocabulary has 151,936 entries) with
   activation checkpointing, so only hidden states are kept for backward.
+* ``LOAD_LOCK``: transformers' loading is not thread-safe (its lazy imports and the meta-device
+  context of ``from_pretrained`` are process-global; two threads loading at once measured 33
+  failures in 40 tries: ``ImportError`` or "Cannot copy out of meta tensor"), so the engine
+  builds, loads and wraps models one at a time per process.
 """
 
 from __future__ import annotations
 
 import inspect
+import threading
 from pathlib import Path
 from typing import Any
 
 from textpolicy.errors import ConfigError, EngineError
 
 DEVICES = ("auto", "cpu", "cuda")
+
+#: held while a model or tokenizer is built, loaded or wrapped (see the module docstring)
+LOAD_LOCK = threading.RLock()
 
 
 def resolve_device(device: str) -> tuple[Any, Any]:
@@ -46,23 +54,27 @@ def quiet_transformers() -> None:
 
 
 def load_tokenizer(path: Path) -> Any:
-    from transformers import AutoTokenizer
+    with LOAD_LOCK:
+        from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(str(path))
-    except Exception as exc:  # transformers raises many types here
-        raise EngineError(f"local engine: cannot load a tokenizer from {path}: {exc}") from None
+        try:
+            return AutoTokenizer.from_pretrained(str(path))
+        except Exception as exc:  # transformers raises many types here
+            raise EngineError(f"local engine: cannot load a tokenizer from {path}: {exc}"
+                              ) from None
 
 
 def load_causal_lm(path: Path, device: Any, dtype: Any) -> Any:
-    from transformers import AutoModelForCausalLM
+    with LOAD_LOCK:
+        from transformers import AutoModelForCausalLM
 
-    quiet_transformers()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    except Exception as exc:
-        raise EngineError(f"local engine: cannot load a causal LM from {path}: {exc}") from None
-    return model.to(device)
+        quiet_transformers()
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        except Exception as exc:
+            raise EngineError(f"local engine: cannot load a causal LM from {path}: {exc}"
+                              ) from None
+        return model.to(device)
 
 
 def hf_model(model: Any) -> Any:
