@@ -262,13 +262,14 @@ def test_analyze_points_from_sweep_and_experiment_dirs_to_the_campaign(tmp_path:
 def test_closed_stdout_exits_quietly() -> None:
     """`tp plugins | head -1`: a reader that leaves early gets no 'Error: Broken pipe'."""
     import os
-    import shutil
     import subprocess
+    import sys
 
     read_end, write_end = os.pipe()
     os.close(read_end)
-    try:
-        proc = subprocess.run([shutil.which("tp") or "tp", "plugins"], stdout=write_end,
+    try:  # the interpreter running the tests, so no activated venv (PATH) is needed
+        proc = subprocess.run([sys.executable, "-c", "from textpolicy.cli import main; main()",
+                               "plugins"], stdout=write_end,
                               stderr=subprocess.PIPE, text=True, timeout=120)
     finally:
         os.close(write_end)
