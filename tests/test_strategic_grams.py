@@ -4,6 +4,7 @@ and the detector finding them in real sub-word text (throughput: benchmarks/ onl
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -271,3 +272,87 @@ def test_detector_short_phrases_edges_and_completion_boundaries() -> None:
     assert mask([[4, 5, 6, 7]], ["so let me think", "me"]) == [[1, 1, 1, 1]]
     # never across completions: "ab ab" needs both words in one completion
     assert mask([[3], [3, 3]], ["ab ab"]) == [[0, 0], [1, 1]]
+
+
+# ---- the detector against its definition, spelled out ------------------------------------------
+
+def _reference_mask(tokens: np.ndarray, lengths: np.ndarray, vocab: TokenVocab,
+                    grams: Sequence[str]) -> np.ndarray:
+    """planning.py's module docstring in plain Python: each completion's canonical text built
+    piece by piece (a piece after one ending in a space drops its leading space), every
+    whole-word occurrence of a phrase found by a regular expression, and every token from the
+    one holding its first character to the one holding its last marked."""
+    import re
+
+    from textpolicy_builtins.planning import canonical_phrase
+
+    canon = [re.sub(r"[^\w'\x00]+", " ", p) for p in vocab.normalized.tolist()]
+    phrases = {canonical_phrase(g) for g in grams}
+    out = np.zeros(tokens.shape, dtype=bool)
+    for r, row in enumerate(tokens.tolist()):
+        text, bounds, before = "", [], ""
+        for i in row[: int(lengths[r])]:
+            piece = canon[i] if 0 <= i < len(canon) else ""
+            shown = piece[1:] if before.endswith(" ") and piece.startswith(" ") else piece
+            bounds.append((len(text), len(text) + len(shown)))
+            text += shown
+            before = piece
+        for phrase in phrases:
+            pattern = r"(?<![^ \x00])(?=(" + re.escape(phrase) + r")(?![^ \x00]))"
+            for m in re.finditer(pattern, text):
+                s, e = m.start(1), m.end(1) - 1
+                first = next(k for k, (a, b) in enumerate(bounds) if a <= s < b)
+                last = next(k for k, (a, b) in enumerate(bounds) if a <= e < b)
+                out[r, first: last + 1] = True
+    return out
+
+
+def test_detector_matches_its_definition_on_random_sub_word_text() -> None:
+    """Sub-word fragments with and without a leading space, capitals, punctuation runs split
+    over tokens, empty pieces, a NUL byte, multi-word pieces, padding and ids outside the
+    vocabulary: the vectorised walk marks exactly what the definition does."""
+    rng = np.random.default_rng(7)
+    words = ["wait", "let", "me", "think", "the", "key", "is", "insight", "monkey", "that's",
+             "so", "ab", "a", "notice", "another", "way", "to"]
+    frags = sorted({w[i:j] for w in words for i in range(len(w))
+                    for j in range(i + 1, len(w) + 1)})
+    pieces = [v for f in frags for v in (f, " " + f, f.capitalize(), " " + f.upper())]
+    pieces += ["", " ", ",", ", ", ".\n", "  ", "'", "\u2019s", " the key", "key is",
+               "me think,", "\x00", "(", "x"]
+    vocab = TokenVocab(pieces)
+    phrase_sets = [DEFAULT_GRAMS, ("a", "ab ab", "b a"), ("the key", "the key is", "is", "s"),
+                   ("so let me think", "me"), ("that's", "let me")]
+    index = {p: i for i, p in enumerate(pieces)}
+
+    def spoken(word: str) -> list[int]:  # a word in random sub-word pieces, maybe capitalised
+        cuts = sorted({0, len(word), *rng.integers(1, max(len(word), 2), size=2).tolist()})
+        parts = [word[a:b] for a, b in itertools.pairwise(cuts) if word[a:b]]
+        lead = " " + parts[0] if rng.random() < 0.8 else parts[0].capitalize()
+        return [index[lead], *(index[x] for x in parts[1:])]
+
+    marked = 0
+    for trial in range(600):
+        n, t = int(rng.integers(1, 4)), int(rng.integers(1, 25))
+        low = -2 if trial % 5 == 0 else 0
+        grams = phrase_sets[trial % len(phrase_sets)]
+        tokens = rng.integers(low, len(vocab) + (2 if low else 0), size=(n, t))
+        for r in range(n):  # mostly words, some of them phrases, split anywhere
+            row: list[int] = []
+            while len(row) < t:
+                u = rng.random()
+                if u < 0.3:  # a phrase of this trial's list, word by word
+                    for w in str(rng.choice(grams)).split():
+                        if row and rng.random() < 0.4:  # punctuation or an empty piece between
+                            row.append(index[str(rng.choice(["", ",", ", ", " ", ".\n", "("]))])
+                        row += spoken(w) if w in words else [int(rng.integers(len(vocab)))]
+                elif u < 0.8:
+                    row += spoken(str(rng.choice(words)))
+                else:
+                    row.append(int(rng.integers(low, len(vocab))))
+            tokens[r] = row[:t]
+        lengths = rng.integers(0, t + 1, size=n)
+        got = strategic_grams_mask(tokens, lengths, vocab, grams)
+        want = _reference_mask(tokens, lengths, vocab, grams)
+        assert np.array_equal(got, want), (trial, tokens.tolist(), lengths.tolist(), grams)
+        marked += int(want.sum())
+    assert marked > 500  # the trials exercise matches, not only their absence
