@@ -147,7 +147,7 @@ def gtpo_reweight(advantages: NDArray[Any], signal: NDArray[Any], mask: NDArray[
     _check_same_shape(adv, h, m, what="gtpo")
     if beta == 0.0 or adv.size == 0:
         return np.where(m, adv, 0.0)
-    counts = m.sum(axis=1)
+    counts = np.count_nonzero(m, axis=1)
     hm = h * m
     mean = hm.sum(axis=1) / np.maximum(counts, 1)
     active = mean >= GTPO_MIN_MEAN
@@ -179,10 +179,12 @@ def sepa_pool(signal: NDArray[Any], mask: NDArray[Any], planning: NDArray[Any], 
     if lam == 0.0 or h.size == 0:
         return np.where(m, h, 0.0)
     ex = m & ~p
-    cnt = ex.sum(axis=1)
-    mean = np.where(ex, h, 0.0).sum(axis=1) / np.maximum(cnt, 1)
-    pooled = lam * mean[:, None] + (1.0 - lam) * h
-    return np.where(ex, pooled, np.where(m, h, 0.0))
+    out = np.where(m, h, 0.0)
+    mean = np.add.reduce(out, axis=1, where=ex) / np.maximum(np.count_nonzero(ex, axis=1), 1)
+    # (1 − λ)·h + λ·mean on execution tokens, in place (no full-size temporaries)
+    np.multiply(out, 1.0 - lam, out=out, where=ex)
+    np.add(out, (lam * mean)[:, None], out=out, where=ex)
+    return out
 
 
 def hicra_amplify(advantages: NDArray[Any], planning: NDArray[Any], *,

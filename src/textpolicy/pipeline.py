@@ -477,7 +477,7 @@ class Pipeline:
         if self._scheduler is not None:
             srec, _sparams, sched = self._scheduler
             exec_mask = mask if plan is None else (mask & ~plan)
-            cnt = int(exec_mask.sum())
+            cnt = int(np.count_nonzero(exec_mask))
             var = float(signal[exec_mask].var()) if cnt else math.nan
             sched.observe(StepObservation(step=step, correct_rate=correct_rate,
                                           exec_signal_variance=var))
@@ -502,14 +502,13 @@ class Pipeline:
         for stage in rest:
             credit = _token_output(stage, stage.record.fn(credit, rollouts, ctx, stage.params),
                                    mask, step)
-        token_adv = np.array(credit.advantages, dtype=np.float64)
-        token_adv[~mask] = 0.0
+        token_adv = np.where(mask, credit.advantages, 0.0)
 
-        denom = float(np.abs(start).sum())
+        denom = float(np.abs(episode) @ rollouts.lengths)  # = Σ|start|, without the [N, T] pass
         diff = token_adv - start
         moved = float(np.abs(diff, out=diff).sum()) / denom if denom > 0 else 0.0
-        real = int(mask.sum())
-        share = float(plan.sum()) / real if (plan is not None and real) else 0.0
+        real = int(np.count_nonzero(mask))
+        share = np.count_nonzero(plan) / real if (plan is not None and real) else 0.0
         diagnostics = {
             "sepa_lambda": lam,
             "sepa_gate_open": 1.0 if gate_open else 0.0,
