@@ -359,9 +359,11 @@ class Executor:
                         slot = slots[idle.pop()]
                     elif (warming and self.workers == "thread"
                           and (not warmed_once or todo[0].config.engine != "tinker")):
-                        # One thread slot warms up (imports, engine) at a time: model loading
-                        # is not thread-safe. Remote (tinker) slots load no model, so once the
-                        # first has warmed the imports the rest start together.
+                        # One new thread slot warms up (imports, engine) at a time: first
+                        # imports race in threads. Model loading itself is serialised by the
+                        # local engine (engines/local/hf.LOAD_LOCK), also for reused slots.
+                        # Remote (tinker) slots load no model, so once the first has warmed
+                        # the imports the rest start together.
                         break
                     else:
                         slot = self._make_slot(next_index)
