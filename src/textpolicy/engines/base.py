@@ -14,6 +14,7 @@ place that builds them, so the same datums go to either engine.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -24,6 +25,13 @@ from numpy.typing import NDArray
 from textpolicy.errors import EngineError
 
 T_co = TypeVar("T_co", covariant=True)
+
+#: held while any engine builds, loads or wraps a model or tokenizer through transformers/peft:
+#: their loading is not thread-safe (lazy imports and the meta-device context of
+#: ``from_pretrained`` are process-global; two threads loading at once failed 33 of 40 tries
+#: with ``ImportError`` or "Cannot copy out of meta tensor"), and thread-parallel runs of one
+#: process (``tp campaign --workers thread``, ``tp serve``'s sessions) load at the same moment
+LOAD_LOCK = threading.RLock()
 
 LossName = Literal["importance_sampling", "ppo", "cross_entropy"]
 LOSSES: tuple[str, ...] = ("importance_sampling", "ppo", "cross_entropy")

@@ -61,6 +61,7 @@ import attrs
 import numpy as np
 
 from textpolicy.engines.base import (
+    LOAD_LOCK,
     AdamParams,
     Datum,
     ForwardBackwardResult,
@@ -533,7 +534,8 @@ class TinkerTrainingClient:
     def get_tokenizer(self) -> Any:
         if self._tokenizer is None:
             try:
-                self._tokenizer = self._tc.get_tokenizer()
+                with LOAD_LOCK:  # the SDK loads it with transformers (not thread-safe)
+                    self._tokenizer = self._tc.get_tokenizer()
             except Exception as exc:
                 raise EngineError(f"cannot load the tokenizer of {self._base_model!r} "
                                   f"through the tinker SDK: {exc}") from None

@@ -361,7 +361,7 @@ class Executor:
                           and (not warmed_once or todo[0].config.engine != "tinker")):
                         # One new thread slot warms up (imports, engine) at a time: first
                         # imports race in threads. Model loading itself is serialised by the
-                        # local engine (engines/local/hf.LOAD_LOCK), also for reused slots.
+                        # engines (engines.base.LOAD_LOCK), also for reused slots.
                         # Remote (tinker) slots load no model, so once the first has warmed
                         # the imports the rest start together.
                         break

@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 
 from textpolicy import strictjson
-from textpolicy.engines.base import Engine, SamplingClient, TrainingClient
+from textpolicy.engines.base import LOAD_LOCK, Engine, SamplingClient, TrainingClient
 from textpolicy.serve.errors import ApiError, UserError
 from textpolicy.serve.futures import ServerFuture
 from textpolicy.serve.worker import SessionWorker
@@ -39,9 +39,6 @@ EngineFactory = Callable[[], Engine]
 #: ephemeral samplers kept per session (a training loop uses only its newest one)
 KEEP_EPHEMERAL_SAMPLERS = 4
 
-#: model loading (transformers' from_pretrained, peft) is not thread-safe: sessions load one
-#: at a time; everything else of different sessions runs side by side
-LOAD_LOCK = threading.RLock()
 
 
 @attrs.define(eq=False)

@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from textpolicy.engines.base import LOAD_LOCK
 from textpolicy.engines.local.cache import cache_root, remove_leftovers
 from textpolicy.engines.local.gguf import (
     SMOLLM2_MODEL,
@@ -32,7 +33,6 @@ from textpolicy.engines.local.gguf import (
 )
 from textpolicy.engines.local.hf import (
     DEVICES,
-    LOAD_LOCK,
     load_causal_lm,
     load_tokenizer,
     resolve_device,
@@ -137,7 +137,7 @@ class LocalEngine:
                                seed: int) -> LocalTrainingClient:
         if lora_rank is not None and lora_rank < 0:
             raise ConfigError(f"lora_rank={lora_rank}: must be >= 0 (0 or None: full fine-tune)")
-        with LOAD_LOCK:  # one model built/loaded at a time per process (hf.LOAD_LOCK)
+        with LOAD_LOCK:  # one model built/loaded at a time per process (engines.base)
             path = resolve_model(base_model)
             model = self._load(path, lora_rank or None, seed, adapter=None)
             tokenizer = load_tokenizer(path)

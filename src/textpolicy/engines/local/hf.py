@@ -9,25 +9,20 @@
 * ``token_logprobs``: log p(target | prefix) from hidden states, computing the vocabulary
   projection and log-softmax in fp32 chunk by chunk (a real vocabulary has 151,936 entries) with
   activation checkpointing, so only hidden states are kept for backward.
-* ``LOAD_LOCK``: transformers' loading is not thread-safe (its lazy imports and the meta-device
-  context of ``from_pretrained`` are process-global; two threads loading at once measured 33
-  failures in 40 tries: ``ImportError`` or "Cannot copy out of meta tensor"), so the engine
-  builds, loads and wraps models one at a time per process.
+* every load holds :data:`textpolicy.engines.base.LOAD_LOCK` (transformers' loading is not
+  thread-safe), so the engine builds, loads and wraps models one at a time per process.
 """
 
 from __future__ import annotations
 
 import inspect
-import threading
 from pathlib import Path
 from typing import Any
 
+from textpolicy.engines.base import LOAD_LOCK
 from textpolicy.errors import ConfigError, EngineError
 
 DEVICES = ("auto", "cpu", "cuda")
-
-#: held while a model or tokenizer is built, loaded or wrapped (see the module docstring)
-LOAD_LOCK = threading.RLock()
 
 
 def resolve_device(device: str) -> tuple[Any, Any]:
