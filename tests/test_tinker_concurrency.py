@@ -102,6 +102,24 @@ def test_bad_max_concurrent_is_one_line_exit_2(tmp_path: Path, value: str) -> No
     assert "Traceback" not in result.output and not log_dir.exists()
 
 
+@pytest.mark.parametrize(("command", "option", "says"), [
+    ("campaign", "max_concurrent=0", "max_concurrent=0"),
+    ("sweep", "max_concurrent=four", "max_concurrent='four'"),
+    ("campaign", "max_concurrent", "--engine-option expects KEY=VALUE"),
+])
+def test_bad_engine_option_of_sweep_and_campaign_is_one_line_exit_2(
+        tmp_path: Path, command: str, option: str, says: str) -> None:
+    root = tmp_path / "out"
+    where = [f"--{command}-root", str(root)]
+    result = CliRunner().invoke(main, [
+        command, "--engine", "tinker", "--base-url", "http://127.0.0.1:9", "--task",
+        "arithmetic", *where, "--engine-option", option])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
+    assert "Traceback" not in result.output and not root.exists()
+
+
 def test_bad_max_concurrent_in_a_spec_is_one_line_exit_2(tmp_path: Path) -> None:
     out = tmp_path / "out"
     spec = tmp_path / "spec.toml"
@@ -189,3 +207,68 @@ def test_max_concurrent_caps_requests_in_flight_at_the_server(serve: Any,
     assert sorted(results) == [0, 1]
     assert capped.service.futures.high_water == 1
     assert capped.service.futures.in_flight == 0
+
+
+def test_file_slots_are_shared_by_processes_and_freed_when_a_holder_dies(
+        tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from textpolicy.engines.tinker_limits import FileSlots
+
+    slots = FileSlots(tmp_path / "slots", 2)
+    a, b = slots.acquire(timeout=1.0), slots.acquire(timeout=1.0)
+    assert a is not None and b is not None
+    assert slots.acquire(timeout=0.05) is None  # both taken: a third request waits
+    slots.release(a)
+    c = slots.acquire(timeout=1.0)
+    assert c is not None
+    slots.release(b)
+    slots.release(c)
+    # another process takes both slots and then dies without releasing them
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from pathlib import Path\n"
+         "from textpolicy.engines.tinker_limits import FileSlots\n"
+         f"s = FileSlots(Path({str(tmp_path / 'slots')!r}), 2)\n"
+         "held = [s.acquire(timeout=5.0), s.acquire(timeout=5.0)]\n"
+         "print(all(h is not None for h in held), flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
+        assert slots.acquire(timeout=0.2) is None  # this process counts the other's slots
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(30)
+        freed = slots.acquire(timeout=5.0)
+        assert freed is not None  # the kernel gave the dead holder's slots back
+        slots.release(freed)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_max_concurrent_caps_process_workers_of_a_campaign(serve: Any, tmp_path: Path) -> None:
+    """`tp campaign --workers process`: two worker processes, one cap for both."""
+    import os
+    import subprocess
+    import sys
+
+    server = serve()
+    root = tmp_path / "campaign"
+    result = subprocess.run(
+        [sys.executable, "-c", "from textpolicy.cli import main; main()", "campaign",
+         "--engine", "tinker", "--base-url", server.url, "--task", "arithmetic",
+         "--campaign-root", str(root), "--seeds", "0-1", "--max-steps", "2",
+         "--eval-every", "0", "--execute", "--parallel", "2", "--workers", "process",
+         "--engine-option", "max_concurrent=1", "--progress", "plain"],
+        env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--engine-option max_concurrent=1" in (root / "run_commands.sh").read_text()
+    assert len(list(root.rglob("metrics.jsonl"))) == 4
+    assert server.service.futures.high_water == 1
+    assert server.service.futures.in_flight == 0

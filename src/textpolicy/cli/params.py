@@ -1,4 +1,4 @@
-"""Click parameter types shared by the commands: finite floats only.
+"""Click parameter types shared by the commands: finite floats only, and ``KEY=VALUE`` pairs.
 
 click's ``float`` and ``FloatRange`` accept ``nan``, ``inf`` and ``-inf`` (``nan`` even passes
 every range check, since every comparison with it is false); no option of ``tp`` means any
@@ -8,10 +8,30 @@ error (exit 2) before anything is written.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import click
+
+from textpolicy.errors import ConfigError
+
+
+def parse_key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs of a repeatable option (``--engine-option``, ``--task-option``);
+    values are JSON when they parse as JSON (``4``, ``true``, ``"x"``), else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[key.strip()] = value
+    return out
 
 
 class FiniteFloat(click.FloatRange):

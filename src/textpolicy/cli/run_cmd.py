@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from textpolicy.cli.params import finite
+from textpolicy.cli.params import finite, parse_key_values
 from textpolicy.errors import ConfigError
 from textpolicy.training.defaults import STAGE_FLAGS
 
@@ -162,6 +162,10 @@ def flag_problems(problems: Sequence[str], source: str, flags: Mapping[str, str]
     for line in problems:
         text = line.removeprefix(f"{source}: ")
         path = text.split(": ", 1)[0]
+        if path.startswith("engine.options.") and path not in flags:
+            out.append(f"--engine-option {path.removeprefix('engine.options.')}"
+                       + text[len(path):])
+            continue
         if path.startswith("executor.options."):
             out.append(f"--executor-option {path.removeprefix('executor.options.')}"
                        + text[len(path):])
@@ -173,8 +177,11 @@ def flag_problems(problems: Sequence[str], source: str, flags: Mapping[str, str]
 def common_table(params: dict[str, Any]) -> dict[str, Any]:
     """Spec keys shared by ``tp sweep`` and ``tp campaign`` flags (only what was given)."""
     raw: dict[str, Any] = {"engine": {"name": params["engine"]}, "task": params["task"]}
+    options = parse_key_values(params.get("engine_option") or (), "--engine-option")
+    if options:
+        raw["engine"]["options"] = options
     if params.get("base_url"):
-        raw["engine"]["options"] = {"base_url": params["base_url"]}
+        raw["engine"].setdefault("options", {})["base_url"] = params["base_url"]
     if params.get("trust_host"):
         raw["engine"].setdefault("options", {})["trusted_host"] = params["trust_host"]
     if params.get("model"):
@@ -208,6 +215,9 @@ def engine_options(f: F) -> F:
     """Where runs happen: engine, task, model, service URL, LoRA rank (the seed's defaults)."""
     f = click.option("--lora-rank", type=click.IntRange(min=0), default=None,
                      help="LoRA rank (0: all weights). [default: the task's; math: 64]")(f)
+    f = click.option("--engine-option", "engine_option", multiple=True, metavar="KEY=VALUE",
+                     help="An option of the engine (repeatable), e.g. device=cuda, "
+                          "max_concurrent=4; see docs/engines.md.")(f)
     f = click.option("--trust-host", default=None, metavar="HOST",
                      help="Send the Tinker API key to HOST, the --base-url host, although it "
                           "is neither Tinker's service nor this machine (prints a warning).")(f)

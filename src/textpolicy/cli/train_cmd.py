@@ -8,7 +8,6 @@ from its last checkpoint. Heavy imports happen inside the command body.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
@@ -17,7 +16,7 @@ from typing import Any
 
 import click
 
-from textpolicy.cli.params import FiniteFloat, finite
+from textpolicy.cli.params import FiniteFloat, finite, parse_key_values
 from textpolicy.errors import ConfigError
 from textpolicy.training.defaults import STAGE_FLAGS
 from textpolicy.training.seeds import MAX_SEED
@@ -47,21 +46,6 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _parse_options(pairs: Sequence[str], flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values are JSON when they parse as JSON, else strings."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        out[key.strip()] = value
-    return out
-
-
 def build_settings(params: dict[str, Any]) -> dict[str, Any]:
     """The ``make_config`` settings of a ``tp train`` invocation (only what was given)."""
     if params["algorithm"] and params["pipeline"]:
@@ -73,7 +57,7 @@ def build_settings(params: dict[str, Any]) -> dict[str, Any]:
         "pipeline": params["algorithm"] or params["pipeline"] or "grpo",
         "seed": params["seed"],
     }
-    engine_options = _parse_options(params["engine_option"], "--engine-option")
+    engine_options = parse_key_values(params["engine_option"], "--engine-option")
     for flag in ("base_url", "trust_host"):
         if params[flag] is not None and params["engine"] == "local":
             raise ConfigError(f"{_flag(flag)} applies to remote engines (e.g. --engine "
@@ -84,7 +68,7 @@ def build_settings(params: dict[str, Any]) -> dict[str, Any]:
         engine_options["trusted_host"] = params["trust_host"]
     if engine_options:
         settings["engine_options"] = engine_options
-    task_params = _parse_options(params["task_option"], "--task-option")
+    task_params = parse_key_values(params["task_option"], "--task-option")
     if task_params:
         settings["task_params"] = task_params
     for key in ("model", "lr", "max_steps", "batch_size", "group_size", "max_tokens",
@@ -99,7 +83,7 @@ def build_settings(params: dict[str, Any]) -> dict[str, Any]:
     for key, (stage, name) in STAGE_FLAGS.items():
         if params[key] is not None:
             stage_params.setdefault(stage, {})[name] = params[key]
-    for dotted, value in _parse_options(params["stage_option"], "--stage-option").items():
+    for dotted, value in parse_key_values(params["stage_option"], "--stage-option").items():
         stage, dot, name = dotted.partition(".")
         if not dot or not stage or not name:
             raise ConfigError(f"--stage-option expects STAGE.KEY=VALUE (e.g. gtpo.beta=0.2, "

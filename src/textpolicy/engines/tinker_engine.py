@@ -21,8 +21,9 @@
   a request that was accepted by a server that then died); the training loop then stops with
   one line naming the service, how long it was unreachable and the last checkpoint.
 - Concurrency and backoff (:mod:`textpolicy.engines.tinker_limits`): with the engine option
-  ``max_concurrent = N`` at most N requests of this process are in flight per base URL (a slot
-  is held from submission until the SDK's future is done); every retry textpolicy makes (a
+  ``max_concurrent = N`` at most N requests are in flight per base URL over all textpolicy
+  processes of the machine (lock-file slots; one is held from submission until the SDK's future
+  is done); every retry textpolicy makes (a
   sampling request resubmitted, a training client recreated) first waits a full-jitter
   exponential backoff drawn from the engine's own generator (engine option ``backoff_seed``).
   The SDK retries 408/409/429/5xx and dropped connections itself first (1, 2, 4, ... 30 s, up
@@ -74,9 +75,9 @@ from textpolicy.engines.tinker_limits import (
     Backoff,
     Limiter,
     is_retryable,
+    machine_slots,
     next_engine_index,
     parse_max_concurrent,
-    shared_slots,
 )
 from textpolicy.errors import ConfigError, EngineError, ServiceUnreachable
 from textpolicy.urls import is_loopback_host, is_tinker_host, redact_url, url_host
@@ -664,9 +665,9 @@ class TinkerEngine:
     (request the next step's sampler right behind each optim_step; default true),
     ``unreachable_timeout_s`` (how long the service may be unreachable before the run stops;
     default 120), ``max_concurrent`` (requests in flight at once per base URL, shared by all
-    engines of the process; default: no cap), ``backoff_seed`` (seed of the retry jitter;
-    default 0) and ``sample_seeds`` (``per_sample``, the default, or ``none``: how a group is
-    sampled, see :class:`TinkerSamplingClient`; recorded in config.json).
+    textpolicy processes of the machine; default: no cap), ``backoff_seed`` (seed of the
+    retry jitter; default 0) and ``sample_seeds`` (``per_sample``, the default, or ``none``:
+    how a group is sampled, see :class:`TinkerSamplingClient`; recorded in config.json).
 
     ``lora_rank=None`` (a full fine-tune) is requested as LoRA rank 0, which `tp serve` runs as
     a full fine-tune and Tinker refuses (it trains LoRA adapters only)."""
@@ -715,7 +716,7 @@ class TinkerEngine:
             sys.stderr.flush()
         _check_reachable(self.base_url)
         self.watch = _Watch(self.base_url, budget)
-        slots = (shared_slots(self.base_url, self.max_concurrent)
+        slots = (machine_slots(self.base_url, self.max_concurrent)
                  if self.max_concurrent is not None else None)
         self.limiter = Limiter(slots, self.watch.check, poll_s=POLL_S)
         # each engine of the process draws its own jitter (same seed, distinct streams)

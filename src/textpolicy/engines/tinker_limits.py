@@ -1,12 +1,15 @@
 """Concurrency cap and backoff of the tinker engine (see docs/engines.md, "Concurrency").
 
-- ``max_concurrent`` (engine option): at most that many SDK requests of this process in
-  flight at once per base URL. Every engine of the process with the same base URL and the same
-  cap shares one bounded semaphore, so the thread-parallel runs of one ``tp run``/``tp sweep``
-  share it. A slot is taken before a request is submitted and given back when the SDK's future
-  is done (answered or failed), not when someone reads it: a training loop that submits several
-  requests before awaiting any cannot deadlock itself. Process-parallel workers each have
-  their own semaphore (a cap per process).
+- ``max_concurrent`` (engine option): at most that many SDK requests in flight at once per
+  base URL, counted over every textpolicy process of this machine that uses the same cap —
+  the thread-parallel runs of one ``tp run``, process-pool workers, Ray or submitit workers on
+  this node, another campaign. The slots are ``max_concurrent`` lock files in the cache
+  (:class:`FileSlots`, ``flock``): a slot is taken before a request is submitted and given back
+  when the SDK's future is done (answered or failed), not when someone reads it, so a training
+  loop that submits several requests before awaiting any cannot deadlock itself; a process
+  that dies gives its slots back with its file descriptors. Processes on other machines count
+  only when the cache (``TEXTPOLICY_CACHE_DIR``) is on a file system they share with working
+  ``flock``.
 - ``Backoff``: exponential backoff with full jitter (a delay drawn uniformly from
   ``[0, min(cap_s, base_s * 2**attempt)]``) from an explicit seeded generator, for the retries
   textpolicy itself makes after the SDK gave up on a request.
@@ -15,15 +18,20 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import fcntl
+import hashlib
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from textpolicy.errors import ConfigError
+from textpolicy.errors import ConfigError, EngineError
 
 #: full-jitter backoff: first ceiling, largest ceiling (seconds), retries of one request
 BACKOFF_BASE_S = 0.5
@@ -82,9 +90,10 @@ class Backoff:
             check()
 
 
-_SLOTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
-_SLOTS_LOCK = threading.Lock()
 _ENGINE_COUNT = itertools.count()
+
+#: how long a waiting request sleeps between tries at the slots (grows to the second value)
+SLOT_RETRY_S = (0.002, 0.05)
 
 
 def next_engine_index() -> int:
@@ -92,17 +101,82 @@ def next_engine_index() -> int:
     return next(_ENGINE_COUNT)
 
 
-def shared_slots(base_url: str, cap: int) -> threading.BoundedSemaphore:
-    """The process-wide semaphore of ``cap`` slots for ``base_url``."""
-    with _SLOTS_LOCK:
-        return _SLOTS.setdefault((base_url, cap), threading.BoundedSemaphore(cap))
+class FileSlots:
+    """``cap`` slots shared by every process of this machine: lock files ``slot-<i>.lock`` in
+    ``directory``, each held with ``flock`` by at most one open file at a time. Every
+    acquisition opens its own descriptor, so threads of one process contend like processes
+    do; the kernel drops a dead process's locks with its descriptors, so a slot never leaks.
+    (Hand-written: the standard library has no cross-process semaphore with that property.)"""
+
+    def __init__(self, directory: Path, cap: int) -> None:
+        self.directory = directory
+        self.cap = cap
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EngineError(
+                f"max_concurrent: cannot create the slot folder {directory}: "
+                f"{exc.strerror or exc} (set TEXTPOLICY_CACHE_DIR to a writable folder)"
+            ) from None
+        self._paths = [directory / f"slot-{i}.lock" for i in range(cap)]
+        self._next = itertools.count()
+
+    def acquire(self, timeout: float) -> int | None:
+        """A held slot (a file descriptor to hand to :meth:`release`), or None when none came
+        free within ``timeout`` seconds."""
+        end = time.monotonic() + timeout
+        wait, longest = SLOT_RETRY_S
+        first = next(self._next) % self.cap  # spread the tries over the slots
+        while True:
+            for k in range(self.cap):
+                fd = self._try(self._paths[(first + k) % self.cap])
+                if fd is not None:
+                    return fd
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(wait, left))
+            wait = min(wait * 2, longest)
+
+    @staticmethod
+    def _try(path: Path) -> int | None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise EngineError(f"max_concurrent: cannot open the slot file {path}: "
+                              f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as exc:
+            os.close(fd)
+            raise EngineError(f"max_concurrent: cannot lock the slot file {path}: "
+                              f"{exc.strerror or exc} (a file system without flock?)") from None
+        return fd
+
+    @staticmethod
+    def release(fd: int) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def machine_slots(base_url: str, cap: int) -> FileSlots:
+    """The machine-wide slots of ``cap`` for ``base_url`` (one folder per base URL and cap, in
+    the cache; the URL is hashed, so no credentials or host names land in file names)."""
+    from textpolicy.engines.local.cache import cache_root
+
+    digest = hashlib.sha256(base_url.encode("utf-8")).hexdigest()[:16]
+    return FileSlots(cache_root() / "tinker-slots" / f"{digest}-cap{cap}", cap)
 
 
 class Limiter:
-    """Holds a slot of a shared semaphore while an SDK request is in flight."""
+    """Holds a slot of the shared :class:`FileSlots` while an SDK request is in flight."""
 
-    def __init__(self, slots: threading.BoundedSemaphore | None,
-                 check: Callable[[], None], poll_s: float = 1.0) -> None:
+    def __init__(self, slots: FileSlots | None, check: Callable[[], None],
+                 poll_s: float = 1.0) -> None:
         self._slots = slots
         self._check = check
         self._poll_s = poll_s
@@ -113,7 +187,7 @@ class Limiter:
         if self._slots is None:
             return send()
         slots = self._slots
-        while not slots.acquire(timeout=self._poll_s):
+        while (held := slots.acquire(timeout=self._poll_s)) is None:
             self._check()
         try:
             fut = send()
@@ -123,7 +197,7 @@ class Limiter:
             if not isinstance(inner, concurrent.futures.Future):
                 raise TypeError(f"not a future: {type(fut).__name__}")
         except BaseException:
-            slots.release()
+            slots.release(held)
             raise
-        inner.add_done_callback(lambda _f: slots.release())
+        inner.add_done_callback(lambda _f: slots.release(held))
         return fut
