@@ -141,6 +141,13 @@ def test_unknown_keys_with_did_you_mean(tmp_path: Path) -> None:
     assert len(lines) == 3
 
 
+def test_an_engine_option_in_the_engine_table_points_to_its_options(tmp_path: Path) -> None:
+    lines = problems(tmp_path, GOOD.replace('engine = "local"\n', "") + "\n[engine]\n"
+                     'name = "local"\nmax_decode_batch = 4\n')
+    assert lines == ["engine.max_decode_batch: unknown key; allowed: name, options (an option "
+                     "of the engine goes under [engine.options])"]
+
+
 def test_wrong_types_and_out_of_range_all_reported(tmp_path: Path) -> None:
     text = GOOD.replace("max_steps = 7", "max_steps = \"seven\"").replace(
         "batch_size = 2", "batch_size = -2").replace("seeds = [0, 1]", "seeds = [0, 0]").replace(

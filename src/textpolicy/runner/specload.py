@@ -188,9 +188,13 @@ def _fmt_value(value: Any) -> str:
 def _walk(exc: BaseException, path: tuple[str | int, ...]) -> Iterator[_Problem]:
     if isinstance(exc, ForbiddenExtraKeysError):
         allowed = [f.name for f in attrs.fields(exc.cl)]
+        table = ".".join(str(p) for p in path)
+        # [engine] / [executor]: their plugin's own keys go one table down
+        hint = (f" (an option of the {path[-1]} goes under [{table}.options])"
+                if "options" in allowed and path else "")
         for key in sorted(exc.extra_fields):
             yield _Problem((*path, key), f"unknown key{did_you_mean(key, allowed)}; allowed: "
-                           + ", ".join(allowed), show_value=False)
+                           + ", ".join(allowed) + hint, show_value=False)
         return
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         for sub in exc.exceptions:
