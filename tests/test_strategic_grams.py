@@ -274,6 +274,17 @@ def test_detector_short_phrases_edges_and_completion_boundaries() -> None:
     assert mask([[3], [3, 3]], ["ab ab"]) == [[0, 0], [1, 1]]
 
 
+
+def test_a_separator_run_over_three_tokens_reads_as_one_space() -> None:
+    """A one-separator piece after a piece ending in a separator adds nothing (``,`` + ``Ċ`` +
+    ``Ġlet``: "wait let"), so a phrase walk goes on through it (it stopped there)."""
+    vocab = TokenVocab.from_pieces(["Wait", ",", "Ċ", "Ġlet", "Ġme", "...", "Ġ"])
+    tokens = np.asarray([[0, 1, 2, 3, 4, 0], [0, 1, 5, 6, 3, 4], [0, 2, 2, 3, 4, 0]])
+    lengths = np.asarray([5, 6, 5])
+    got = strategic_grams_mask(tokens, lengths, vocab, ["wait let me"])
+    assert got.astype(int).tolist() == [[1, 1, 1, 1, 1, 0], [1] * 6, [1, 1, 1, 1, 1, 0]]
+    assert np.array_equal(got, _reference_mask(tokens, lengths, vocab, ["wait let me"]))
+
 # ---- the detector against its definition, spelled out ------------------------------------------
 
 def _reference_mask(tokens: np.ndarray, lengths: np.ndarray, vocab: TokenVocab,
