@@ -272,3 +272,38 @@ def test_max_concurrent_caps_process_workers_of_a_campaign(serve: Any, tmp_path:
     assert len(list(root.rglob("metrics.jsonl"))) == 4
     assert server.service.futures.high_water == 1
     assert server.service.futures.in_flight == 0
+
+
+def test_a_freed_slot_goes_to_the_waiter_not_to_a_holder_asking_again(tmp_path: Path) -> None:
+    """cap 1: a thread that gives its slot back and asks again at once (a training loop's next
+    request) must not keep a request that was already waiting from ever getting it."""
+    import threading
+    import time
+
+    from textpolicy.engines.tinker_limits import FileSlots
+
+    slots = FileSlots(tmp_path / "slots", 1)
+    stop = threading.Event()
+    rounds = 0
+
+    def busy_run() -> None:
+        nonlocal rounds
+        while not stop.is_set():
+            fd = slots.acquire(timeout=10.0)
+            assert fd is not None
+            time.sleep(0.02)  # a request in flight
+            slots.release(fd)
+            rounds += 1
+
+    thread = threading.Thread(target=busy_run)
+    thread.start()
+    try:
+        while rounds < 2:
+            time.sleep(0.005)
+        waiter = slots.acquire(timeout=3.0)
+        assert waiter is not None  # the other run's next request did not take it first
+        assert rounds <= 4
+        slots.release(waiter)
+    finally:
+        stop.set()
+        thread.join(15)

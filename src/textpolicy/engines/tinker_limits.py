@@ -106,6 +106,9 @@ class FileSlots:
     ``directory``, each held with ``flock`` by at most one open file at a time. Every
     acquisition opens its own descriptor, so threads of one process contend like processes
     do; the kernel drops a dead process's locks with its descriptors, so a slot never leaks.
+    Only the holder of a gate (``gate.lock``) tries the slots, so a freed slot goes to the
+    request that waits at the gate, not to one arriving right after (a run that gives a slot
+    back and asks again at once would otherwise keep it from a waiter polling every 50 ms).
     (Hand-written: the standard library has no cross-process semaphore with that property.)"""
 
     def __init__(self, directory: Path, cap: int) -> None:
@@ -119,24 +122,35 @@ class FileSlots:
                 f"{exc.strerror or exc} (set TEXTPOLICY_CACHE_DIR to a writable folder)"
             ) from None
         self._paths = [directory / f"slot-{i}.lock" for i in range(cap)]
+        self._gate = directory / "gate.lock"
         self._next = itertools.count()
 
     def acquire(self, timeout: float) -> int | None:
         """A held slot (a file descriptor to hand to :meth:`release`), or None when none came
         free within ``timeout`` seconds."""
         end = time.monotonic() + timeout
+        gate = self._poll(lambda: self._try(self._gate), end)
+        if gate is None:
+            return None
+        try:
+            first = next(self._next) % self.cap  # spread the tries over the slots
+            return self._poll(lambda: next(
+                (fd for k in range(self.cap)
+                 if (fd := self._try(self._paths[(first + k) % self.cap])) is not None),
+                None), end)
+        finally:
+            self.release(gate)
+
+    @staticmethod
+    def _poll(attempt: Callable[[], int | None], end: float) -> int | None:
         wait, longest = SLOT_RETRY_S
-        first = next(self._next) % self.cap  # spread the tries over the slots
-        while True:
-            for k in range(self.cap):
-                fd = self._try(self._paths[(first + k) % self.cap])
-                if fd is not None:
-                    return fd
+        while (got := attempt()) is None:
             left = end - time.monotonic()
             if left <= 0:
                 return None
             time.sleep(min(wait, left))
             wait = min(wait * 2, longest)
+        return got
 
     @staticmethod
     def _try(path: Path) -> int | None:
