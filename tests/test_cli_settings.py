@@ -114,3 +114,45 @@ def test_spec_arm_with_a_comma_composition_plans_shell_safe_commands(tmp_path: P
     commands = (out / "run_commands.sh").read_text(encoding="utf-8")
     assert "--pipeline maxrl,gtpo,hicra " in commands  # one shell word, no quoting needed
     assert "--pipeline 'maxrl>gtpo' " in commands      # '>' still works, quoted
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "campaign"])
+def test_base_url_flag_and_engine_option_that_disagree_are_refused(
+        tmp_path: Path, command: str) -> None:
+    """`--base-url A --engine-option base_url=B` sent every run to A without a word."""
+    out = tmp_path / "out"
+    where = {"train": ["--log-dir"], "sweep": ["--sweep-root"],
+             "campaign": ["--campaign-root"]}[command]
+    result = CliRunner().invoke(main, [
+        command, "--engine", "tinker", "--task", "arithmetic", *where, str(out),
+        "--base-url", "http://127.0.0.1:9",
+        "--engine-option", "base_url=http://user:pw@127.0.0.1:8"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "--base-url" in lines[0] and "disagree" in lines[0], lines
+    assert "127.0.0.1:8" in lines[0] and "pw" not in result.output
+    assert not out.exists()
+
+
+def test_campaign_takes_the_same_base_url_twice_and_plans_it_once(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    result = CliRunner().invoke(main, [
+        "campaign", "--engine", "tinker", "--task", "arithmetic", "--campaign-root", str(root),
+        "--base-url", "http://127.0.0.1:9", "--engine-option", "base_url=http://127.0.0.1:9",
+        "--engine-option", "max_concurrent=2"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    run = manifest["arms"][0]["runs"][0]
+    assert run["config"]["engine_options"] == {"base_url": "http://127.0.0.1:9",
+                                               "max_concurrent": 2}
+    argv = shlex.split(run["command"])
+    assert argv.count("--base-url") == 1 and "max_concurrent=2" in argv
+
+
+def test_an_unknown_engine_option_is_named_alone(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [
+        "train", "--engine", "tinker", "--task", "arithmetic", "--log-dir", str(tmp_path / "r"),
+        "--base-url", "http://127.0.0.1:9", "--engine-option", "nosuch=1"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "the options ['nosuch']; allowed: base_url," in lines[0], lines

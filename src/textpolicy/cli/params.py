@@ -34,6 +34,19 @@ def parse_key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def set_option_from_flag(options: dict[str, Any], key: str, flag: str, value: Any) -> None:
+    """``options[key] = value`` for a flag that spells an engine option (``--base-url`` is
+    ``base_url``): a ``--engine-option`` that gives the same key another value is a
+    ``ConfigError`` instead of being dropped in silence."""
+    if key in options and options[key] != value:
+        from textpolicy.urls import redact_url
+
+        raise ConfigError(redact_url(
+            f"{flag} {value!r} and --engine-option {key}={options[key]!r} disagree; give one "
+            "of them"))
+    options[key] = value
+
+
 class FiniteFloat(click.FloatRange):
     """A ``FloatRange`` (no bounds by default) that also rejects ``nan`` and ``±inf``."""
 

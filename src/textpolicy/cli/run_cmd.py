@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from textpolicy.cli.params import finite, parse_key_values
+from textpolicy.cli.params import finite, parse_key_values, set_option_from_flag
 from textpolicy.errors import ConfigError
 from textpolicy.training.defaults import STAGE_FLAGS
 
@@ -178,12 +178,12 @@ def common_table(params: dict[str, Any]) -> dict[str, Any]:
     """Spec keys shared by ``tp sweep`` and ``tp campaign`` flags (only what was given)."""
     raw: dict[str, Any] = {"engine": {"name": params["engine"]}, "task": params["task"]}
     options = parse_key_values(params.get("engine_option") or (), "--engine-option")
+    if params.get("base_url"):
+        set_option_from_flag(options, "base_url", "--base-url", params["base_url"])
+    if params.get("trust_host"):
+        set_option_from_flag(options, "trusted_host", "--trust-host", params["trust_host"])
     if options:
         raw["engine"]["options"] = options
-    if params.get("base_url"):
-        raw["engine"].setdefault("options", {})["base_url"] = params["base_url"]
-    if params.get("trust_host"):
-        raw["engine"].setdefault("options", {})["trusted_host"] = params["trust_host"]
     if params.get("model"):
         raw["model"] = params["model"]
     training: dict[str, Any] = {}

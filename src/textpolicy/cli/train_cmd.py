@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from textpolicy.cli.params import FiniteFloat, finite, parse_key_values
+from textpolicy.cli.params import FiniteFloat, finite, parse_key_values, set_option_from_flag
 from textpolicy.errors import ConfigError
 from textpolicy.training.defaults import STAGE_FLAGS
 from textpolicy.training.seeds import MAX_SEED
@@ -63,9 +63,10 @@ def build_settings(params: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{_flag(flag)} applies to remote engines (e.g. --engine "
                               "tinker); the local engine runs in this process")
     if params["base_url"] is not None:
-        engine_options["base_url"] = params["base_url"]
+        set_option_from_flag(engine_options, "base_url", "--base-url", params["base_url"])
     if params["trust_host"] is not None:
-        engine_options["trusted_host"] = params["trust_host"]
+        set_option_from_flag(engine_options, "trusted_host", "--trust-host",
+                             params["trust_host"])
     if engine_options:
         settings["engine_options"] = engine_options
     task_params = parse_key_values(params["task_option"], "--task-option")

@@ -73,9 +73,10 @@ def check_engine(config: TrainConfig, registry: Registry | None = None) -> Any:
                         if p not in ("self", "args", "kwargs")]
         except (TypeError, ValueError):
             accepted = []
+        unknown = [k for k in options if k not in accepted] if accepted else list(options)
         raise ConfigError(
             f"engine {record.name!r} does not accept the options "
-            f"{sorted(redact(options))}; allowed: {', '.join(accepted) or '(none)'}") from None
+            f"{sorted(redact(unknown))}; allowed: {', '.join(accepted) or '(none)'}") from None
     except ValueError:
         pass  # no signature available: let the factory judge
     return record
