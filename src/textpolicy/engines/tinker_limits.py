@@ -93,7 +93,28 @@ class Backoff:
 _ENGINE_COUNT = itertools.count()
 
 #: how long a waiting request sleeps between tries at the slots (grows to the second value)
-SLOT_RETRY_S = (0.002, 0.05)
+SLOT_RETRY_S = (0.001, 0.005)
+
+
+#: one waiter per process and slot folder at the gate: the others wait on this lock, without
+#: polling (the engines of one process each have their own FileSlots of the same folder)
+_LOCAL_GATES: dict[str, threading.Lock] = {}
+_LOCAL_GATES_LOCK = threading.Lock()
+
+
+def _local_gate(directory: Path) -> threading.Lock:
+    with _LOCAL_GATES_LOCK:
+        return _LOCAL_GATES.setdefault(str(directory), threading.Lock())
+
+
+def _forget_local_gates() -> None:
+    """In a forked child: the parent's threads that held these locks do not exist there."""
+    global _LOCAL_GATES_LOCK
+    _LOCAL_GATES_LOCK = threading.Lock()
+    _LOCAL_GATES.clear()
+
+
+os.register_at_fork(after_in_child=_forget_local_gates)
 
 
 def next_engine_index() -> int:
@@ -108,7 +129,8 @@ class FileSlots:
     do; the kernel drops a dead process's locks with its descriptors, so a slot never leaks.
     Only the holder of a gate (``gate.lock``) tries the slots, so a freed slot goes to the
     request that waits at the gate, not to one arriving right after (a run that gives a slot
-    back and asks again at once would otherwise keep it from a waiter polling every 50 ms).
+    back and asks again at once would otherwise keep it from a waiter asleep between tries);
+    the other waiters of a process wait on a lock instead of polling.
     (Hand-written: the standard library has no cross-process semaphore with that property.)"""
 
     def __init__(self, directory: Path, cap: int) -> None:
@@ -129,17 +151,23 @@ class FileSlots:
         """A held slot (a file descriptor to hand to :meth:`release`), or None when none came
         free within ``timeout`` seconds."""
         end = time.monotonic() + timeout
-        gate = self._poll(lambda: self._try(self._gate), end)
-        if gate is None:
+        local = _local_gate(self.directory)
+        if not local.acquire(timeout=max(timeout, 0.0)):
             return None
         try:
-            first = next(self._next) % self.cap  # spread the tries over the slots
-            return self._poll(lambda: next(
-                (fd for k in range(self.cap)
-                 if (fd := self._try(self._paths[(first + k) % self.cap])) is not None),
-                None), end)
+            gate = self._poll(lambda: self._try(self._gate), end)
+            if gate is None:
+                return None
+            try:
+                first = next(self._next) % self.cap  # spread the tries over the slots
+                return self._poll(lambda: next(
+                    (fd for k in range(self.cap)
+                     if (fd := self._try(self._paths[(first + k) % self.cap])) is not None),
+                    None), end)
+            finally:
+                self.release(gate)
         finally:
-            self.release(gate)
+            local.release()
 
     @staticmethod
     def _poll(attempt: Callable[[], int | None], end: float) -> int | None:
