@@ -156,3 +156,25 @@ def test_an_unknown_engine_option_is_named_alone(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "the options ['nosuch']; allowed: base_url," in lines[0], lines
+
+
+def test_the_campaign_a_sweep_recommends_keeps_its_engine_options(tmp_path: Path) -> None:
+    """`tp sweep --engine-option K=V` probes with K=V; the `tp campaign` command it recommends
+    dropped every engine option but the URL and trusted host (a campaign without the sweep's
+    max_concurrent, sample_seeds, ...)."""
+    root = tmp_path / "sweep"
+    result = CliRunner().invoke(main, [
+        "sweep", "--engine", "local", "--task", "arithmetic", "--sweep-root", str(root),
+        "--algorithms", "grpo,full", "--lr-values", "1e-3", "--probe-steps", "1", *TINY,
+        "--engine-option", "max_decode_batch=3", "--progress", "off"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((root / "sweep_results.json").read_text(encoding="utf-8"))
+    argv = shlex.split(results["recommended_command"])
+    assert argv[:2] == ["tp", "campaign"]
+    assert "--engine-option" in argv and argv[argv.index("--engine-option") + 1] == (
+        "max_decode_batch=3")
+    planned = CliRunner().invoke(main, [*argv[1:], "--campaign-root", str(tmp_path / "c")])
+    assert planned.exit_code == 0, planned.output
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["arms"][0]["runs"][0]["config"]["engine_options"] == {
+        "max_decode_batch": 3}

@@ -257,6 +257,9 @@ def recommended_command(spec: Spec, best: Mapping[str, Mapping[str, float]],
         argv += ["--base-url", redact_url(str(cfg.engine_options["base_url"]))]
     if cfg.engine_options.get("trusted_host"):
         argv += ["--trust-host", str(cfg.engine_options["trusted_host"])]
+    for key, value in sorted(cfg.engine_options.items()):  # max_concurrent, sample_seeds, ...
+        if key not in ("base_url", "trusted_host"):
+            argv += ["--engine-option", redact_url(f"{key}={mf._json(value)}")]
     argv += ["--max-steps", str(spec.training.max_steps), "--batch-size", str(cfg.batch_size),
              "--group-size", str(cfg.group_size), "--lora-rank", str(cfg.lora_rank or 0),
              "--max-tokens", str(cfg.max_tokens), "--temperature", mf._num(cfg.temperature),
