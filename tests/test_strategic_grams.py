@@ -367,3 +367,37 @@ def test_detector_matches_its_definition_on_random_sub_word_text() -> None:
         assert np.array_equal(got, want), (trial, tokens.tolist(), lengths.tolist(), grams)
         marked += int(want.sum())
     assert marked > 500  # the trials exercise matches, not only their absence
+
+
+def test_detector_matches_its_definition_on_text_cut_anywhere() -> None:
+    """Phrases, words and separator runs (several in a row: ``,`` + ``\n`` + `` ``) joined into
+    a text and cut into tokens at random places, every cut a piece of the vocabulary."""
+    rng = np.random.default_rng(11)
+    words = ["wait", "let", "me", "think", "the", "key", "is", "a", "ab", "that's", "it’s", "so"]
+    seps = [" ", "  ", ", ", ",", ".\n", "\n\n", "...", "(", ") ", " - ", "?! ", " '"]
+    phrase_sets = [DEFAULT_GRAMS, ("a", "ab ab", "let me let me"), ("the key", "the key is", "s"),
+                   ("wait, let me", "it's", "me")]
+    marked = 0
+    for trial in range(300):
+        grams = phrase_sets[trial % len(phrase_sets)]
+        pieces: dict[str, int] = {}
+        rows = []
+        for _ in range(int(rng.integers(1, 4))):
+            text = "".join(
+                (str(rng.choice(grams)) if rng.random() < 0.4 else str(rng.choice(words)))
+                + (str(rng.choice(seps)) if rng.random() < 0.6 else " ")
+                for _ in range(int(rng.integers(1, 10))))
+            if rng.random() < 0.3:
+                text = text.capitalize()
+            cuts = sorted({0, len(text), *rng.integers(0, len(text), size=len(text) // 2).tolist()})
+            rows.append([pieces.setdefault(text[a:b], len(pieces))
+                         for a, b in itertools.pairwise(cuts)])
+        vocab = TokenVocab(sorted(pieces, key=pieces.__getitem__))
+        width = max(map(len, rows))
+        tokens = np.asarray([r + [0] * (width - len(r)) for r in rows])
+        lengths = np.asarray([len(r) for r in rows])
+        got = strategic_grams_mask(tokens, lengths, vocab, grams)
+        want = _reference_mask(tokens, lengths, vocab, grams)
+        assert np.array_equal(got, want), (trial, [[vocab.pieces[i] for i in r] for r in rows])
+        marked += int(want.sum())
+    assert marked > 2000
