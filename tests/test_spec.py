@@ -217,7 +217,7 @@ api_key = "sk-123"
     assert any(ln.startswith("arms[1].name: 'x': duplicate arm name 'x'") for ln in lines)
     assert any(ln.startswith("baseline: 'nobody': no arm has this name") for ln in lines)
     assert any(ln.startswith("sweep: not used by kind 'campaign'") for ln in lines)
-    assert any(ln.startswith("engine.options.api_key: secrets do not belong in spec files")
+    assert any(ln.startswith("engine.options.api_key: secrets do not belong in specs or flags")
                for ln in lines)
     assert not any("sk-123" in ln for ln in lines)  # the secret is never echoed
 

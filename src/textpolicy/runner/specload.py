@@ -404,8 +404,9 @@ def _check_structure(spec: Spec, raw: Mapping[str, Any]) -> Iterator[_Problem]:
     for path, table in _secret_tables(spec):
         for key in table:
             if SECRET_KEY.search(key):
-                yield _Problem((*path, key), "secrets do not belong in spec files; allowed: "
-                               "set them in the environment (e.g. TINKER_API_KEY)",
+                yield _Problem((*path, key), "secrets do not belong in specs or flags (plans "
+                               "and run files record them); allowed: set them in the "
+                               "environment (e.g. TINKER_API_KEY)",
                                show_value=False)
 
 
