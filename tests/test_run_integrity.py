@@ -63,6 +63,25 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
+def _stop(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it is stopped: the signal is delivered
+    asynchronously, and a process still running for a moment (a checkpoint being written)
+    would change the files after the test's snapshot."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:  # the state follows the command name in parentheses
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                continue
+        if states and all(state in "tT" for state in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop within 30 s")
+
+
 def _env(tmp: Path) -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp),
             "PYTHONUNBUFFERED": "1"}
@@ -98,7 +117,7 @@ def test_two_tp_train_on_one_log_dir_the_second_is_refused_and_writes_nothing(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_rows(log_dir / "metrics.jsonl", first)
-        os.kill(first.pid, signal.SIGSTOP)  # it holds the lock, mid-run
+        _stop(first.pid)  # it holds the lock, mid-run
         before = snapshot(log_dir)
         t0 = time.monotonic()
         second = subprocess.run(
@@ -148,7 +167,7 @@ def test_two_tp_run_on_one_output_the_second_is_refused_and_writes_nothing(
             time.sleep(0.05)
         assert metrics is not None
         _wait_for_rows(metrics, first)
-        os.kill(first.pid, signal.SIGSTOP)
+        _stop(first.pid)
         before = snapshot(out)
         second = subprocess.run([*TP, "run", str(spec), "--progress", "off"], env=env,
                                 capture_output=True, text=True, timeout=120)
