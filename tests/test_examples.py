@@ -7,6 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
+import attrs
 import click
 import pytest
 from click.testing import CliRunner
@@ -37,11 +38,35 @@ def _parse_train(argv: list[str]) -> dict[str, object]:
     return make_config(**settings).to_dict()
 
 
+def _wants_missing_cuda(path: Path) -> bool:
+    import torch
+
+    device = str(Spec.from_toml(path).engine.options.get("device", ""))
+    return device.startswith("cuda") and not torch.cuda.is_available()
+
+
+def test_the_smollm_cuda_spec_is_the_cpu_spec_on_cuda() -> None:
+    """smollm_math_cuda.toml is smollm_math.toml with device = "cuda" and its own output."""
+    cpu, cuda = Spec.from_toml(EXAMPLES / "smollm_math.toml"), Spec.from_toml(
+        EXAMPLES / "smollm_math_cuda.toml")
+    assert cuda.engine.options == {"device": "cuda"} and not cpu.engine.options
+    differ = {"name", "output", "engine"}
+    assert {k: v for k, v in attrs.asdict(cpu).items() if k not in differ} == {
+        k: v for k, v in attrs.asdict(cuda).items() if k not in differ}
+    assert cuda.output != cpu.output
+
+
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
 def test_dry_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TINKER_API_KEY", "tml-secret-value-123")
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["run", str(path), "--dry-run", "--output", str(out)])
+    if _wants_missing_cuda(path):  # a GPU spec on a CPU-only machine: one line, nothing written
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [
+            "Error: engine option device='cuda': CUDA is not available here"]
+        assert not out.exists()
+        return
     assert result.exit_code == 0, result.output + result.stderr
     spec = Spec.from_toml(path)
     root = out / "sweep" if spec.kind == "experiment" else out
