@@ -225,10 +225,10 @@ def _canonical_pieces(vocab: TokenVocab) -> tuple[bytes, ...]:
 class _Automaton:
     """Tables of one (vocabulary, phrases) pair. Per id (``[V + 1]``): ``ends_sep`` (the
     canonical piece ends with a space: the next token takes its stripped variant),
-    ``first_sep`` / ``last_sep`` (its first / last byte is a separator), ``empty``, and
-    ``may_start`` (the piece holds a word start from which a phrase can begin); per variant
-    (``[variants]``): ``variant_empty`` (a piece that is one separator, ``,`` or `` ``, is empty
-    after a piece ending in a space).
+    ``first_sep`` / ``last_sep`` (its first / last byte is a separator) and ``may_start`` (the
+    piece holds a word start from which a phrase can begin); per variant (``[variants]``, so an
+    id indexes its unstripped variant): ``empty`` (the variant adds no byte — also a piece that
+    is one separator, ``,`` or `` ``, after a piece ending in a space).
 
     Walk starts per id (CSR: ``start_ptr[i]:start_ptr[i + 1]``): the node reached, "ended
     inside", "ends at the end" (see :meth:`_Trie.walk`) and ``start_head`` (the start is the
@@ -244,7 +244,6 @@ class _Automaton:
     first_sep: NDArray[np.bool_]
     last_sep: NDArray[np.bool_]
     empty: NDArray[np.bool_]
-    variant_empty: NDArray[np.bool_]
     may_start: NDArray[np.bool_]
     start_ptr: NDArray[np.int64]
     start_head: NDArray[np.bool_]
@@ -339,8 +338,7 @@ def _automaton(vocab: TokenVocab, phrases: tuple[str, ...]) -> _Automaton:
         ends_sep=np.fromiter((c.endswith(b" ") for c in canon), dtype=bool, count=ids),
         first_sep=np.fromiter((bool(c) and c[0] <= 32 for c in canon), dtype=bool, count=ids),
         last_sep=np.fromiter((bool(c) and c[-1] <= 32 for c in canon), dtype=bool, count=ids),
-        empty=np.fromiter((not c for c in canon), dtype=bool, count=ids),
-        variant_empty=np.fromiter((not c for c in texts), dtype=bool, count=variants),
+        empty=np.fromiter((not c for c in texts), dtype=bool, count=variants),
         may_start=counts > 0,
         start_ptr=ptr, start_head=np.asarray(head, dtype=bool),
         start_node=np.asarray(node, dtype=np.int64), start_inside=np.asarray(inside, dtype=bool),
@@ -438,7 +436,7 @@ def strategic_grams_mask(tokens: NDArray[Any], lengths: NDArray[Any], vocab: Tok
         start, cur, col, row, node = start[go], cur[go] + 1, col[go] + 1, row[go], node[go]
         nxt = flat[cur]
         variant = nxt + auto.variants // 2 * auto.ends_sep[flat[cur - 1]]
-        gap = auto.variant_empty[variant]  # no byte added: the walk stays where it is
+        gap = auto.empty[variant]  # no byte added: the walk stays where it is
         key = node * auto.variants + variant
         slot = np.minimum(np.searchsorted(auto.keys, key), auto.keys.size - 1)
         found = (auto.keys[slot] == key) if auto.keys.size else np.zeros(key.size, dtype=bool)

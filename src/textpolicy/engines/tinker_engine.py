@@ -23,8 +23,8 @@
 - Concurrency and backoff (:mod:`textpolicy.engines.tinker_limits`): with the engine option
   ``max_concurrent = N`` at most N requests are in flight per base URL over all textpolicy
   processes of the machine (lock-file slots; one is held from submission until the SDK's future
-  is done); every retry textpolicy makes (a
-  sampling request resubmitted, a training client recreated) first waits a full-jitter
+  is done); every retry textpolicy makes (a sampling request resubmitted, a training client
+  recreated) first waits a full-jitter
   exponential backoff drawn from the engine's own generator (engine option ``backoff_seed``).
   The SDK retries 408/409/429/5xx and dropped connections itself first (1, 2, 4, ... 30 s, up
   to 5 minutes); textpolicy's layer acts only on what the SDK gave up on.

@@ -23,7 +23,6 @@ from textpolicy.serve.errors import ApiError, UserError
 from textpolicy.serve.futures import Category, FutureTable, ServerFuture
 from textpolicy.serve.sessions import (
     KEEP_EPHEMERAL_SAMPLERS,
-    LOAD_LOCK,
     EngineFactory,
     Model,
     Sampler,
@@ -92,9 +91,8 @@ class TinkerService(ServiceState):
 
         def create() -> dict[str, Any]:
             engine_name = self._resolve_base(request.base_model)
-            with LOAD_LOCK:
-                client = session.engine.create_training_client(
-                    engine_name, lora_rank=model.lora_rank, seed=seed)
+            client = session.engine.create_training_client(
+                engine_name, lora_rank=model.lora_rank, seed=seed)
             model.client = client
             model.tokenizer_id = self._tokenizer_dir(request.base_model, client)
             return {"type": "create_model", "model_id": model_id}
@@ -261,8 +259,7 @@ class TinkerService(ServiceState):
 
             def create() -> dict[str, Any]:
                 local = self._local_path(path)
-                with LOAD_LOCK:
-                    client = session.engine.resume_training_client(local)
+                client = session.engine.resume_training_client(local)
                 model.client = client
                 meta = self._checkpoint_meta(path)
                 engine_base = str(getattr(client, "base_model", "") or "")
@@ -279,8 +276,7 @@ class TinkerService(ServiceState):
         def work(model: Model) -> dict[str, Any]:
             session, _ = self._model(model.model_id)
             old = model.client
-            with LOAD_LOCK:
-                model.client = session.engine.resume_training_client(self._local_path(path))
+            model.client = session.engine.resume_training_client(self._local_path(path))
             if old is not None:
                 old.close()
             return {"type": "load_weights", "path": path, "model_id": model.model_id}
@@ -336,9 +332,8 @@ class TinkerService(ServiceState):
                 raise ApiError(400, str(exc)) from None
 
             def make() -> SamplingClient:
-                with LOAD_LOCK:
-                    client = session.engine.create_training_client(engine_name, lora_rank=None,
-                                                                   seed=0)
+                client = session.engine.create_training_client(engine_name, lora_rank=None,
+                                                               seed=0)
                 return client.sampling_client(f"{sanitize(str(base_model))}-base")
 
             sampler = Sampler(sampler_id, str(base_model), session.worker.call(make))

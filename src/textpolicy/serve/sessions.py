@@ -258,7 +258,6 @@ class ServiceState:
 
 __all__ = [
     "KEEP_EPHEMERAL_SAMPLERS",
-    "LOAD_LOCK",
     "EngineFactory",
     "Model",
     "Sampler",

@@ -9,8 +9,9 @@
 * ``token_logprobs``: log p(target | prefix) from hidden states, computing the vocabulary
   projection and log-softmax in fp32 chunk by chunk (a real vocabulary has 151,936 entries) with
   activation checkpointing, so only hidden states are kept for backward.
-* every load holds :data:`textpolicy.engines.base.LOAD_LOCK` (transformers' loading is not
-  thread-safe), so the engine builds, loads and wraps models one at a time per process.
+* ``load_tokenizer`` / ``load_causal_lm`` are not thread-safe (transformers' loading is
+  process-global state): callers hold :data:`textpolicy.engines.base.LOAD_LOCK`, as
+  ``LocalEngine`` does around everything it builds, loads and wraps.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from textpolicy.engines.base import LOAD_LOCK
 from textpolicy.errors import ConfigError, EngineError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -49,27 +49,23 @@ def quiet_transformers() -> None:
 
 
 def load_tokenizer(path: Path) -> Any:
-    with LOAD_LOCK:
-        from transformers import AutoTokenizer
+    from transformers import AutoTokenizer
 
-        try:
-            return AutoTokenizer.from_pretrained(str(path))
-        except Exception as exc:  # transformers raises many types here
-            raise EngineError(f"local engine: cannot load a tokenizer from {path}: {exc}"
-                              ) from None
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # transformers raises many types here
+        raise EngineError(f"local engine: cannot load a tokenizer from {path}: {exc}") from None
 
 
 def load_causal_lm(path: Path, device: Any, dtype: Any) -> Any:
-    with LOAD_LOCK:
-        from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-        quiet_transformers()
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-        except Exception as exc:
-            raise EngineError(f"local engine: cannot load a causal LM from {path}: {exc}"
-                              ) from None
-        return model.to(device)
+    quiet_transformers()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    except Exception as exc:
+        raise EngineError(f"local engine: cannot load a causal LM from {path}: {exc}") from None
+    return model.to(device)
 
 
 def hf_model(model: Any) -> Any:
